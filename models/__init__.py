@@ -1,0 +1,58 @@
+"""The model zoo: `models.load(name_or_path)` returns `(model, tokenizer)` ready to trace.
+
+Names:
+- "random-llama", "random-bart": small random models built in code (models/random_models.py).
+- "tiny-llama", "tiny-bart": small trained checkpoints committed under models/checkpoints/.
+- any other string: a local checkpoint folder (Llama or BART layout), loaded offline from
+  safetensors with eager attention.
+
+Nothing here touches the network: folders are read with `local_files_only=True`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from models import random_models
+
+CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+BUILT_IN: dict[str, Callable[[], tuple]] = {
+    "random-llama": random_models.build_random_llama,
+    "random-bart": random_models.build_random_bart,
+}
+SHIPPED = ("tiny-llama", "tiny-bart")
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message names the problem and the fix."""
+
+
+def available() -> list[str]:
+    """Names `load` accepts besides a folder path: shipped checkpoints first, if present."""
+    shipped = [name for name in SHIPPED if (CHECKPOINTS_DIR / name / "config.json").is_file()]
+    return shipped + list(BUILT_IN)
+
+
+def load(name_or_path: str | Path):
+    """Return `(model, tokenizer)` for a built-in name, a shipped checkpoint or a local folder."""
+    name = str(name_or_path)
+    if name in BUILT_IN:
+        return BUILT_IN[name]()
+    if name in SHIPPED:
+        folder = CHECKPOINTS_DIR / name
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(
+                f"The shipped model {name!r} is not in {folder}. Train it with "
+                f"`python -m models.train {name}`, or pick one of: {', '.join(available())}."
+            )
+        return load_folder(folder)
+    return load_folder(Path(name))
+
+
+def load_folder(folder: Path):
+    """Load a local Hugging Face checkpoint folder offline (safetensors, eager attention)."""
+    from models.local import load_checkpoint_folder
+
+    return load_checkpoint_folder(folder)

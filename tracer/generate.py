@@ -1,0 +1,227 @@
+"""trace_generation(): run one real `model.generate()` under the Recorder and return a Trace.
+
+The traced run is the real run: the same `generate()` call a user would make (greedy or seeded
+sampling, cache on or off), with the recorder's hooks watching. Nothing of the decoding loop is
+re-implemented here; this module only checks the input, sets up the call and packs the result.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import torch
+from transformers import StoppingCriteriaList
+
+from tracer.errors import StepwiseInputError, TracingNotSupported
+from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
+from tracer.trace import Trace
+
+__all__ = ["StepwiseInputError", "TracingNotSupported", "trace_generation"]
+
+
+def trace_generation(
+    model,
+    tok=None,
+    prompt: str | None = None,
+    *,
+    input_ids: torch.Tensor | None = None,
+    max_new_tokens: int = 16,
+    use_cache: bool = True,
+    do_sample: bool = False,
+    seed: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    capture_attention: bool = True,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    model_name: str | None = None,
+    **model_kwargs: Any,
+) -> Trace:
+    """Trace `model.generate()` on one prompt, step by step.
+
+    Give `prompt` (text, with `tok`) or `input_ids` ([1, prompt_len] or [prompt_len]). Extra
+    keyword arguments (e.g. `pixel_values`) go to `generate()` unchanged. `budget_bytes` caps the
+    captured arrays (attention grows as T^3 with the cache off); past it, events keep shapes only
+    and `trace.capture` says what was left out.
+
+    A model that raises mid-generation gives a Trace whose `error` names the step, with every
+    step before it complete and the failing step's events up to the failure.
+    """
+    input_ids, attention_mask, prompt_text = _prompt_ids(tok, prompt, input_ids)
+    _check_settings(model, input_ids, max_new_tokens, do_sample, temperature, model_kwargs)
+    if do_sample and seed is None:
+        seed = secrets.randbelow(2**31)  # recorded, so a sampled trace can be replayed exactly
+
+    generate_kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "use_cache": use_cache,
+        "do_sample": do_sample,
+        "num_beams": 1,
+        # The stopping criterion below reads the processed scores, which need these two.
+        "return_dict_in_generate": True,
+        "output_scores": True,
+    }
+    if do_sample:
+        generate_kwargs["temperature"] = temperature
+        if top_k is not None:
+            generate_kwargs["top_k"] = top_k
+        if top_p is not None:
+            generate_kwargs["top_p"] = top_p
+    if attention_mask is not None:
+        generate_kwargs["attention_mask"] = attention_mask
+
+    token_text = _token_texter(tok)
+    prompt_ids = input_ids[0].tolist()
+    with Recorder(
+        model, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
+    ) as rec:
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList([rec.stopping_criteria()])
+        try:
+            if do_sample:
+                torch.manual_seed(seed)
+            output = model.generate(input_ids=input_ids, **generate_kwargs, **model_kwargs)
+            sequence_ids = output.sequences[0].tolist()
+        except Exception as exc:  # a model error: keep what was recorded, say where it failed
+            rec.fail(exc)
+            start = rec.start_ids if rec.start_ids is not None else _default_start(model, prompt_ids)
+            sequence_ids = start + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
+    steps = rec.frozen_steps()
+
+    seen_ids = set(prompt_ids) | set(sequence_ids) | {t.token_id for s in steps for t in s.topk}
+    config = model.config
+    return Trace(
+        arch=rec.layout.arch,
+        model_name=model_name or getattr(config, "name_or_path", "") or type(model).__name__,
+        model_class=type(model).__name__,
+        prompt_text=prompt_text,
+        prompt_ids=prompt_ids,
+        sequence_ids=sequence_ids,
+        steps=steps,
+        error=rec.error,
+        settings={
+            "max_new_tokens": max_new_tokens,
+            "use_cache": use_cache,
+            "do_sample": do_sample,
+            "seed": seed,
+            "temperature": temperature if do_sample else None,
+            "top_k": top_k,
+            "top_p": top_p,
+            "capture_attention": capture_attention,
+            "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
+        },
+        config=_config_summary(config, rec.layout),
+        token_texts={i: token_text(i) for i in sorted(seen_ids)},
+        capture=rec.budget.summary(),
+    )
+
+
+def _prompt_ids(tok, prompt: str | None, input_ids: torch.Tensor | None):
+    """[1, prompt_len] ids, their attention mask (or None), and the prompt text."""
+    if (prompt is None) == (input_ids is None):
+        raise StepwiseInputError("Give either a prompt (text, with its tokenizer) or input_ids, not both.")
+    if prompt is not None:
+        if tok is None:
+            raise StepwiseInputError(
+                "A text prompt needs the model's tokenizer: pass tok, or pass input_ids."
+            )
+        if not prompt.strip():
+            raise StepwiseInputError("The prompt is empty: type a few words for the model to continue.")
+        encoding = tok(prompt, return_tensors="pt")
+        return encoding["input_ids"], encoding.get("attention_mask"), prompt
+    if not isinstance(input_ids, torch.Tensor):
+        input_ids = torch.as_tensor(input_ids, dtype=torch.long)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None, :]
+    if input_ids.dim() != 2:
+        raise StepwiseInputError(f"input_ids must be [batch, seq]; got shape {list(input_ids.shape)}.")
+    if input_ids.shape[0] != 1:
+        raise TracingNotSupported(
+            f"Batches of several prompts are not traced yet (got a batch of {input_ids.shape[0]}): "
+            "trace one prompt at a time."
+        )
+    if input_ids.shape[1] == 0:
+        raise StepwiseInputError("The prompt is empty (input_ids has no tokens).")
+    text = tok.decode(input_ids[0]) if tok is not None else ""
+    return input_ids, None, text
+
+
+def _check_settings(model, input_ids, max_new_tokens, do_sample, temperature, model_kwargs) -> None:
+    if (
+        model_kwargs.get("num_beams", 1) != 1
+        or getattr(model_kwargs.get("generation_config"), "num_beams", 1) > 1
+    ):
+        raise TracingNotSupported(
+            "Beam search is not traced yet: Stepwise traces greedy decoding and sampling (num_beams=1)."
+        )
+    for unsupported in ("streamer", "stopping_criteria", "assistant_model"):
+        if unsupported in model_kwargs:
+            raise TracingNotSupported(f"Tracing with {unsupported}= is not supported yet.")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise StepwiseInputError(
+            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
+        )
+    if do_sample and not temperature > 0:
+        raise StepwiseInputError(f"Sampling needs a temperature above 0; got {temperature!r}.")
+
+    config = model.config
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if not max_positions:
+        return
+    prompt_len = int(input_ids.shape[1])
+    name = type(model).__name__
+    if prompt_len > max_positions:
+        raise StepwiseInputError(
+            f"The prompt is {prompt_len} tokens long, but {name} has only {max_positions} positions: "
+            f"shorten the prompt to at most {max_positions} tokens."
+        )
+    if getattr(config, "is_encoder_decoder", False):
+        decoder_len = 1 + max_new_tokens  # the decoder start token, then one token per step
+        if decoder_len > max_positions:
+            raise StepwiseInputError(
+                f"max_new_tokens={max_new_tokens} needs {decoder_len} decoder positions, but {name} has "
+                f"{max_positions}: lower max_new_tokens to at most {max_positions - 1}."
+            )
+    elif prompt_len + max_new_tokens > max_positions:
+        raise StepwiseInputError(
+            f"The prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) is more than the "
+            f"{max_positions} positions {name} has: lower max_new_tokens to at most "
+            f"{max_positions - prompt_len}, or shorten the prompt."
+        )
+
+
+def _default_start(model, prompt_ids: list[int]) -> list[int]:
+    # generate() failed before the first step, so it never showed what the decoder starts from.
+    if getattr(model.config, "is_encoder_decoder", False):
+        start = model.generation_config.decoder_start_token_id
+        return [] if start is None else [int(start)]
+    return list(prompt_ids)
+
+
+def _token_texter(tok):
+    if tok is None:
+        return lambda token_id: f"<{token_id}>"
+
+    def token_text(token_id: int) -> str:
+        return tok.decode([int(token_id)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    return token_text
+
+
+def _config_summary(config, layout) -> dict[str, Any]:
+    def first(*keys):
+        return next((getattr(config, k) for k in keys if getattr(config, k, None) is not None), None)
+
+    num_heads = first("num_attention_heads", "decoder_attention_heads")
+    hidden = first("hidden_size", "d_model")
+    return {
+        "num_layers": layout.num_layers,
+        "encoder_layers": len(layout.encoder_self_attn),
+        "num_heads": num_heads,
+        "num_kv_heads": first("num_key_value_heads") or num_heads,
+        "hidden_size": hidden,
+        "head_dim": first("head_dim") or (hidden // num_heads if hidden and num_heads else None),
+        "vocab_size": first("vocab_size"),
+        "max_positions": first("max_position_embeddings"),
+        "model_type": getattr(config, "model_type", ""),
+    }
