@@ -1,0 +1,160 @@
+"""The command line: record a trace, show a saved one, ask the cache doctor.
+
+    python -m tracer record --model tiny-llama --prompt "tom has a red ball ." --out run.trace
+    python -m tracer show run.trace [--json]
+    python -m tracer doctor --model NAME_OR_PATH --prompt TEXT
+
+Exit codes: 0 success, 1 the trace recorded a model error (or the doctor found a cache problem),
+2 bad usage or input (the message goes to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_MODEL_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit code for bad usage is also 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m tracer", description="Record and replay generate(), step by step.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    record = commands.add_parser("record", help="trace one generate() run and save it")
+    record.add_argument(
+        "--model", required=True, help="a built-in name (tiny-llama, ...) or a checkpoint folder"
+    )
+    record.add_argument("--prompt", required=True)
+    record.add_argument("--max-new-tokens", type=int, default=16)
+    record.add_argument("--no-cache", action="store_true", help="generate with use_cache=False")
+    record.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    record.add_argument("--seed", type=int, default=None, help="seed for sampling (recorded in the trace)")
+    record.add_argument("--temperature", type=float, default=1.0)
+    record.add_argument("--out", required=True, help="the trace file to write")
+
+    show = commands.add_parser("show", help="print a saved trace, one row per step")
+    show.add_argument("file")
+    show.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+
+    doctor = commands.add_parser("doctor", help="compare cached and uncached generation, step by step")
+    doctor.add_argument("--model", help="a built-in name or a checkpoint folder")
+    doctor.add_argument("--scenario", help="a cache-bug scenario from models/ (see --list-scenarios)")
+    doctor.add_argument("--prompt", help="the prompt")
+    doctor.add_argument("--max-new-tokens", type=int, default=8)
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"record": _record, "show": _show, "doctor": _doctor}
+    try:
+        return handlers[args.command](args)
+    except ValueError as exc:  # every input problem the tracer and models raise is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _record(args) -> int:
+    import models
+    import tracer
+
+    model, tok = models.load(args.model)
+    tr = tracer.trace_generation(
+        model,
+        tok,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        use_cache=not args.no_cache,
+        do_sample=args.sample,
+        seed=args.seed,
+        temperature=args.temperature,
+        model_name=args.model,
+    )
+    path = tr.save(args.out)
+    print(step_table(tr))
+    print(f"\nsaved {len(tr.steps)} steps to {path} ({path.stat().st_size:,} bytes)")
+    if tr.error is not None:
+        print(f"the model failed at {tr.error}", file=sys.stderr)
+        return EXIT_MODEL_ERROR
+    return EXIT_OK
+
+
+def _show(args) -> int:
+    import tracer
+
+    tr = tracer.load_trace(Path(args.file))
+    if args.json:
+        print(json.dumps(trace_summary(tr), indent=2))
+    else:
+        print(step_table(tr))
+    return EXIT_MODEL_ERROR if tr.error is not None else EXIT_OK
+
+
+def _doctor(args) -> int:
+    from tracer import doctor
+
+    return doctor.cli(args)
+
+
+def trace_summary(tr) -> dict:
+    """The `show --json` object: the trace's outline, one entry per step."""
+    return {
+        "arch": tr.arch,
+        "model": tr.model_name,
+        "prompt_ids": tr.prompt_ids,
+        "sequence_ids": tr.sequence_ids,
+        "error": None if tr.error is None else vars(tr.error),
+        "steps": [
+            {
+                "index": s.index,
+                "phase": s.phase,
+                "prepare_inputs": {
+                    name: {"shape": list(v.shape)} if hasattr(v, "shape") else {"value": v}
+                    for name, v in s.prepare_inputs.items()
+                },
+                "cache_seq_len": s.cache_seq_len(),
+                "chosen_id": s.chosen_id,
+                "chosen_prob": s.chosen_prob,
+                "events": [e.name for e in s.events],
+            }
+            for s in tr.steps
+        ],
+    }
+
+
+def step_table(tr) -> str:
+    """A fixed-width table, one row per step: phase, fed shape, cache length, chosen token, prob."""
+    header = f"{'step':>4}  {'phase':<8} {'input_ids':<12} {'cache':>6}  {'token':<16} {'prob':>6}"
+    rows = [
+        f"{tr.model_name} ({tr.arch}), prompt {len(tr.prompt_ids)} tokens, "
+        f"use_cache={tr.settings.get('use_cache')}",
+        header,
+        "-" * len(header),
+    ]
+    for s in tr.steps:
+        shape = "x".join(map(str, s.fed_shape)) if s.fed_shape else "-"
+        cache = s.cache_seq_len()
+        token = "(failed)" if s.chosen_id is None else repr(tr.token_text(s.chosen_id))
+        prob = "" if s.chosen_prob is None else f"{s.chosen_prob:.3f}"
+        rows.append(
+            f"{s.index:>4}  {s.phase:<8} {'[' + shape + ']':<12} {'-' if cache is None else cache:>6}  "
+            f"{token:<16} {prob:>6}"
+        )
+    if tr.error is not None:
+        rows.append(f"error at {tr.error}")
+    rows.append(f"output: {' '.join(tr.tokens(tr.sequence_ids))}")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
