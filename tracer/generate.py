@@ -8,10 +8,11 @@ re-implemented here; this module only checks the input, sets up the call and pac
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import StoppingCriteriaList
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tracer.errors import StepwiseInputError, TracingNotSupported
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
@@ -36,6 +37,7 @@ def trace_generation(
     capture_attention: bool = True,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     model_name: str | None = None,
+    progress: Callable[[int], None] | None = None,
     **model_kwargs: Any,
 ) -> Trace:
     """Trace `model.generate()` on one prompt, step by step.
@@ -44,6 +46,9 @@ def trace_generation(
     keyword arguments (e.g. `pixel_values`) go to `generate()` unchanged. `budget_bytes` caps the
     captured arrays (attention grows as T^3 with the cache off); past it, events keep shapes only
     and `trace.capture` says what was left out.
+
+    `progress`, if given, is called with the number of finished steps after each token choice
+    (the app's progress bar); it runs inside generate(), so it should be quick.
 
     A model that raises mid-generation gives a Trace whose `error` names the step, with every
     step before it complete and the failing step's events up to the failure.
@@ -76,7 +81,10 @@ def trace_generation(
     with Recorder(
         model, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
     ) as rec:
-        generate_kwargs["stopping_criteria"] = StoppingCriteriaList([rec.stopping_criteria()])
+        criteria = [rec.stopping_criteria()]
+        if progress is not None:
+            criteria.append(_Progress(progress))
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         try:
             if do_sample:
                 torch.manual_seed(seed)
@@ -114,6 +122,19 @@ def trace_generation(
         token_texts={i: token_text(i) for i in sorted(seen_ids)},
         capture=rec.budget.summary(),
     )
+
+
+class _Progress(StoppingCriteria):
+    """Reports each finished step to a callback; never stops generation itself."""
+
+    def __init__(self, callback: Callable[[int], None]):
+        self.callback = callback
+        self.steps = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        self.steps += 1
+        self.callback(self.steps)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def _prompt_ids(tok, prompt: str | None, input_ids: torch.Tensor | None):
