@@ -42,6 +42,7 @@ DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
 # A model is one Python object shared by every trace of it (and one torch RNG per process):
 # traces run one at a time, so two app sessions never mix their hooks, records or seeds.
 _TRACE_LOCK = threading.Lock()
+_NOTHING = object()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ class Recorder:
         self._open_calls: dict[int, list[_OpenEvent]] = {}  # id(module) -> calls in progress
         self._failed_at = ""
         self._handles: list[Any] = []
-        self._had_own_prepare = False
+        self._own_prepare: Any = _NOTHING
         self._original_attn: Any = None
         self._module_names = {id(m): n for n, m in model.named_modules()}
 
@@ -313,7 +314,8 @@ class Recorder:
             if self._original_attn != "eager":
                 model.set_attn_implementation("eager")
 
-        self._had_own_prepare = "prepare_inputs_for_generation" in vars(model)
+        # An instance may carry its own override (a user's patch): put that exact object back later.
+        self._own_prepare = vars(model).get("prepare_inputs_for_generation", _NOTHING)
         original_prepare = model.prepare_inputs_for_generation
         # functools.wraps keeps the signature: generate() reads it to decide which kwargs it accepts.
         model.prepare_inputs_for_generation = functools.wraps(original_prepare)(
@@ -338,7 +340,9 @@ class Recorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        if "prepare_inputs_for_generation" in vars(self.model) and not self._had_own_prepare:
+        if self._own_prepare is not _NOTHING:
+            self.model.prepare_inputs_for_generation = self._own_prepare
+        elif "prepare_inputs_for_generation" in vars(self.model):
             del self.model.prepare_inputs_for_generation
         if self._original_attn is not None and self.model.config._attn_implementation != self._original_attn:
             self.model.set_attn_implementation(self._original_attn)
