@@ -1,0 +1,23 @@
+"""The benchmarks still run (tiny sizes): numbers are read by people, not asserted here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_overhead_benchmark_runs_and_prints_its_ratios():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/overhead.py", "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for line in ("generate (sdpa)", "trace_generation, attention captured", "trace_generation, shapes only"):
+        assert result.stdout.count(line) == 2  # once for the Llama, once for BART
+    assert "random Llama" in result.stdout and "random BART" in result.stdout
