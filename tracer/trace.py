@@ -15,7 +15,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from safetensors import SafetensorError
@@ -166,14 +166,12 @@ class TraceError:
         return f"step {self.step}{where}: {self.type}: {self.message}"
 
 
-@dataclass(frozen=True)
-class TopToken:
+class TopToken(NamedTuple):
+    """One entry of a step's top-k: a plain (token_id, token_text, prob) tuple with names."""
+
     token_id: int
     text: str
     prob: float
-
-    def __iter__(self):  # unpacks as (token_id, token_text, prob), the design's tuple form
-        return iter((self.token_id, self.text, self.prob))
 
 
 @dataclass(frozen=True, eq=False)
