@@ -421,3 +421,21 @@ def test_input_ids_without_a_tokenizer(llama):
     tr = traced(model, None, input_ids=ids, max_new_tokens=2)
     assert tr.prompt_ids == ids.tolist()
     assert tr.token_text(tr.sequence_ids[-1]).startswith("<")
+
+
+def test_bart_attention_events_read_their_own_cache_length(bart):
+    model, tok = bart
+    tr = traced(model, tok, PROMPT, max_new_tokens=3)
+    src_len = len(tok(PROMPT)["input_ids"])
+    # Cross-attention projects the encoder states once (step 0), then reads them from the cache.
+    assert [s.event(names.decoder_cross_attn(1)).inputs["cache_len_before"] for s in tr.steps] == [
+        "0",
+        str(src_len),
+        str(src_len),
+    ]
+    assert [s.event(names.decoder_self_attn(1)).inputs["cache_len_before"] for s in tr.steps] == [
+        "0",
+        "1",
+        "2",
+    ]
+    assert tr.steps[0].event(names.decoder_cross_attn(0)).inputs["key_value_states"].shape[1] == src_len

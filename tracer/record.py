@@ -429,7 +429,7 @@ class Recorder:
         path = self._module_names.get(id(module), type(module).__name__) or type(module).__name__
 
         def pre(mod, args, kwargs):
-            event = _OpenEvent(name, path, inputs=self._call_inputs(mod, args, kwargs))
+            event = _OpenEvent(name, path, inputs=self._call_inputs(name, mod, args, kwargs))
             target = self.current.events if self.current is not None and self._in_step() else self._preamble
             target.append(event)
             self._open_calls.setdefault(id(mod), []).append(event)
@@ -455,7 +455,7 @@ class Recorder:
         # today) would belong to the next step; keep them for it.
         return self.current is not None and self.current.chosen_id is None
 
-    def _call_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Value]:
+    def _call_inputs(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Value]:
         inputs: dict[str, Value] = {}
         for i, arg in enumerate(args):
             is_hidden = i == 0 and isinstance(arg, torch.Tensor) and arg.dim() == 3
@@ -468,15 +468,15 @@ class Recorder:
         layer_idx = getattr(module, "layer_idx", None)
         if cache is not None and layer_idx is not None:
             # The cache is shared by all layers and updated as they run: read this layer's own length.
-            inputs["cache_len_before"] = str(self._layer_cache_len(cache, module, layer_idx))
+            kind = "cross" if names.attention_kind(name) == "cross" else "self"
+            inputs["cache_len_before"] = str(self._layer_cache_len(cache, kind, layer_idx))
         return inputs
 
     @staticmethod
-    def _layer_cache_len(cache: Any, module: nn.Module, layer_idx: int) -> int:
+    def _layer_cache_len(cache: Any, kind: str, layer_idx: int) -> int:
         part = cache
-        if hasattr(cache, "self_attention_cache"):
-            is_cross = getattr(module, "is_cross_attention", None)
-            part = cache.cross_attention_cache if is_cross else cache.self_attention_cache
+        if hasattr(cache, "self_attention_cache"):  # EncoderDecoderCache
+            part = cache.cross_attention_cache if kind == "cross" else cache.self_attention_cache
         layers = getattr(part, "layers", [])
         if layer_idx >= len(layers):
             return 0
