@@ -1,0 +1,923 @@
+"""The generation views as pure functions: Trace -> plotly Figure, pandas DataFrame or plain text.
+
+The app's pages (overview, step replay, attention, KV cache) only lay out what these build, so
+everything a page shows can be built and tested without Streamlit or a model:
+
+- overview: `token_strip_html`, `steps_table`, `trace_summary`
+- step replay: `call_flow`, `call_flow_figure`, `call_flow_table`, `prepare_inputs_table`,
+  `prepare_inputs_changes`, `topk_figure`, `step_story`
+- attention: `attention_figure`, `attention_heads_figure`, `stitched_attention`,
+  `stitched_attention_figure`
+- KV cache: `cache_table`, `cache_growth_figure`, `cache_shapes_table`, `cache_on_off_table`,
+  `cache_on_off_figure`
+
+Positions: the decoder's sequence is `tr.sequence_ids` (the prompt then the generated tokens for
+a decoder-only model; the start token then the generated tokens for BART). Step i sees the first
+`len(tr.start_ids) + i` of them: the queries it computed are the last `q_len` of those, its keys
+all of them (self-attention) or the source tokens (cross-attention).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tracer import names
+from tracer.trace import Event, Step, TensorInfo, Trace, human_bytes
+
+PROMPT_COLOR = "#d0e2ff"  # the prompt / source tokens
+GENERATED_COLOR = "#ffe3b3"  # tokens the model chose
+CHOSEN_COLOR = "#e8590c"
+OTHER_COLOR = "#8da9c4"
+ERROR_COLOR = "#fa5252"
+HEATMAP_SCALE = "Blues"
+KIND_TITLES = {
+    "self": "decoder self-attention",
+    "cross": "cross-attention (decoder → encoder)",
+    "encoder": "encoder self-attention",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def show_token(text: str) -> str:
+    """A token's text made visible: quotes show leading/trailing spaces, an empty one says so."""
+    if text == "":
+        return "''"
+    if text.strip() != text or text == "":
+        return repr(text)
+    return text
+
+
+def _shape(value) -> str:
+    if isinstance(value, TensorInfo):
+        return f"[{', '.join(map(str, value.shape))}]"
+    return str(value)
+
+
+def _value_text(value) -> str:
+    return str(value)  # TensorInfo prints as "int64[1, 7]"; other values are already text
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _pct(prob: float | None) -> str:
+    return "n/a" if prob is None else f"{100 * prob:.1f}%"
+
+
+def step_end(tr: Trace, step: Step) -> int:
+    """How many decoder positions exist while step `step` runs (its keys, in self-attention)."""
+    return len(tr.start_ids) + step.index
+
+
+def fed_count(step: Step) -> int | None:
+    """Tokens the decoder was fed at this step (the last dimension of input_ids)."""
+    shape = step.fed_shape
+    return None if not shape else int(shape[-1])
+
+
+def _labels(tr: Trace, ids: list[int], start: int = 0) -> list[str]:
+    return [f"{start + i}: {show_token(tr.token_text(t))}" for i, t in enumerate(ids)]
+
+
+def _decoder_ids(tr: Trace, end: int) -> list[int]:
+    ids = list(tr.sequence_ids[:end])
+    return ids + [-1] * (end - len(ids))  # a failed step may reach past what was returned
+
+
+def _key_query_ids(tr: Trace, step: Step, kind: str, q_len: int, k_len: int) -> tuple[list[int], list[int]]:
+    """(query token ids, key token ids) of an attention matrix of this step."""
+    if kind == "encoder":
+        return tr.prompt_ids[:q_len], tr.prompt_ids[:k_len]
+    end = step_end(tr, step)
+    queries = _decoder_ids(tr, end)[end - q_len : end]
+    keys = tr.prompt_ids[:k_len] if kind == "cross" else _decoder_ids(tr, k_len)
+    return queries, keys
+
+
+def attention_kinds(tr: Trace) -> list[str]:
+    """The attention kinds a trace has: ["self"], or ["self", "cross", "encoder"] for BART."""
+    return ["self", "cross", "encoder"] if tr.encoder_decoder else ["self"]
+
+
+def num_heads(tr: Trace, kind: str = "self") -> int:
+    for step in tr.steps:
+        for layer in range(tr.num_layers):
+            if step.has_attention(kind, layer):
+                return int(step.attention(kind, layer).shape[0])
+    return int(tr.config.get("num_heads") or 0)
+
+
+def kind_layers(tr: Trace, kind: str) -> int:
+    return int(tr.config.get("encoder_layers") or 0) if kind == "encoder" else tr.num_layers
+
+
+def _empty_figure(message: str, height: int = 200) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Overview
+
+
+def trace_summary(tr: Trace) -> str:
+    """One line: model, architecture, decoding and cache settings, steps, and the error if any."""
+    s = tr.settings
+    if s.get("do_sample"):
+        decoding = f"sampling (temperature {s.get('temperature')}, seed {s.get('seed')})"
+    else:
+        decoding = "greedy"
+    cache = "cache on" if s.get("use_cache", True) else "cache off"
+    text = (
+        f"{tr.model_name} ({tr.model_class}, {tr.arch}), {decoding}, {cache}: "
+        f"{len(tr.prompt_ids)} prompt tokens, {len(tr.generated_ids)} generated in {len(tr.steps)} steps"
+    )
+    if tr.error is not None:
+        text += f"; failed at step {tr.error.step}"
+    return text
+
+
+def token_strip_html(tr: Trace) -> str:
+    """The prompt (blue) and the generated tokens (orange, numbered by step) as an HTML strip."""
+
+    def chip(text: str, color: str, title: str) -> str:
+        return (
+            f'<span title="{html.escape(title)}" style="background:{color};border-radius:4px;'
+            f'padding:2px 6px;margin:2px;display:inline-block;font-family:monospace">'
+            f"{html.escape(show_token(text))}</span>"
+        )
+
+    prompt_label = "source" if tr.encoder_decoder else "prompt"
+    parts = [
+        chip(tr.token_text(t), PROMPT_COLOR, f"{prompt_label} position {i}, id {t}")
+        for i, t in enumerate(tr.prompt_ids)
+    ]
+    if tr.encoder_decoder:
+        parts.append('<span style="margin:0 8px">⇒</span>')
+        parts += [chip(tr.token_text(t), "#e9ecef", f"decoder start, id {t}") for t in tr.start_ids]
+    chosen = [s for s in tr.steps if s.chosen_id is not None]
+    parts += [
+        chip(
+            tr.token_text(s.chosen_id),
+            GENERATED_COLOR,
+            f"step {s.index}, id {s.chosen_id}, p={_pct(s.chosen_prob)}",
+        )
+        for s in chosen
+    ]
+    if tr.error is not None:
+        parts.append(chip(f"✗ step {tr.error.step}: {tr.error.type}", "#ffc9c9", str(tr.error)))
+    return '<div style="line-height:2.2">' + "".join(parts) + "</div>"
+
+
+def steps_table(tr: Trace) -> pd.DataFrame:
+    """One row per step: phase, what was fed, cache length after it, the chosen token and its probability."""
+    rows = []
+    for step in tr.steps:
+        fed = step.fed_ids
+        fed_text = " ".join(show_token(tr.token_text(t)) for t in fed) if fed is not None else ""
+        if len(fed_text) > 60:
+            fed_text = fed_text[:57] + "..."
+        rows.append(
+            {
+                "step": step.index,
+                "phase": step.phase,
+                "fed": fed_text,
+                "fed shape": _shape_of(step.fed_shape),
+                "cache length": step.cache_seq_len("self"),
+                "chosen token": show_token(tr.token_text(step.chosen_id)) if step.complete else "",
+                "probability": step.chosen_prob,
+                "status": _step_status(tr, step),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "step",
+            "phase",
+            "fed",
+            "fed shape",
+            "cache length",
+            "chosen token",
+            "probability",
+            "status",
+        ],
+    )
+
+
+def _shape_of(shape: tuple[int, ...] | None) -> str:
+    return "" if shape is None else f"[{', '.join(map(str, shape))}]"
+
+
+def _step_status(tr: Trace, step: Step) -> str:
+    if tr.error is not None and tr.error.step == step.index:
+        return f"failed: {tr.error.type}"
+    return "ok" if step.complete else "incomplete"
+
+
+# ---------------------------------------------------------------------------------------------
+# Step replay: the call flow
+
+
+@dataclass(frozen=True)
+class FlowNode:
+    """One box of the call-flow diagram."""
+
+    title: str  # "decoder.layers.0.self_attn"
+    detail: str  # the shapes, in plain words
+    depth: int  # nesting: 0 generate, 1 its calls, 2 inside forward, 3 inside a block
+    module: str = ""  # the Hugging Face module path
+    failed: bool = False
+
+
+def _first_tensor(values: dict, keys: tuple[str, ...]) -> tuple[str, TensorInfo] | None:
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, TensorInfo):
+            return key, value
+    for key, value in values.items():
+        if isinstance(value, TensorInfo):
+            return key, value
+    return None
+
+
+_IN_KEYS = ("input_ids", "decoder_input_ids", "hidden_states")
+_OUT_KEYS = ("logits", "last_hidden_state", "attn_weights", "output", "output[0]")
+
+
+def _event_detail(tr: Trace, step: Step, event: Event) -> str:
+    kind = event.attention_kind
+    if event.name == names.PREPARE_INPUTS:
+        before = _first_tensor(event.inputs, ("input_ids",))
+        after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids"))
+        if before and after:
+            return f"sequence so far {_shape(before[1])} → feeds {after[0]} {_shape(after[1])}"
+    if event.name == names.CHOOSE_TOKEN:
+        if step.chosen_id is None:
+            return "no token chosen"
+        return f"picks {show_token(tr.token_text(step.chosen_id))} (p={_pct(step.chosen_prob)})"
+    if kind is not None:
+        hidden = event.inputs.get("hidden_states")
+        weights = event.outputs.get("attn_weights")
+        text = f"hidden {_shape(hidden)}" if hidden is not None else ""
+        if weights is not None:
+            text += f" → weights {_shape(weights)}"
+        cache_before = event.inputs.get("cache_len_before")
+        if kind == "self" and cache_before is not None and isinstance(weights, TensorInfo):
+            text += f"; cache {cache_before} → {weights.shape[-1]}"
+        if kind == "cross" and isinstance(weights, TensorInfo):
+            text += f"; {weights.shape[-1]} source positions"
+        return text.strip()
+    inp = _first_tensor(event.inputs, _IN_KEYS)
+    out = _first_tensor(event.outputs, _OUT_KEYS)
+    parts = []
+    if inp:
+        parts.append(f"{inp[0]} {_shape(inp[1])}")
+    if out:
+        parts.append(f"{out[0]} {_shape(out[1])}")
+    return " → ".join(parts)
+
+
+def _event_depth(event: Event) -> int:
+    if event.name in (names.PREPARE_INPUTS, names.FORWARD, names.CHOOSE_TOKEN, names.ENCODER):
+        return 1
+    if event.attention_kind is not None:
+        return 3
+    return 2  # decoder.layers.{i}, lm_head
+
+
+def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
+    """The step's calls in the order they happened, with shapes, framed by generate() and the append."""
+    step = tr.steps[step_index]
+    end = step_end(tr, step)
+    nodes = [FlowNode("generate()", f"step {step.index} ({step.phase}); {end} decoder positions so far", 0)]
+    for event in step.events:
+        nodes.append(
+            FlowNode(
+                event.name,
+                _event_detail(tr, step, event),
+                _event_depth(event),
+                event.module,
+                failed=event.error is not None,
+            )
+        )
+    failed_here = tr.error is not None and tr.error.step == step.index
+    if failed_here:
+        nodes.append(FlowNode("error", str(tr.error), 0, failed=True))
+    elif step.complete:
+        token = show_token(tr.token_text(step.chosen_id))
+        nodes.append(FlowNode("append", f"input_ids [1, {end}] + {token} → [1, {end + 1}]", 1))
+        last = step.index == len(tr.steps) - 1
+        nodes.append(FlowNode("stop" if last else "next step", _stop_reason(tr) if last else "", 0))
+    return nodes
+
+
+def _stop_reason(tr: Trace) -> str:
+    last = tr.steps[-1] if tr.steps else None
+    if tr.error is not None:
+        return "the model raised"
+    max_new = tr.settings.get("max_new_tokens")
+    if last is not None and len(tr.generated_ids) >= (max_new or 0):
+        return f"max_new_tokens={max_new} reached"
+    return "end-of-sequence token chosen"
+
+
+def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
+    """The call flow as a diagram: one box per call, indented by nesting, top to bottom."""
+    nodes = call_flow(tr, step_index)
+    row_h = 34
+    fig = go.Figure()
+    shapes, annotations = [], []
+    indent = 0.045
+    for i, node in enumerate(nodes):
+        y0, y1 = -i - 0.85, -i - 0.1
+        x0 = node.depth * indent
+        fill = "#fff0f0" if node.failed else ("#f1f3f5" if node.depth == 0 else "#ffffff")
+        line = ERROR_COLOR if node.failed else ("#868e96" if node.depth == 0 else "#4dabf7")
+        shapes.append(
+            dict(type="rect", x0=x0, x1=1, y0=y0, y1=y1, fillcolor=fill, line=dict(color=line, width=1))
+        )
+        if i > 0:  # the arrow from the previous call
+            ax = max(nodes[i - 1].depth, node.depth) * indent + 0.015
+            annotations.append(
+                dict(
+                    x=ax,
+                    y=y1,
+                    ax=ax,
+                    ay=y1 + 0.25,
+                    xref="x",
+                    yref="y",
+                    axref="x",
+                    ayref="y",
+                    showarrow=True,
+                    arrowhead=2,
+                    arrowsize=0.8,
+                    arrowcolor="#868e96",
+                    text="",
+                )
+            )
+        annotations.append(
+            dict(
+                x=x0 + 0.01,
+                y=(y0 + y1) / 2,
+                xref="x",
+                yref="y",
+                xanchor="left",
+                showarrow=False,
+                text=f"<b>{html.escape(node.title)}</b>   {html.escape(node.detail)}",
+                font=dict(family="monospace", size=12, color=ERROR_COLOR if node.failed else "#212529"),
+            )
+        )
+    # Invisible points carry the hover text (the Hugging Face module path of each call).
+    fig.add_trace(
+        go.Scatter(
+            x=[0.5] * len(nodes),
+            y=[-i - 0.475 for i in range(len(nodes))],
+            mode="markers",
+            marker=dict(opacity=0),
+            hovertext=[f"{n.title}<br>{n.module or ''}<br>{html.escape(n.detail)}" for n in nodes],
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(
+        shapes=shapes,
+        annotations=annotations,
+        height=row_h * len(nodes) + 20,
+        margin=dict(l=5, r=5, t=5, b=5),
+        plot_bgcolor="white",
+        xaxis=dict(visible=False, range=[0, 1], fixedrange=True),
+        yaxis=dict(visible=False, range=[-len(nodes) - 0.05, 0.05], fixedrange=True),
+    )
+    return fig
+
+
+def call_flow_table(tr: Trace, step_index: int) -> pd.DataFrame:
+    """Every recorded call of the step, exactly: hook point, HF module, inputs and outputs."""
+    step = tr.steps[step_index]
+    rows = [
+        {
+            "order": i,
+            "hook point": e.name,
+            "module": e.module,
+            "inputs": ", ".join(f"{k}={_value_text(v)}" for k, v in e.inputs.items()),
+            "outputs": ", ".join(f"{k}={_value_text(v)}" for k, v in e.outputs.items()),
+            "note": e.note or (f"error: {e.error}" if e.error else ""),
+        }
+        for i, e in enumerate(step.events)
+    ]
+    return pd.DataFrame(rows, columns=["order", "hook point", "module", "inputs", "outputs", "note"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Step replay: what prepare_inputs_for_generation returned
+
+
+def _pi_text(tr: Trace, value) -> str:
+    if value is None:
+        return "—"
+    return _value_text(value)
+
+
+def _pi_tokens(tr: Trace, value) -> str:
+    if isinstance(value, TensorInfo) and value.values is not None and value.dtype.startswith("int"):
+        values = list(value.values)
+        shown = ", ".join(map(str, values[:12])) + (", ..." if len(values) > 12 else "")
+        return f"[{shown}]"
+    return ""
+
+
+def prepare_inputs_table(tr: Trace, step_index: int) -> pd.DataFrame:
+    """What prepare_inputs_for_generation returned here and at the previous step, and what changed."""
+    step = tr.steps[step_index]
+    prev = tr.steps[step_index - 1].prepare_inputs if step_index > 0 else {}
+    keys = list(step.prepare_inputs) + [k for k in prev if k not in step.prepare_inputs]
+    rows = []
+    for key in keys:
+        now, before = step.prepare_inputs.get(key), prev.get(key)
+        rows.append(
+            {
+                "argument": key,
+                "previous step": _pi_text(tr, before) if step_index > 0 else "",
+                "this step": _pi_text(tr, now),
+                "values": _pi_tokens(tr, now),
+                "changed": step_index > 0 and _pi_text(tr, now) != _pi_text(tr, before),
+            }
+        )
+    return pd.DataFrame(rows, columns=["argument", "previous step", "this step", "values", "changed"])
+
+
+def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
+    """The shape changes since the previous step, e.g. "input_ids [1, 7] → [1, 1]"."""
+    if step_index == 0:
+        return []
+    now = tr.steps[step_index].prepare_inputs
+    before = tr.steps[step_index - 1].prepare_inputs
+    changes = []
+    for key in list(now) + [k for k in before if k not in now]:
+        a, b = before.get(key), now.get(key)
+        if isinstance(a, TensorInfo) or isinstance(b, TensorInfo):
+            if a is None or b is None or a.shape != b.shape:
+                changes.append(
+                    f"{key} {_shape(a) if a is not None else 'absent'} → "
+                    f"{_shape(b) if b is not None else 'absent'}"
+                )
+        elif a != b:
+            changes.append(f"{key} {a} → {b}")
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------
+# Step replay: the token choice and the plain-language account
+
+
+def topk_figure(tr: Trace, step_index: int) -> go.Figure:
+    """The top-10 of the distribution the token was chosen from, the chosen token highlighted."""
+    step = tr.steps[step_index]
+    if not step.topk:
+        return _empty_figure("No token was chosen at this step.")
+    tokens = [show_token(t.text) for t in step.topk]
+    probs = [t.prob for t in step.topk]
+    colors = [CHOSEN_COLOR if t.token_id == step.chosen_id else OTHER_COLOR for t in step.topk]
+    labels = [f"{i + 1}. {tok}" for i, tok in enumerate(tokens)]
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=labels,
+            orientation="h",
+            marker_color=colors,
+            text=[_pct(p) for p in probs],
+            textposition="outside",
+            customdata=[[t.token_id] for t in step.topk],
+            hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=320,
+        margin=dict(l=10, r=40, t=30, b=10),
+        title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=14)),
+        xaxis=dict(title="probability", range=[0, max(probs) * 1.25 or 1]),
+        yaxis=dict(autorange="reversed", type="category"),
+    )
+    return fig
+
+
+def step_story(tr: Trace, step_index: int) -> str:
+    """A short plain-language account of the step, built from what the trace recorded."""
+    step = tr.steps[step_index]
+    use_cache = bool(tr.settings.get("use_cache", True))
+    fed = fed_count(step)
+    fed_ids = step.fed_ids or []
+    fed_words = " ".join(show_token(tr.token_text(t)) for t in fed_ids)
+    fed_shape = _shape_of(step.fed_shape)
+    n_layers = tr.num_layers
+    end = step_end(tr, step)
+    lines = []
+
+    if tr.encoder_decoder and step.index == 0 and step.event(names.ENCODER) is not None:
+        lines.append(
+            f"The **encoder** read the {len(tr.prompt_ids)} source tokens once, before this first step; "
+            "every step reuses its output."
+        )
+    if step.index == 0:
+        what = "the decoder start token" if tr.encoder_decoder else f"the whole prompt of {fed} tokens"
+        if use_cache:
+            lines.append(
+                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed at once "
+                f"(input ids {fed_shape}). Each of the {n_layers} layers stored their keys and values "
+                "in the cache."
+            )
+        else:
+            lines.append(f"Step 0: the cache is off, so {what} was fed (input ids {fed_shape}).")
+    elif use_cache:
+        cached = step.index - 1 + len(tr.start_ids)
+        lines.append(
+            f"The cache already holds {_n(cached, 'position')}, so only the new token **{fed_words}** was "
+            f"fed (input ids {fed_shape}). Its query attended to {end} keys: the {cached} cached and its own."
+        )
+    else:
+        lines.append(
+            f"The cache is **off**, so all {fed} tokens so far were fed again (input ids {fed_shape}) "
+            "and every layer recomputed keys and values for every position; only the last position's "
+            "logits choose the next token."
+        )
+    if tr.encoder_decoder and step.complete:
+        src = len(tr.prompt_ids)
+        if use_cache and step.index == 0:
+            lines.append(
+                f"Cross-attention projected the encoder output into keys and values for the {src} source "
+                "positions and stored them in the cross-attention cache, which stays fixed from now on."
+            )
+        elif use_cache:
+            lines.append(f"Cross-attention read its {src} source keys and values from the cache.")
+        else:
+            lines.append(f"Cross-attention recomputed keys and values for the {src} source positions.")
+
+    if step.complete:
+        token = show_token(tr.token_text(step.chosen_id))
+        rank = next((i for i, t in enumerate(step.topk) if t.token_id == step.chosen_id), None)
+        if tr.settings.get("do_sample"):
+            where = f"the #{rank + 1} most likely" if rank is not None else "outside the top 10"
+            how = (
+                f"Sampling at temperature {tr.settings.get('temperature')} (seed {tr.settings.get('seed')}) "
+                f"drew **{token}** ({_pct(step.chosen_prob)}), {where}."
+            )
+        else:
+            how = f"Greedy decoding took the most likely token, **{token}** ({_pct(step.chosen_prob)})."
+        lines.append(how)
+        after = step.cache_seq_len("self")
+        if after is not None:
+            lines.append(
+                f"After the step the cache holds {_n(after, 'position')} per layer; {token} is appended."
+            )
+        else:
+            lines.append(f"{token} is appended to the sequence; nothing is kept for the next step.")
+        if step.index == len(tr.steps) - 1 and tr.error is None:
+            lines.append(f"generate() stops here: {_stop_reason(tr)}.")
+    if tr.error is not None and tr.error.step == step.index:
+        where = f" in `{tr.error.where}`" if tr.error.where else ""
+        lines.append(
+            f"**This step failed**{where}: {tr.error.type}: {tr.error.message}. "
+            "The calls recorded before the failure are shown."
+        )
+    return "\n\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+
+
+def _heatmap(matrix: np.ndarray, queries: list[str], keys: list[str], showscale: bool = True) -> go.Heatmap:
+    # Numeric axes with token tick labels: a categorical axis would merge two "the" tokens.
+    q_n, k_n = matrix.shape
+    custom = np.empty((q_n, k_n, 2), dtype=object)
+    custom[:, :, 0] = np.asarray(queries, dtype=object)[:, None]
+    custom[:, :, 1] = np.asarray(keys, dtype=object)[None, :]
+    return go.Heatmap(
+        z=matrix,
+        x=list(range(k_n)),
+        y=list(range(q_n)),
+        customdata=custom,
+        zmin=0,
+        zmax=1,
+        colorscale=HEATMAP_SCALE,
+        showscale=showscale,
+        hoverongaps=False,
+        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
+    )
+
+
+def _axis_ticks(labels: list[str], max_ticks: int = 40) -> dict:
+    every = max(1, int(np.ceil(len(labels) / max_ticks)))
+    vals = list(range(0, len(labels), every))
+    return dict(tickmode="array", tickvals=vals, ticktext=[labels[i] for i in vals])
+
+
+def step_attention(
+    tr: Trace, step_index: int, kind: str, layer: int
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """This step's attention [heads, q_len, k_len] with query and key labels ("7: mia")."""
+    step = tr.steps[step_index]
+    att = step.attention(kind, layer)
+    q_len, k_len = att.shape[-2:]
+    q_ids, k_ids = _key_query_ids(tr, step, kind, q_len, k_len)
+    q_start = 0 if kind == "encoder" else step_end(tr, step) - q_len
+    return att, _labels(tr, q_ids, q_start), _labels(tr, k_ids)
+
+
+def _attention_title(tr: Trace, step_index: int, kind: str, layer: int, head: int | None) -> str:
+    head_text = "all heads" if head is None else f"head {head}"
+    return f"Step {step_index}, layer {layer}, {head_text}: {KIND_TITLES[kind]}"
+
+
+def attention_figure(tr: Trace, step_index: int, kind: str, layer: int, head: int) -> go.Figure:
+    """One head's attention at one step: rows are the queries computed here, columns the keys."""
+    step = tr.steps[step_index]
+    if not step.has_attention(kind, layer):
+        return _empty_figure(_missing_attention(tr, step, kind, layer))
+    att, queries, keys = step_attention(tr, step_index, kind, layer)
+    fig = go.Figure(_heatmap(att[head], queries, keys))
+    q_n = len(queries)
+    fig.update_layout(
+        title=dict(text=_attention_title(tr, step_index, kind, layer, head), font=dict(size=14)),
+        height=max(220, min(700, 120 + 18 * q_n)),
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title="key (attended to)", **_axis_ticks(keys)),
+        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries)),
+    )
+    return fig
+
+
+def attention_heads_figure(tr: Trace, step_index: int, kind: str, layer: int) -> go.Figure:
+    """Every head of one layer at one step, side by side (four per row)."""
+    step = tr.steps[step_index]
+    if not step.has_attention(kind, layer):
+        return _empty_figure(_missing_attention(tr, step, kind, layer))
+    att, queries, keys = step_attention(tr, step_index, kind, layer)
+    heads = att.shape[0]
+    cols = min(4, heads)
+    rows = int(np.ceil(heads / cols))
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"head {h}" for h in range(heads)],
+        horizontal_spacing=0.03,
+        vertical_spacing=0.08,
+    )
+    for h in range(heads):
+        fig.add_trace(_heatmap(att[h], queries, keys, showscale=h == 0), row=h // cols + 1, col=h % cols + 1)
+    few_q = len(queries) <= 12
+    fig.update_xaxes(**_axis_ticks(keys, 12))
+    fig.update_yaxes(autorange="reversed", **_axis_ticks(queries, 12), showticklabels=few_q)
+    fig.update_yaxes(showticklabels=True, col=1)
+    panel = max(120, min(320, 60 + 14 * len(queries)))
+    fig.update_layout(
+        title=dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14)),
+        height=rows * panel + 80,
+        margin=dict(l=10, r=10, t=60, b=10),
+    )
+    return fig
+
+
+def _missing_attention(tr: Trace, step: Step, kind: str, layer: int) -> str:
+    if kind == "encoder" and step.index != 0:
+        return "The encoder runs once, before step 0: choose step 0 to see its attention."
+    if kind != "self" and not tr.encoder_decoder:
+        return f"A {tr.arch} model has no {KIND_TITLES[kind]}."
+    event = step.event(names.attention_name(kind, layer))
+    if event is None:
+        return f"Step {step.index} did not reach layer {layer}'s {KIND_TITLES[kind]}."
+    if event.error is not None:
+        return f"Step {step.index}, layer {layer}: the {KIND_TITLES[kind]} raised before returning weights."
+    return f"Step {step.index}, layer {layer}: {event.note or 'attention was not captured'}."
+
+
+def stitched_attention(
+    tr: Trace, kind: str, layer: int
+) -> tuple[np.ndarray, list[str], list[str], list[int]]:
+    """The whole attention matrix stitched from every step: [heads, T, K], NaN where nothing was computed.
+
+    With the cache on, step 0 gives the prompt's rows and each decode step adds one row; with
+    the cache off each step recomputes every row, and the latest step's rows are kept. Returns
+    (matrix, query labels, key labels, row_step) where row_step[r] is the step that computed row r.
+    """
+    if kind == "encoder":
+        step = tr.steps[0] if tr.steps else None
+        if step is None or not step.has_attention("encoder", layer):
+            return np.zeros((0, 0, 0)), [], [], []
+        att, queries, keys = step_attention(tr, 0, "encoder", layer)
+        return att, queries, keys, [0] * len(queries)
+    pieces = [(s, s.attention(kind, layer)) for s in tr.steps if s.has_attention(kind, layer)]
+    if not pieces:
+        return np.zeros((0, 0, 0)), [], [], []
+    heads = pieces[0][1].shape[0]
+    t_len = max(step_end(tr, s) for s, _ in pieces)
+    k_len = len(tr.prompt_ids) if kind == "cross" else t_len
+    k_len = max([k_len] + [a.shape[-1] for _, a in pieces])
+    matrix = np.full((heads, t_len, k_len), np.nan, dtype=np.float32)
+    row_step = [-1] * t_len
+    for step, att in pieces:  # [heads, q_len, k_len]
+        end = step_end(tr, step)
+        q_len, k = att.shape[-2:]
+        matrix[:, end - q_len : end, :k] = att
+        for r in range(end - q_len, end):
+            row_step[r] = step.index
+    if kind == "self":  # a query never sees later keys (the causal mask): blank, not a zero weight
+        above = np.triu_indices(t_len, k=1, m=k_len)
+        matrix[:, above[0], above[1]] = np.nan
+    queries = _labels(tr, _decoder_ids(tr, t_len))
+    keys = _labels(tr, tr.prompt_ids[:k_len]) if kind == "cross" else queries[:k_len]
+    return matrix, queries, keys, row_step
+
+
+def stitched_attention_figure(
+    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None
+) -> go.Figure:
+    """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined."""
+    matrix, queries, keys, row_step = stitched_attention(tr, kind, layer)
+    if matrix.size == 0:
+        return _empty_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
+    fig = go.Figure(_heatmap(matrix[head], queries, keys))
+    rows = [r for r, s in enumerate(row_step) if s == highlight_step]
+    if rows:
+        fig.add_shape(
+            type="rect",
+            x0=-0.5,
+            x1=len(keys) - 0.5,
+            y0=min(rows) - 0.5,
+            y1=max(rows) + 0.5,
+            line=dict(color=CHOSEN_COLOR, width=2),
+        )
+    title = f"Layer {layer}, head {head}: {KIND_TITLES[kind]} over the whole run"
+    if kind != "encoder":
+        title += " (each step adds its rows)" if tr.settings.get("use_cache", True) else " (last step's rows)"
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)),
+        height=max(300, min(800, 140 + 12 * len(queries))),
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title="key", **_axis_ticks(keys)),
+        yaxis=dict(
+            title="query (row added at the outlined step)", autorange="reversed", **_axis_ticks(queries)
+        ),
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+def cache_table(tr: Trace) -> pd.DataFrame:
+    """Long table: one row per step, layer and cache kind, with shapes, length and bytes."""
+    rows = [
+        {
+            "step": s.index,
+            "layer": c.layer,
+            "kind": c.kind,
+            "seq_len": c.seq_len,
+            "bytes": c.nbytes,
+            "key shape": _shape_of(c.key_shape),
+            "value shape": _shape_of(c.value_shape),
+        }
+        for s in tr.steps
+        for c in s.cache
+    ]
+    return pd.DataFrame(
+        rows, columns=["step", "layer", "kind", "seq_len", "bytes", "key shape", "value shape"]
+    )
+
+
+def cache_growth_figure(tr: Trace) -> go.Figure:
+    """Cache length and bytes per layer over the steps; BART's cross cache beside its self cache."""
+    table = cache_table(tr)
+    if table.empty:
+        return _empty_figure("The cache is off in this trace: nothing is kept between steps.")
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("positions held (seq_len)", "memory per layer"),
+        horizontal_spacing=0.1,
+    )
+    dash = {"self": "solid", "cross": "dash"}
+    for (kind, layer), part in table.groupby(["kind", "layer"], sort=True):
+        name = f"layer {layer} {kind}" if tr.encoder_decoder else f"layer {layer}"
+        common = dict(mode="lines+markers", line=dict(dash=dash.get(kind, "solid")), legendgroup=name)
+        fig.add_trace(go.Scatter(x=part["step"], y=part["seq_len"], name=name, **common), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=part["step"],
+                y=part["bytes"],
+                name=name,
+                showlegend=False,
+                customdata=[human_bytes(int(b)) for b in part["bytes"]],
+                hovertemplate="step %{x}<br>%{customdata}<extra>" + name + "</extra>",
+                **common,
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="positions", row=1, col=1)
+    fig.update_yaxes(title_text="bytes", row=1, col=2)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def cache_shapes_table(tr: Trace, step_index: int) -> pd.DataFrame:
+    """The cache after one step: key/value shapes [batch, kv_heads, seq, head_dim] per layer and kind."""
+    step = tr.steps[step_index]
+    prev = {(c.layer, c.kind): c for c in tr.steps[step_index - 1].cache} if step_index > 0 else {}
+    rows = []
+    for c in step.cache:
+        before = prev.get((c.layer, c.kind))
+        rows.append(
+            {
+                "layer": c.layer,
+                "kind": c.kind,
+                "key shape": _shape_of(c.key_shape),
+                "value shape": _shape_of(c.value_shape),
+                "seq_len": c.seq_len,
+                "grew by": c.seq_len - before.seq_len if before is not None else c.seq_len,
+                "memory": human_bytes(c.nbytes),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["layer", "kind", "key shape", "value shape", "seq_len", "grew by", "memory"]
+    )
+
+
+def cache_on_off_table(tr: Trace, other: Trace | None = None) -> pd.DataFrame:
+    """Tokens fed to the decoder per step with the cache on (1 after the prefill) and off (all so far).
+
+    This trace's own column is what it recorded; the other setting's column is what that
+    setting feeds (computed), or what `other` (the same run with the other setting) recorded.
+    """
+    use_cache = bool(tr.settings.get("use_cache", True))
+    start = len(tr.start_ids)
+    rows = []
+    other_steps = other.steps if other is not None else []
+    for step in tr.steps:
+        recorded = fed_count(step)
+        computed_on = start if step.index == 0 else 1
+        computed_off = start + step.index
+        if step.index < len(other_steps):
+            other_fed = fed_count(other_steps[step.index])
+        else:
+            other_fed = computed_off if use_cache else computed_on
+        on, off = (recorded, other_fed) if use_cache else (other_fed, recorded)
+        rows.append({"step": step.index, "cache on": on, "cache off": off})
+    table = pd.DataFrame(rows, columns=["step", "cache on", "cache off"])
+    table["cache on, total"] = table["cache on"].cumsum()
+    table["cache off, total"] = table["cache off"].cumsum()
+    return table
+
+
+def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
+    """Tokens fed per step and in total, cache on vs off."""
+    table = cache_on_off_table(tr, other)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens fed per step", "tokens fed in total"))
+    colors = {"cache on": "#1c7ed6", "cache off": "#f08c00"}
+    for name, color in colors.items():
+        fig.add_trace(go.Bar(x=table["step"], y=table[name], name=name, marker_color=color), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=table["step"],
+                y=table[f"{name}, total"],
+                name=f"{name}, total",
+                mode="lines+markers",
+                line=dict(color=color),
+                showlegend=False,
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="tokens")
+    fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def cache_on_off_summary(tr: Trace, other: Trace | None = None) -> str:
+    table = cache_on_off_table(tr, other)
+    if table.empty:
+        return ""
+    on, off = int(table["cache on"].sum()), int(table["cache off"].sum())
+    side = "decoder" if tr.encoder_decoder else "model"
+    return (
+        f"Over {len(table)} steps the {side} is fed {on} tokens with the cache on and {off} with it off "
+        f"({off / max(on, 1):.1f}×). With the cache, each step after the prefill feeds one token and reads "
+        "the rest from the cache; without it, every step feeds the whole sequence again."
+    )
