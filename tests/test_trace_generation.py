@@ -439,3 +439,9 @@ def test_bart_attention_events_read_their_own_cache_length(bart):
         "2",
     ]
     assert tr.steps[0].event(names.decoder_cross_attn(0)).inputs["key_value_states"].shape[1] == src_len
+
+
+def test_num_beams_one_is_accepted(llama):
+    model, tok = llama
+    tr = traced(model, tok, PROMPT, max_new_tokens=2, num_beams=1)
+    assert len(tr.steps) == 2

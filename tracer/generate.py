@@ -55,6 +55,7 @@ def trace_generation(
     """
     input_ids, attention_mask, prompt_text = _prompt_ids(tok, prompt, input_ids)
     _check_settings(model, input_ids, max_new_tokens, do_sample, temperature, model_kwargs)
+    model_kwargs.pop("num_beams", None)  # checked to be 1 above, and set below
     if do_sample and seed is None:
         seed = secrets.randbelow(2**31)  # recorded, so a sampled trace can be replayed exactly
 
