@@ -22,6 +22,13 @@ from tracer.trace import (
     load_trace,
     trace_from_bytes,
 )
+from tracer.training import (
+    TrainerEvent,
+    TrainerStepTrace,
+    TrainingTrace,
+    trace_trainer_step,
+    trace_training_step,
+)
 
 __all__ = [
     "CacheLayer",
@@ -35,7 +42,12 @@ __all__ = [
     "TraceError",
     "TraceFileError",
     "TracingNotSupported",
+    "TrainerEvent",
+    "TrainerStepTrace",
+    "TrainingTrace",
     "load_trace",
     "trace_from_bytes",
     "trace_generation",
+    "trace_trainer_step",
+    "trace_training_step",
 ]

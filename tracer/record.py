@@ -272,8 +272,11 @@ class Recorder:
         capture_attention: bool = True,
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         token_text=lambda token_id: str(token_id),
+        full_outputs: tuple[str, ...] = (),
     ):
         self.model = model
+        # Hook points whose whole output tensor is kept as tensors["output"] (training keeps lm_head's).
+        self.full_outputs = frozenset(full_outputs)
         self.layout = detect_layout(model)
         self.capture_attention = capture_attention
         self.budget = _Budget(budget_bytes)
@@ -423,6 +426,29 @@ class Recorder:
     def frozen_steps(self) -> list[Step]:
         return [s.freeze() for s in self.steps]
 
+    # -- a plain forward pass (no generate(), so no steps) --------------------------------
+
+    def add_event(
+        self,
+        name: str,
+        module: str,
+        inputs: dict[str, Value] | None = None,
+        outputs: dict[str, Value] | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
+        note: str = "",
+    ) -> None:
+        """Record a call no module hook sees (a function like shift_tokens_right, a loss), in call order."""
+        event = _OpenEvent(name, module, dict(inputs or {}), dict(outputs or {}))
+        for key, tensor in (tensors or {}).items():
+            self._capture(event, key, tensor)
+        if note:
+            event.notes.append(note)
+        (self.current.events if self._in_step() else self._preamble).append(event)
+
+    def loose_events(self) -> list[Event]:
+        """Events recorded outside any generate() step: all of them when a plain forward pass is traced."""
+        return [e.freeze() for e in self._preamble]
+
     # -- hooks ----------------------------------------------------------------------------
 
     def _hook(self, module: nn.Module, name: str, on_post=None) -> None:
@@ -444,6 +470,8 @@ class Recorder:
                 self._failed_at = self._failed_at or name
                 return
             event.outputs = self._outputs(output)
+            if name in self.full_outputs and isinstance(output, torch.Tensor):
+                self._capture(event, "output", output)
             if on_post is not None:
                 on_post(event, output)
 
