@@ -534,7 +534,11 @@ class _StepWatcher:
         self.handles.clear()
 
     def _on_forward_begin(self, module, args, kwargs) -> None:
-        batch = summarize_all({k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)})
+        # What the DataLoader's collator built (num_items_in_batch is the Trainer's, not the batch's).
+        tensors = {
+            k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor) and k != "num_items_in_batch"
+        }
+        batch = summarize_all(tensors)
         self.add(
             "batch",
             "model forward pre-hook",

@@ -1,0 +1,206 @@
+"""Training step: what a model sees when it learns, for one source and target.
+
+Labels and what the decoder is fed (shift_tokens_right for BART, the shift inside the loss for a
+Llama), the per-token loss, the attention of the teacher-forced pass, one real Trainer step as a
+flow, and teacher forcing (one pass) beside generation (one position per step). Layout only:
+the records come from tracer.training, the figures from tracer.plots.training.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run on its own: find tracer and models
+
+import models
+import tracer
+from models.tokenizer import unknown_words
+from tracer.errors import StepwiseInputError
+from tracer.plots import training as plots
+from tracer.training import default_pairs
+
+# A source and target each model knows the words of: its own task for the trained models.
+DEFAULTS = {
+    "tiny-llama": ("tom has a red ball . ann has a blue hat . what does tom have ?", "tom has a red ball ."),
+    "tiny-bart": ("march twenty first twenty twenty four", "2024 03 21"),
+    "random-llama": ("the cat sat on the", "mat ."),
+    "random-bart": ("tom saw a big dog in the park .", "a big dog ."),
+}
+ARCH_DEFAULTS = {"decoder-only": DEFAULTS["random-llama"], "encoder-decoder": DEFAULTS["random-bart"]}
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def load_model(name: str):
+    return models.load(name)
+
+
+@st.cache_data(show_spinner="Tracing the teacher-forced pass…", max_entries=32)
+def teacher_forced(name: str, source: str, target: str | None, pad_to: int | None) -> tracer.TrainingTrace:
+    model, tok = load_model(name)
+    return tracer.trace_training_step(model, tok, source, target, pad_to=pad_to, model_name=name)
+
+
+@st.cache_data(show_spinner="Generating, one position per step…", max_entries=32)
+def generated(name: str, source: str, max_new_tokens: int) -> tracer.Trace:
+    model, tok = load_model(name)
+    return tracer.trace_generation(model, tok, source, max_new_tokens=max_new_tokens, model_name=name)
+
+
+@st.cache_data(show_spinner="Running one Trainer step on a copy of the model…", max_entries=8)
+def trainer_step(name: str, pairs: tuple[tuple[str, str | None], ...], max_grad_norm: float):
+    model, tok = load_model(name)
+    return tracer.trace_trainer_step(model, tok, list(pairs), max_grad_norm=max_grad_norm, model_name=name)
+
+
+def choose_model() -> str:
+    names = models.available()
+    shared = st.session_state.get("model_name")  # the app's sidebar choice, when the app set one
+    index = names.index(shared) if shared in names else 0
+    return st.selectbox("Model", names, index=index, key="training_model")
+
+
+st.title("Training step")
+st.caption(
+    "What the model sees when it learns: the labels, what the decoder is fed, the loss of every "
+    "position, and what `Trainer.train()` does in one step."
+)
+
+name = choose_model()
+try:
+    model, tok = load_model(name)
+except (models.ModelLoadError, OSError, ValueError) as exc:
+    st.error(f"Cannot load {name}: {exc}")
+    st.stop()
+encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+default_source, default_target = DEFAULTS.get(
+    name, ARCH_DEFAULTS["encoder-decoder" if encoder_decoder else "decoder-only"]
+)
+
+left, right = st.columns(2)
+if encoder_decoder:
+    source = left.text_input("Source (the encoder reads it)", default_source, key=f"source-{name}")
+    target = right.text_input("Target (the decoder learns it)", default_target, key=f"target-{name}")
+    mask_prompt = True
+else:
+    source = left.text_input("Prompt", default_source, key=f"source-{name}")
+    target = right.text_input("Answer (the answer starts here)", default_target, key=f"target-{name}")
+    mask_prompt = st.checkbox(
+        "Learn only the answer (prompt positions get -100)", value=True, key=f"mask-{name}"
+    )
+pad_to = st.number_input(
+    "Pad the labels to this many positions, as a batch would (0: no padding)",
+    min_value=0,
+    max_value=512,
+    value=0,
+    step=1,
+    key=f"pad-{name}",
+)
+
+unknown = [w for text in (source, target) for w in unknown_words(tok, text)]
+if unknown:
+    st.warning(f"Not in {name}'s vocabulary (read as <unk>): {', '.join(dict.fromkeys(unknown))}")
+
+if not mask_prompt:  # the whole text is learned: one string, no boundary
+    source, target = f"{source} {target}".strip(), None
+try:
+    tt = teacher_forced(name, source, target, int(pad_to) or None)
+except StepwiseInputError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.markdown(plots.loss_summary(tt))
+
+shift_tab, loss_tab, attention_tab, trainer_tab, generation_tab = st.tabs(
+    ["Labels and the shift", "Loss per token", "Attention", "Trainer step", "Teacher forcing vs generation"]
+)
+
+with shift_tab:
+    if tt.encoder_decoder:
+        st.markdown(
+            "BART's forward gets `labels` and builds the decoder's input itself: "
+            "`shift_tokens_right(labels, pad_token_id, decoder_start_token_id)` moves every label one "
+            f"place right, puts the start token ({tt.settings['decoder_start_token_id']}) first and turns "
+            "-100 into padding. So position t is fed the label before it and scored against label t."
+        )
+    else:
+        st.markdown(
+            "A Llama's labels are its input ids, with -100 where nothing is learned (the prompt, padding). "
+            "They are passed unshifted; the loss shifts them left, so position t is scored against the "
+            "token fed at t + 1."
+        )
+    st.plotly_chart(plots.shift_figure(tt), key="shift-figure")
+    st.dataframe(plots.shift_table(tt))
+
+with loss_tab:
+    st.plotly_chart(plots.loss_figure(tt), key="loss-figure")
+    st.dataframe(plots.loss_table(tt), hide_index=True)
+    st.markdown(plots.bias_summary(tt))
+
+with attention_tab:
+    st.markdown(
+        "All positions at once: the decoder's self-attention is causal (each position sees itself and "
+        "the ones before), which is what makes one pass equal to feeding the targets one by one."
+    )
+    kinds = plots.attention_kinds(tt)
+    c1, c2, c3 = st.columns(3)
+    kind = c1.selectbox("Attention", kinds, format_func=plots.KIND_TITLES.get, key="training-kind")
+    layer = c2.selectbox("Layer", list(range(tt.num_layers)), key="training-layer")
+    heads = plots.num_heads(tt, kind)
+    head = c3.selectbox("Head", ["mean", *range(heads)], key="training-head")
+    st.plotly_chart(
+        plots.attention_figure(tt, kind, layer, None if head == "mean" else int(head)), key="attention-figure"
+    )
+    with st.expander("Every hook point of the pass, in call order"):
+        st.dataframe(plots.events_table(tt), hide_index=True)
+
+with trainer_tab:
+    st.markdown(
+        "One real `transformers.Trainer` step (max_steps=1, linear schedule, AdamW) on a copy of the "
+        "model, with this example and a second one in the batch. Recorded through a `TrainerCallback`, "
+        "optimizer step hooks and gradient hooks; the model on the other pages is not changed."
+    )
+    max_grad_norm = st.number_input(
+        "max_grad_norm", min_value=0.01, max_value=100.0, value=1.0, step=0.5, key="training-max-grad-norm"
+    )
+    if st.button("Run one Trainer step", key="run-trainer"):
+        st.session_state["trainer-request"] = (name, source, target, float(max_grad_norm))
+    request = st.session_state.get("trainer-request")
+    if request is not None and request == (name, source, target, float(max_grad_norm)):
+        # A second, different example, so the batch shows padding (labels padded with -100).
+        second = [p for p in default_pairs(model) if p[0] != source][:1]
+        pairs = ((source, target), *second)
+        try:
+            ts = trainer_step(name, pairs, float(max_grad_norm))
+        except StepwiseInputError as exc:
+            st.error(str(exc))
+        else:
+            st.plotly_chart(plots.trainer_flow_figure(ts), key="trainer-flow")
+            st.success(f"Recorded loss {ts.loss:.6f} = the loss the Trainer logged ({ts.logged_loss:.6f}).")
+            g1, g2 = st.columns(2)
+            g1.plotly_chart(plots.grad_norm_figure(ts), key="grad-norms")
+            g2.plotly_chart(plots.update_figure(ts), key="updates")
+            st.dataframe(plots.trainer_table(ts), hide_index=True)
+    else:
+        st.info("Press the button to run a real Trainer step (a few seconds the first time).")
+
+with generation_tab:
+    scored = int((~tt.ignored).sum())
+    if target is None:
+        st.info("Mark where the answer starts (tick 'Learn only the answer') to compare with generation.")
+    else:
+        st.markdown(
+            "Teacher forcing computes every position in **one pass**, each fed the *true* previous token. "
+            "Generation computes **one position per step**, each fed the model's *own* previous choice; "
+            "where they differ, generation has drifted from the target."
+        )
+        try:
+            gen = generated(name, tt.source_text, scored)
+        except StepwiseInputError as exc:
+            st.error(str(exc))
+        else:
+            st.plotly_chart(plots.teacher_vs_generation_figure(tt, gen), key="tf-vs-gen")
+            st.dataframe(plots.teacher_vs_generation(tt, gen), hide_index=True)
