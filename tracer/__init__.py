@@ -8,6 +8,7 @@
 This package imports no Streamlit: it works in notebooks, scripts and CI.
 """
 
+from tracer.doctor import CacheReport, assert_cache_consistent, check_cache
 from tracer.generate import StepwiseInputError, TracingNotSupported, trace_generation
 from tracer.trace import (
     CacheLayer,
@@ -32,6 +33,7 @@ from tracer.training import (
 
 __all__ = [
     "CacheLayer",
+    "CacheReport",
     "CaptureSummary",
     "Event",
     "Step",
@@ -45,6 +47,8 @@ __all__ = [
     "TrainerEvent",
     "TrainerStepTrace",
     "TrainingTrace",
+    "assert_cache_consistent",
+    "check_cache",
     "load_trace",
     "trace_from_bytes",
     "trace_generation",

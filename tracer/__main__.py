@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--max-new-tokens", type=int, default=8)
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    doctor.add_argument(
+        "--variant",
+        choices=("broken", "fixed", "tempting"),
+        help="with --scenario: the buggy model (default), its fix, or the tempting wrong fix",
+    )
     return parser
 
 

@@ -273,8 +273,13 @@ class Recorder:
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         token_text=lambda token_id: str(token_id),
         full_outputs: tuple[str, ...] = (),
+        steps_from_forward: bool = False,
     ):
         self.model = model
+        # A hand-written decoding loop calls the model itself, not generate(): then each call of the
+        # model's forward starts a step (see "a hand-written loop" below).
+        self.steps_from_forward = steps_from_forward
+        self._last_logits: torch.Tensor | None = None
         # Hook points whose whole output tensor is kept as tensors["output"] (training keeps lm_head's).
         self.full_outputs = frozenset(full_outputs)
         self.layout = detect_layout(model)
@@ -325,6 +330,9 @@ class Recorder:
             self._wrap_prepare(original_prepare)
         )
 
+        if self.steps_from_forward:  # registered first, so the step is open before any event of the call
+            self._handles.append(model.register_forward_pre_hook(self._forward_starts_step, with_kwargs=True))
+            self._handles.append(model.register_forward_hook(self._forward_ends_step, with_kwargs=True))
         self._hook(model, names.FORWARD, on_post=self._on_forward)
         if layout.encoder is not None:
             self._hook(layout.encoder, names.ENCODER)
@@ -448,6 +456,41 @@ class Recorder:
     def loose_events(self) -> list[Event]:
         """Events recorded outside any generate() step: all of them when a plain forward pass is traced."""
         return [e.freeze() for e in self._preamble]
+
+    # -- a hand-written loop (steps_from_forward=True) -------------------------------------
+    # No prepare_inputs_for_generation call and no stopping criterion mark the steps, so each
+    # forward call opens one, and the token the step chose is read from what the loop feeds next
+    # (the last fed id), or for the last step from the sequence the loop returns (finish_loop).
+
+    def _forward_starts_step(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        fed = dict(kwargs)
+        if args:
+            fed["input_ids"] = args[0]
+        ids = fed.get("input_ids", fed.get("decoder_input_ids"))
+        if self.current is not None and self.current.chosen_id is None and isinstance(ids, torch.Tensor):
+            self.close_step(ids, self._last_logits)
+        step = _OpenStep(index=len(self.steps), events=self._preamble)
+        self._preamble = []
+        step.prepare_inputs = summarize_all({k: v for k, v in fed.items() if v is not None})
+        step.live_cache = fed.get("past_key_values")
+        if self.start_ids is None and isinstance(ids, torch.Tensor):
+            self.start_ids = ids[0].tolist()
+        self.steps.append(step)
+
+    def _forward_ends_step(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        step = self.current
+        if step is None:
+            return
+        cache = getattr(output, "past_key_values", None)
+        if cache is not None:  # the first call creates the cache inside the model
+            step.live_cache = cache
+        logits = getattr(output, "logits", None)  # [batch, seq, vocab]
+        self._last_logits = logits[:, -1, :].detach() if isinstance(logits, torch.Tensor) else None
+
+    def finish_loop(self, sequence: torch.Tensor) -> None:
+        """Close the last step of a hand-written loop with the last id of the sequence it returned."""
+        if self.current is not None and self.current.chosen_id is None:
+            self.close_step(sequence, self._last_logits)
 
     # -- hooks ----------------------------------------------------------------------------
 

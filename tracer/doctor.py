@@ -1,0 +1,789 @@
+"""The cache doctor: does generation with the KV cache part from generation without it, and why?
+
+`check_cache(model, tok, prompt)` runs greedy traced generation twice, with the cache on and off,
+and compares the two runs step by step: the logits at the newest position, every decoder block's
+output at the newest position, and the chosen tokens. The first step where they part (or where
+one run crashes) is the bug's step; the first decoder layer whose output differs there is its
+layer. Then it reads what was fed at that step and names the inputs whose shapes or values do
+not fit (`suspects`), and writes a plain-language `summary` with the usual fix.
+
+Tolerance. The two runs compute the same numbers with matmuls of different shapes, so they
+differ by rounding: about 1e-7 relative in float32, more in half precision. Two vectors (the
+uncached one is the reference `b`) agree when
+
+    max |a - b| <= atol + rtol * max |b|
+
+with (rtol, atol) scaled by the model's dtype (`Tolerance.for_dtype`): float32 1e-3 / 1e-5,
+float16 2e-2 / 1e-3, bfloat16 6e-2 / 1e-2; that is ~10^4 float32 and ~15-30 half-precision ulps,
+well above the rounding differences (tens of ulps at most, even through deep stacks), and far
+below what a real cache bug does (a wrong position, mask or K/V moves the hidden state by 1e-2 and more).
+Because hidden states are compared too, a divergence that never flips the greedy token is
+caught; and a greedy token that flips while the logits agree within tolerance (a near tie
+decided by rounding, common in bfloat16) is not called a bug: the later steps are then not
+compared, as the two runs continue different texts.
+
+A hand-written decoding loop can be checked the same way (`loop=`), and so can a cache the
+caller starts the cached run from (`cached_kwargs=`); `CacheReport.compared` says what was
+compared. Plain Python: no Streamlit here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tracer import names
+from tracer.errors import StepwiseInputError
+from tracer.generate import _config_summary, _prompt_ids, _token_texter, trace_generation
+from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
+from tracer.trace import Step, TensorInfo, Trace, TraceError
+
+# ---------------------------------------------------------------------------------------------
+# Tolerance
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Two vectors agree when max|a - b| <= atol + rtol * max|b| (b: the uncached reference)."""
+
+    rtol: float
+    atol: float
+
+    @staticmethod
+    def for_dtype(dtype: torch.dtype | str) -> Tolerance:
+        name = str(dtype).removeprefix("torch.")
+        if name == "bfloat16":  # 8 bits of mantissa: eps 7.8e-3
+            return Tolerance(rtol=6e-2, atol=1e-2)
+        if name == "float16":  # 11 bits: eps 9.8e-4
+            return Tolerance(rtol=2e-2, atol=1e-3)
+        return Tolerance(rtol=1e-3, atol=1e-5)  # float32 (and float64): eps 1.2e-7
+
+    def limit(self, reference: np.ndarray) -> float:
+        """The largest difference from `reference` that is still rounding noise."""
+        return self.atol + self.rtol * float(np.max(np.abs(reference)))
+
+
+def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> tuple[float, float]:
+    """(max |a - b|, the limit it must stay under). b is the reference (uncached run)."""
+    if a.shape != b.shape:
+        return math.inf, tol.limit(b)
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))), tol.limit(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass(frozen=True)
+class StepComparison:
+    """One step of the two runs side by side."""
+
+    index: int
+    status: str  # "same" | "diverged" | "error" | "both-failed" | "noise-flip" | "not compared" | "missing"
+    cached_token: int | None
+    uncached_token: int | None
+    logit_diff: float | None  # max |cached - uncached| of the newest position's logits
+    logit_limit: float | None  # the tolerance it was held to
+    layer_diffs: tuple[float, ...] = ()  # per decoder layer: max |diff| of the block's newest output
+    layer_limits: tuple[float, ...] = ()
+
+    @property
+    def compared(self) -> bool:
+        return self.logit_diff is not None
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """An input whose shape or values do not fit what was fed at the bug's step."""
+
+    step: int
+    run: str  # "cached" | "uncached"
+    name: str  # the input's name, e.g. "pixel_values"
+    shape: tuple[int, ...] | None
+    kind: str  # a key of USUAL_FIX: "side-input", "dropped-side-input", "positions", "mask", ...
+    reason: str  # plain words: what does not fit
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+# The usual fix for each kind of suspect, said once in the summary.
+USUAL_FIX = {
+    "side-input": (
+        "Pass such inputs only together with the tokens they belong to: in prepare_inputs_for_generation, "
+        "add them when the fed input_ids contain their placeholder tokens (the prefill, and every step "
+        "with use_cache=False). Passing them 'only on the first iteration' looks equivalent but breaks "
+        "use_cache=False, where every step feeds the placeholders again."
+    ),
+    "positions": (
+        "Start the new tokens' positions after the cache: position_ids = past_key_values.get_seq_length() "
+        "+ arange(number of fed tokens), or let generate() make position_ids (it advances them itself)."
+    ),
+    "mask": (
+        "Extend the attention mask by a column of ones for every generated token, so it covers the cache "
+        "and the fed tokens, as generate() does in _update_model_kwargs_for_generation."
+    ),
+    "stale-cross-cache": (
+        "Give every new source sentence a fresh EncoderDecoderCache (or none): crop() trims only the "
+        "self-attention part, and once its cross-attention part is filled BART reads keys and values "
+        "from it instead of projecting the new encoder output."
+    ),
+    "dropped-side-input": (
+        "Pass such inputs whenever their placeholder tokens are fed, not only on the first iteration: "
+        "with use_cache=False every step feeds them again. Decide from the fed input_ids (do they contain "
+        "the placeholders?), which is right with the cache on and off."
+    ),
+    "reused-cache": (
+        "Start generation from an empty cache unless the cache really holds this prompt's prefix."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """Cached vs uncached generation, step by step. See the module docstring for the tolerance."""
+
+    consistent: bool
+    first_divergent_step: int | None  # the first step whose outputs part, or where one run failed
+    first_divergent_layer: int | None  # the first decoder layer whose newest output differs there
+    max_logit_diff: list[float]  # per step (NaN where a step was not compared)
+    cached_error: TraceError | None
+    uncached_error: TraceError | None
+    suspects: list[Suspect]
+    summary: str
+    kind: str  # "consistent" | "error" | "divergence" | "both-failed"
+    compared: str  # what was compared, e.g. "model.generate(use_cache=True) vs use_cache=False"
+    tolerance: Tolerance
+    dtype: str
+    steps: list[StepComparison]
+    cached: Trace = field(repr=False)
+    uncached: Trace = field(repr=False)
+
+    @property
+    def divergent(self) -> StepComparison | None:
+        step = self.first_divergent_step
+        return None if step is None else next((s for s in self.steps if s.index == step), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (without the two traces)."""
+
+        def error(e: TraceError | None):
+            return (
+                None
+                if e is None
+                else {"step": e.step, "type": e.type, "message": e.message, "where": e.where}
+            )
+
+        def number(x: float | None):
+            return None if x is None or not math.isfinite(x) else x
+
+        return {
+            "consistent": self.consistent,
+            "kind": self.kind,
+            "first_divergent_step": self.first_divergent_step,
+            "first_divergent_layer": self.first_divergent_layer,
+            "max_logit_diff": [number(x) for x in self.max_logit_diff],
+            "cached_error": error(self.cached_error),
+            "uncached_error": error(self.uncached_error),
+            "suspects": [
+                {
+                    "step": s.step,
+                    "run": s.run,
+                    "name": s.name,
+                    "shape": s.shape,
+                    "kind": s.kind,
+                    "reason": s.reason,
+                }
+                for s in self.suspects
+            ],
+            "summary": self.summary,
+            "compared": self.compared,
+            "tolerance": {"rtol": self.tolerance.rtol, "atol": self.tolerance.atol, "dtype": self.dtype},
+            "steps": [
+                {
+                    "index": s.index,
+                    "status": s.status,
+                    "cached_token": s.cached_token,
+                    "uncached_token": s.uncached_token,
+                    "logit_diff": number(s.logit_diff),
+                    "logit_limit": s.logit_limit,
+                    "layer_diffs": [number(x) for x in s.layer_diffs],
+                }
+                for s in self.steps
+            ],
+            "cached_tokens": self.cached.generated_ids,
+            "uncached_tokens": self.uncached.generated_ids,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the two sides
+
+
+def check_cache(
+    model,
+    tok=None,
+    prompt: str | None = None,
+    *,
+    input_ids: torch.Tensor | None = None,
+    max_new_tokens: int = 8,
+    tolerance: Tolerance | None = None,
+    loop: Callable[..., torch.Tensor] | None = None,
+    cached_kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+    model_name: str | None = None,
+    **model_kwargs: Any,
+) -> CacheReport:
+    """Run greedy generation with the cache on and off, and compare them step by step.
+
+    `model_kwargs` (e.g. pixel_values) go to both runs. `cached_kwargs` go to the cached run only:
+    a dict, or a function returning one, called right before that run (e.g. a cache to start
+    from). `loop`, if given, is a hand-written decoding loop compared instead of generate():
+    `loop(model, input_ids, attention_mask, *, max_new_tokens, use_cache, **model_kwargs) -> ids`
+    (see `trace_loop`). `tolerance` defaults to `Tolerance.for_dtype(model's dtype)`.
+    """
+    dtype = _model_dtype(model)
+    tol = tolerance or Tolerance.for_dtype(dtype)
+    common = dict(input_ids=input_ids, max_new_tokens=max_new_tokens, model_name=model_name)
+
+    def run(use_cache: bool, extra: dict[str, Any]) -> Trace:
+        if loop is not None:
+            return trace_loop(
+                model, tok, loop, prompt, use_cache=use_cache, **common, **model_kwargs, **extra
+            )
+        return trace_generation(
+            model,
+            tok,
+            prompt,
+            use_cache=use_cache,
+            capture_attention=False,
+            **common,
+            **model_kwargs,
+            **extra,
+        )
+
+    uncached = run(False, {})
+    extra = cached_kwargs() if callable(cached_kwargs) else dict(cached_kwargs or {})
+    cached = run(True, extra)
+
+    what = "your decoding loop" if loop is not None else "model.generate()"
+    compared = f"{what} with use_cache=True vs use_cache=False, greedy, {max_new_tokens} new tokens"
+    if extra:
+        compared += f"; the cached run also got {', '.join(f'{k}={describe(v)}' for k, v in extra.items())}"
+    return compare_traces(cached, uncached, tol, compared=compared, dtype=str(dtype).removeprefix("torch."))
+
+
+def assert_cache_consistent(model, tok=None, prompt: str | None = None, **kwargs: Any) -> CacheReport:
+    """`check_cache(...)`, raising AssertionError with the summary when the runs part. For test suites."""
+    report = check_cache(model, tok, prompt, **kwargs)
+    if not report.consistent:
+        raise AssertionError(report.summary)
+    return report
+
+
+def trace_loop(
+    model,
+    tok,
+    loop: Callable[..., torch.Tensor],
+    prompt: str | None = None,
+    *,
+    input_ids: torch.Tensor | None = None,
+    max_new_tokens: int = 8,
+    use_cache: bool = True,
+    model_name: str | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    **model_kwargs: Any,
+) -> Trace:
+    """Trace a hand-written decoding loop instead of generate().
+
+    The loop is called as `loop(model, input_ids, attention_mask, max_new_tokens=..., use_cache=...,
+    **model_kwargs)` with [1, prompt_len] tensors and returns the ids [1, total]. Each call of the
+    model's forward is one step; the token a step chose is the last id the loop feeds next (or,
+    for the last step, the last id it returns), and its distribution is the raw logits.
+    """
+    input_ids, attention_mask, prompt_text = _prompt_ids(tok, prompt, input_ids)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise StepwiseInputError(
+            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
+        )
+    token_text = _token_texter(tok)
+    prompt_ids = input_ids[0].tolist()
+    with Recorder(
+        model,
+        capture_attention=False,
+        budget_bytes=budget_bytes,
+        token_text=token_text,
+        steps_from_forward=True,
+    ) as rec:
+        try:
+            sequence = loop(
+                model,
+                input_ids,
+                attention_mask,
+                max_new_tokens=max_new_tokens,
+                use_cache=use_cache,
+                **model_kwargs,
+            )
+            rec.finish_loop(sequence)
+            sequence_ids = sequence[0].tolist()
+        except Exception as exc:  # a model error: keep what was recorded, say where it failed
+            rec.fail(exc)
+            sequence_ids = prompt_ids + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
+    steps = rec.frozen_steps()
+    seen_ids = set(prompt_ids) | set(sequence_ids) | {t.token_id for s in steps for t in s.topk}
+    return Trace(
+        arch=rec.layout.arch,
+        model_name=model_name or getattr(model.config, "name_or_path", "") or type(model).__name__,
+        model_class=type(model).__name__,
+        prompt_text=prompt_text,
+        prompt_ids=prompt_ids,
+        sequence_ids=sequence_ids,
+        steps=steps,
+        error=rec.error,
+        settings={
+            "max_new_tokens": max_new_tokens,
+            "use_cache": use_cache,
+            "do_sample": False,
+            "loop": getattr(loop, "__name__", type(loop).__name__),
+            "capture_attention": False,
+            "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
+        },
+        config=_config_summary(model.config, rec.layout),
+        token_texts={i: token_text(i) for i in sorted(seen_ids)},
+        capture=rec.budget.summary(),
+    )
+
+
+def _model_dtype(model) -> torch.dtype:
+    param = next(model.parameters(), None)
+    return torch.float32 if param is None else param.dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing two traces
+
+
+def compare_traces(
+    cached: Trace, uncached: Trace, tol: Tolerance, *, compared: str = "", dtype: str = "float32"
+) -> CacheReport:
+    """Compare a cached and an uncached trace of the same prompt, step by step."""
+    rows: list[StepComparison] = []
+    first_step: int | None = None
+    first_layer: int | None = None
+    kind = "consistent"
+    flipped_at: int | None = None  # a near-tie token flip: the runs continue different texts after it
+    num_layers = max(cached.num_layers, uncached.num_layers)
+    ce, ue = cached.error, uncached.error
+
+    last = max(len(cached.steps), len(uncached.steps), *(e.step + 1 for e in (ce, ue) if e is not None))
+    for i in range(last):
+        c = cached.steps[i] if i < len(cached.steps) else None
+        u = uncached.steps[i] if i < len(uncached.steps) else None
+        c_failed = ce is not None and ce.step == i
+        u_failed = ue is not None and ue.step == i
+        row = _compare_step(i, c, u, num_layers, tol)
+        if first_step is not None or flipped_at is not None:
+            rows.append(_with_status(row, "not compared"))
+            continue
+        if c_failed or u_failed:
+            both = c_failed and u_failed and ce.type == ue.type
+            rows.append(_with_status(row, "both-failed" if both else "error"))
+            first_step, kind = i, "both-failed" if both else "error"
+            where = (ce if c_failed else ue).where
+            first_layer = _diverged_layer(row, tol) if not both else None
+            if first_layer is None and not both:
+                parsed = names.parse_layer(where or "")
+                first_layer = parsed[1] if parsed and parsed[0] == "decoder" else None
+            continue
+        if c is None or u is None or not row.compared:
+            rows.append(_with_status(row, "missing"))
+            if c is None or u is None:
+                first_step, kind = i, "divergence"  # one run stopped earlier than the other
+            continue
+        layer = _diverged_layer(row, tol)
+        if layer is not None or row.logit_diff > row.logit_limit:
+            rows.append(_with_status(row, "diverged"))
+            first_step, first_layer, kind = i, layer, "divergence"
+        elif row.cached_token != row.uncached_token:
+            rows.append(_with_status(row, "noise-flip"))
+            flipped_at = i
+        else:
+            rows.append(row)
+
+    # Steps of a run that stopped early past the comparison (cache on and off stop together when consistent).
+    report_args = dict(
+        first_divergent_step=first_step,
+        first_divergent_layer=first_layer,
+        max_logit_diff=[math.nan if r.logit_diff is None else r.logit_diff for r in rows],
+        cached_error=ce,
+        uncached_error=ue,
+        kind=kind,
+        compared=compared or "cached vs uncached traces",
+        tolerance=tol,
+        dtype=dtype,
+        steps=rows,
+        cached=cached,
+        uncached=uncached,
+    )
+    suspects = find_suspects(cached, uncached, first_step) if first_step is not None else []
+    summary = _summary(
+        cached, uncached, rows, first_step, first_layer, kind, suspects, flipped_at, tol, dtype
+    )
+    return CacheReport(consistent=kind == "consistent", suspects=suspects, summary=summary, **report_args)
+
+
+def _compare_step(i: int, c: Step | None, u: Step | None, num_layers: int, tol: Tolerance) -> StepComparison:
+    c_token = None if c is None else c.chosen_id
+    u_token = None if u is None else u.chosen_id
+    logit_diff = logit_limit = None
+    layer_diffs, layer_limits = [], []
+    if c is not None and u is not None:
+        for layer in range(num_layers):
+            a, b = c.hidden(layer), u.hidden(layer)
+            if a is None or b is None:
+                break  # e.g. the step failed before this layer
+            diff, limit = compare(a, b, tol)
+            layer_diffs.append(diff)
+            layer_limits.append(limit)
+        if c.logits is not None and u.logits is not None:
+            logit_diff, logit_limit = compare(c.logits, u.logits, tol)
+    return StepComparison(
+        i, "same", c_token, u_token, logit_diff, logit_limit, tuple(layer_diffs), tuple(layer_limits)
+    )
+
+
+def _with_status(row: StepComparison, status: str) -> StepComparison:
+    return StepComparison(
+        row.index,
+        status,
+        row.cached_token,
+        row.uncached_token,
+        row.logit_diff,
+        row.logit_limit,
+        row.layer_diffs,
+        row.layer_limits,
+    )
+
+
+def _diverged_layer(row: StepComparison, tol: Tolerance) -> int | None:
+    return next(
+        (k for k, (d, lim) in enumerate(zip(row.layer_diffs, row.layer_limits, strict=True)) if d > lim), None
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Suspects: what was fed at the bug's step that does not fit
+
+# Inputs whose shapes follow the fed tokens or the cache, checked by their own rules below.
+_SEQUENCE_INPUTS = {
+    "input_ids", "decoder_input_ids", "inputs_embeds", "attention_mask", "decoder_attention_mask",
+    "position_ids", "decoder_position_ids", "past_key_values", "use_cache", "logits_to_keep",
+    "encoder_outputs", "cache_position", "output_attentions", "output_hidden_states", "return_dict",
+}  # fmt: skip
+
+
+def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
+    """Inputs of the cached run at `step` (and before it) whose shapes or values don't fit what was fed."""
+    suspects: list[Suspect] = []
+
+    def add(run: str, name: str, shape, kind: str, reason: str) -> None:
+        suspects.append(Suspect(step, run, name, None if shape is None else tuple(shape), kind, reason))
+
+    if step >= len(cached.steps):
+        return suspects
+    s, first = cached.steps[step], cached.steps[0]
+    fed, fed0 = _fed_len(s), _fed_len(first)
+    before = _cache_len_before(cached, step)
+
+    # Side inputs fed again with the same shape as at the prefill, though far fewer tokens are fed.
+    if step > 0 and fed is not None and fed0 is not None and fed < fed0:
+        for name, info in _side_inputs(s):
+            at_prefill = first.prepare_inputs.get(name)
+            if isinstance(at_prefill, TensorInfo) and at_prefill.shape == info.shape:
+                rows = info.shape[0] if info.shape else 0
+                add("cached", name, info.shape, "side-input", (
+                    f"{name} {list(info.shape)} is fed again at step {step}, the same as at the prefill, "
+                    f"beside input_ids {list(s.fed_shape)}: only {fed} new token(s) reach the model, not the "
+                    f"{rows} positions these rows belong to, which the cache already holds."
+                ))  # fmt: skip
+
+    # Side inputs given at the prefill but dropped at a later step of the uncached run, which feeds
+    # every token again, the ones those inputs belong to included ("drop them after the first
+    # iteration" is right with the cache only).
+    if 0 < step < len(uncached.steps):
+        u0, ui = uncached.steps[0], uncached.steps[step]
+        u_fed, u0_fed = _fed_len(ui), _fed_len(u0)
+        if u_fed is not None and u0_fed is not None and u_fed >= u0_fed:
+            for name, info in _side_inputs(u0):
+                if not isinstance(ui.prepare_inputs.get(name), TensorInfo):
+                    add("uncached", name, info.shape, "dropped-side-input", (
+                        f"{name} {list(info.shape)} was fed at the prefill but not at step {step} of the "
+                        f"uncached run, which feeds all {u_fed} tokens again (input_ids "
+                        f"{list(ui.fed_shape)}), the ones {name} belongs to included."
+                    ))  # fmt: skip
+
+    # position_ids that do not continue after the cache.
+    for key in ("position_ids", "decoder_position_ids"):
+        info = s.prepare_inputs.get(key)
+        if isinstance(info, TensorInfo) and info.values is not None and before is not None and fed:
+            got = info.array().reshape(-1, info.shape[-1])[0].tolist()
+            want = list(range(before, before + fed))
+            if got != want:
+                add("cached", key, info.shape, "positions", (
+                    f"{key} {got} at step {step}, but the cache already holds {before} positions, so the "
+                    f"fed token(s) belong at {want}: the positions do not advance with the cache."
+                ))  # fmt: skip
+
+    # An attention mask that does not cover cache + fed tokens (BART's attention_mask is the
+    # encoder's, over the source, so only its decoder mask is checked).
+    for key in ("decoder_attention_mask",) if cached.encoder_decoder else ("attention_mask",):
+        info = _fed_input(s, key)
+        if not (isinstance(info, TensorInfo) and len(info.shape) == 2 and before is not None and fed):
+            continue
+        if info.shape[-1] != before + fed:
+            add("cached", key, info.shape, "mask", (
+                f"{key} {list(info.shape)} at step {step} covers {info.shape[-1]} positions, but the cache "
+                f"holds {before} and {fed} token(s) are fed ({before + fed} in all): the mask was not "
+                "extended, so the newest positions count as padding."
+            ))  # fmt: skip
+
+    # A cache that was not empty when generation started.
+    for kind in ("cross", "self"):
+        event = first.event(names.decoder_cross_attn(0) if kind == "cross" else names.decoder_self_attn(0))
+        held = _int(event.inputs.get("cache_len_before")) if event is not None else None
+        if not held:
+            continue
+        if kind == "cross":
+            add("cached", "past_key_values", None, "stale-cross-cache", (
+                f"past_key_values already held cross-attention keys/values for {held} source positions at "
+                "step 0, before this source's encoder output was projected: they come from an earlier source "
+                "sentence, and the decoder reads them instead of the new ones."
+            ))  # fmt: skip
+        else:
+            add("cached", "past_key_values", None, "reused-cache", (
+                f"past_key_values already held {held} self-attention positions at step 0 (a reused cache)."
+            ))  # fmt: skip
+    return suspects
+
+
+def _side_inputs(step: Step) -> list[tuple[str, TensorInfo]]:
+    """Tensors fed at this step besides the ones that follow the tokens or the cache (pixel_values, ...)."""
+    return [
+        (name, info)
+        for name, info in step.prepare_inputs.items()
+        if name not in _SEQUENCE_INPUTS and isinstance(info, TensorInfo)
+    ]
+
+
+def _fed_len(step: Step) -> int | None:
+    shape = step.fed_shape
+    if shape:
+        return int(shape[-1])
+    embeds = step.prepare_inputs.get("inputs_embeds")
+    return int(embeds.shape[1]) if isinstance(embeds, TensorInfo) and len(embeds.shape) == 3 else None
+
+
+def _fed_input(step: Step, key: str):
+    """What the model got as `key` at this step: from prepare_inputs, else from the forward call."""
+    info = step.prepare_inputs.get(key)
+    if info is None:
+        forward = step.event(names.FORWARD)
+        info = None if forward is None else forward.inputs.get(key)
+    return info
+
+
+def _cache_len_before(tr: Trace, step: int) -> int | None:
+    """Self-attention positions the cache held when `step` started (None with the cache off)."""
+    event = tr.steps[step].event(names.decoder_self_attn(0))
+    if event is not None and "cache_len_before" in event.inputs:
+        return _int(event.inputs["cache_len_before"])
+    if step == 0:
+        return 0
+    return tr.steps[step - 1].cache_seq_len("self")
+
+
+def _int(value) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary
+
+
+def _summary(
+    cached: Trace,
+    uncached: Trace,
+    rows: list[StepComparison],
+    step: int | None,
+    layer: int | None,
+    kind: str,
+    suspects: list[Suspect],
+    flipped_at: int | None,
+    tol: Tolerance,
+    dtype: str,
+) -> str:
+    lines: list[str] = []
+    tol_words = f"rtol {tol.rtol:g}, atol {tol.atol:g} for {dtype}"
+    if kind == "consistent":
+        compared = [r for r in rows if r.compared and r.status in ("same", "noise-flip")]
+        worst = max((r.logit_diff for r in compared), default=0.0)
+        lines.append(
+            f"Consistent: with and without the cache the model computes the same logits and layer outputs "
+            f"over {len(compared)} step(s) (largest logit difference {worst:.2g}, within {tol_words})."
+        )
+        if flipped_at is not None:
+            r = rows[flipped_at]
+            lines.append(
+                f"At step {flipped_at} the greedy token differs ({_tok(cached, r.cached_token)} vs "
+                f"{_tok(uncached, r.uncached_token)}) although the logits agree within the tolerance: a near "
+                "tie decided by rounding, not a cache bug. Later steps continue different texts and were not "
+                "compared."
+            )
+        return " ".join(lines)
+
+    if kind == "both-failed":
+        e = cached.error
+        return (
+            f"Both runs failed at step {step} with the same error, with and without the cache: {e.type}: "
+            f"{e.message}. The model fails either way; this is not a cache bug."
+        )
+
+    row = rows[step]
+    if kind == "error":
+        failed, other = (
+            ("cached", "uncached") if cached.error and cached.error.step == step else ("uncached", "cached")
+        )
+        e = cached.error if failed == "cached" else uncached.error
+        where = f" in {e.where}" if e.where else ""
+        lines.append(
+            f"The {failed} run fails at step {step}{where}: {e.type}: {e.message}. "
+            f"The {other} run gets past it."
+        )
+    else:
+        r_step = cached.steps[step] if step < len(cached.steps) else None
+        ids_name = "decoder_input_ids" if cached.encoder_decoder else "input_ids"
+        fed = f" (fed {ids_name} {list(r_step.fed_shape)})" if r_step is not None and r_step.fed_shape else ""
+        if layer is not None:
+            diff, limit = row.layer_diffs[layer], row.layer_limits[layer]
+            where = (
+                f"decoder layer {layer}'s output at the newest position differs by {diff:.3g} "
+                f"(noise allows {limit:.2g})"
+            )
+        elif row.logit_diff is not None:
+            where = f"the logits differ by {row.logit_diff:.3g} (noise allows {row.logit_limit:.2g})"
+        else:
+            where = "one run stopped while the other went on"
+        lines.append(f"Cached generation parts from uncached generation at step {step}{fed}: {where}.")
+        if row.cached_token == row.uncached_token and row.cached_token is not None:
+            lines.append(
+                f"The greedy token is still the same there ({_tok(cached, row.cached_token)}), so the bug is "
+                "silent at first."
+            )
+        else:
+            lines.append(
+                f"The cache on chooses {_tok(cached, row.cached_token)}, the cache off "
+                f"{_tok(uncached, row.uncached_token)}."
+            )
+    if suspects:
+        lines.append("What does not fit: " + " ".join(s.reason for s in suspects))
+        kinds = list(dict.fromkeys(s.kind for s in suspects))
+        lines.append("The usual fix: " + " ".join(USUAL_FIX[k] for k in kinds))
+    elif kind == "error":
+        lines.append(
+            "No fed input has an obviously wrong shape; compare what the failing step was fed with the "
+            "prefill (the two runs side by side), and check what the model recomputes from inputs the "
+            "cache already holds."
+        )
+    else:
+        lines.append(
+            "No fed input has an obviously wrong shape or position; look at what this layer reads from the "
+            "cache (keys, values, mask, positions) at this step."
+        )
+    return " ".join(lines)
+
+
+def _tok(tr: Trace, token_id: int | None) -> str:
+    return "nothing" if token_id is None else repr(tr.token_text(token_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: python -m tracer doctor ...
+
+
+def check_scenario(name: str, variant: str = "broken", max_new_tokens: int = 8) -> CacheReport:
+    """Build a cache-bug scenario from models.scenarios and check it."""
+    from models import scenarios
+
+    setup = scenarios.build(name, variant)
+    return check_cache(
+        setup.model,
+        setup.tok,
+        max_new_tokens=max_new_tokens,
+        model_name=f"{name} ({variant})",
+        **setup.check_kwargs(),
+    )
+
+
+def cli(args) -> int:
+    """`python -m tracer doctor`: 0 consistent, 1 not, 2 bad usage (a ValueError, turned into 2 by main)."""
+    from models import scenarios
+
+    if args.list_scenarios:
+        for s in scenarios.all_scenarios():
+            print(f"{s.name:<20} {s.title}")
+            variants = ", ".join(f"{v} ({s.notes.get(v, '')})" for v in s.variants)
+            print(f"{'':<20} variants: {variants}")
+        return 0
+    variant = getattr(args, "variant", None)
+    if args.scenario and args.model:
+        raise ValueError("Give --model or --scenario, not both: a scenario brings its own model.")
+    if args.scenario:
+        if args.prompt:
+            raise ValueError(f"Scenario {args.scenario!r} brings its own prompt: drop --prompt.")
+        report = check_scenario(args.scenario, variant or "broken", args.max_new_tokens)
+    elif args.model:
+        if variant:
+            raise ValueError("--variant goes with --scenario.")
+        if not args.prompt:
+            raise ValueError("Give the prompt to check: --prompt TEXT.")
+        import models
+
+        model, tok = models.load(args.model)
+        report = check_cache(
+            model, tok, args.prompt, max_new_tokens=args.max_new_tokens, model_name=args.model
+        )
+    else:
+        raise ValueError(
+            "Tell the doctor what to check: --model NAME_OR_PATH --prompt TEXT, or --scenario NAME "
+            "(see --list-scenarios)."
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report_text(report))
+    sys.stdout.flush()
+    return 0 if report.consistent else 1
+
+
+def report_text(report: CacheReport) -> str:
+    """The report as a few lines of text: one row per step, then the summary."""
+    lines = [report.compared, f"{'step':>4}  {'cached':<14} {'uncached':<14} {'logit diff':>11}  status"]
+    for r in report.steps:
+        diff = "-" if r.logit_diff is None else f"{r.logit_diff:.2e}"
+        c = "(failed)" if r.cached_token is None else repr(report.cached.token_text(r.cached_token))
+        u = "(failed)" if r.uncached_token is None else repr(report.uncached.token_text(r.uncached_token))
+        lines.append(f"{r.index:>4}  {c:<14} {u:<14} {diff:>11}  {r.status}")
+    lines.append("")
+    lines.append(("CONSISTENT: " if report.consistent else "NOT CONSISTENT: ") + report.summary)
+    return "\n".join(lines)
