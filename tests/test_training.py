@@ -290,3 +290,49 @@ def test_trainer_step_events_in_order_and_loss_equals_logged(which, request):
     # A copy was trained: the caller's model keeps its weights and has no hooks.
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert hooks_of(model) == before
+
+
+# -- the figures, from real traces ----------------------------------------------------------------
+
+
+def test_figures_show_the_shift_the_ignored_positions_and_generation(bart, llama):
+    from tracer.plots import training as plots
+
+    model, tok = bart
+    tt = tracer.trace_training_step(model, tok, SOURCE, TARGET, pad_to=8)
+    table = plots.shift_table(tt)
+    assert table.loc["decoder_input_ids (ids)"].tolist()[1:] == [
+        str(model.config.pad_token_id if i == IGNORE_INDEX else i) for i in tt.labels[:-1]
+    ]
+    # Plotly reads text as HTML: "<s>" must arrive escaped, or it strikes the rest through.
+    shift = plots.shift_figure(tt)
+    assert "&lt;s&gt;" in shift.data[0].text and "<s>" not in shift.data[0].text
+    bars = plots.loss_figure(tt).data[0]
+    assert [c == plots.IGNORED_COLOR for c in bars.marker.color] == tt.ignored.tolist()
+    assert plots.attention_figure(tt, "cross", 1, head=0).data[0].z.shape == (
+        len(tt.labels),
+        len(tt.input_ids),
+    )
+
+    model, tok = llama
+    tt = tracer.trace_training_step(model, tok, PROMPT, ANSWER)
+    gen = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=len(tt.target_ids))
+    compare = plots.teacher_vs_generation(tt, gen)
+    assert compare["position"].tolist() == [tt.answer_start - 1 + i for i in range(len(tt.target_ids))]
+    # Step 0 is fed the same prompt as the teacher-forced pass, so it makes the same prediction.
+    assert compare["same prediction"].iloc[0]
+    assert compare["generation: chose"].iloc[0] == gen.token_text(gen.steps[0].chosen_id)
+    assert len(plots.teacher_vs_generation_figure(tt, gen).data) == 2
+
+
+def test_trainer_figures(llama):
+    from tracer.plots import training as plots
+
+    model, tok = llama
+    ts = tracer.trace_trainer_step(model, tok)
+    assert plots.trainer_table(ts)["event"].tolist() == list(TRAINER_EVENT_ORDER)
+    assert len(plots.trainer_flow_figure(ts).data[0].y) == len(TRAINER_EVENT_ORDER)
+    grads = plots.grad_norm_figure(ts).data
+    assert list(grads[0].x) == list(ts.event("backward").values["grad_norm"])
+    assert max(grads[1].y) <= ts.event("clip_grad_norm").values["max_grad_norm"] + 1e-6
+    assert len(plots.update_figure(ts).data[0].x) == len(ts.event("optimizer.step").values["update_norm"])

@@ -14,6 +14,7 @@ Positions are the decoder's: position t is fed `tt.decoder_ids[t]` and scored ag
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -44,6 +45,18 @@ def _show(text: str) -> str:
 
 def _token(tt: TrainingTrace, token_id: int) -> str:
     return "-100" if token_id == IGNORE_INDEX else _show(tt.token_text(token_id))
+
+
+def _message_figure(text: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(height=200, xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+def _plot_token(tt: TrainingTrace, token_id: int) -> str:
+    # Plotly reads text as HTML: "<s>" would strike through the rest of the label.
+    return html.escape(_token(tt, token_id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +121,7 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
                 marker=dict(
                     size=44, symbol="square", color=colors(ids, row), line=dict(color="#495057", width=1)
                 ),
-                text=[_token(tt, i) for i in ids],
+                text=[_plot_token(tt, i) for i in ids],
                 textfont=dict(size=11),
                 customdata=[[t, i] for t, i in enumerate(ids)],
                 hovertemplate=f"{name}[%{{customdata[0]}}] = %{{customdata[1]}}<extra></extra>",
@@ -117,8 +130,8 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
             )
         )
     for top, bottom in arrows:
-        if top_ids[top] == IGNORE_INDEX and not tt.encoder_decoder:
-            continue
+        if not tt.encoder_decoder and bottom_ids[bottom] == IGNORE_INDEX:
+            continue  # a Llama position that is not scored: no label comes to it
         fig.add_annotation(
             x=bottom,
             y=0.18,
@@ -175,7 +188,10 @@ def loss_table(tt: TrainingTrace) -> pd.DataFrame:
 def loss_figure(tt: TrainingTrace) -> go.Figure:
     """Per-token cross-entropy as bars; ignored positions as short grey bars; the mean as a line."""
     n = tt.num_positions
-    ticks = [f"{t}: {_token(tt, tt.decoder_ids[t])} → {_token(tt, tt.scored_labels[t])}" for t in range(n)]
+    ticks = [
+        f"{t}: {_plot_token(tt, tt.decoder_ids[t])} → {_plot_token(tt, tt.scored_labels[t])}"
+        for t in range(n)
+    ]
     scored = ~tt.ignored
     top = float(tt.per_token_loss[scored].max()) if scored.any() else 1.0
     stub = 0.04 * max(top, 1e-6)  # ignored positions still show, as a stub, so the eye sees the gap
@@ -274,13 +290,10 @@ def attention_figure(tt: TrainingTrace, kind: str, layer: int, head: int | None 
     try:
         weights = tt.attention(kind, layer)  # [heads, q_len, k_len]
     except KeyError as exc:
-        fig = go.Figure()
-        fig.add_annotation(text=str(exc), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-        fig.update_layout(height=200, xaxis_visible=False, yaxis_visible=False)
-        return fig
+        return _message_figure(html.escape(str(exc.args[0]) if exc.args else str(exc)))
     matrix = weights.mean(axis=0) if head is None else weights[head]  # [q_len, k_len]
-    decoder = [f"{t}:{_token(tt, i)}" for t, i in enumerate(tt.decoder_ids)]
-    source = [f"{t}:{_token(tt, i)}" for t, i in enumerate(tt.input_ids)]
+    decoder = [f"{t}:{_plot_token(tt, i)}" for t, i in enumerate(tt.decoder_ids)]
+    source = [f"{t}:{_plot_token(tt, i)}" for t, i in enumerate(tt.input_ids)]
     queries = source if kind == "encoder" else decoder
     keys = decoder if kind == "self" else source
     fig = go.Figure(
@@ -504,11 +517,9 @@ def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
     """When each position is computed: all in one pass (teacher forcing) vs one per step (generation)."""
     table = teacher_vs_generation(tt, gen)
     if table.empty:
-        fig = go.Figure()
-        fig.add_annotation(
-            text="nothing to compare", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper"
-        )
-        return fig
+        return _message_figure("No target positions to compare.")
+    texts = ["teacher forcing: fed", "teacher forcing: predicted", "generation: fed", "generation: chose"]
+    table[texts] = table[texts].map(html.escape)
     positions = table["position"].tolist()
     steps = [s for s in table["generation: step"].tolist() if s is not None and not pd.isna(s)]
     fig = go.Figure()
