@@ -1,0 +1,140 @@
+"""Cache doctor: cached vs uncached generation side by side, where they part, why, and the fix.
+
+Layout only: the report comes from tracer.check_cache, the figures and tables from
+tracer.plots.doctor. Works inside the app and on its own (`streamlit run pages/cache_doctor.py`):
+a scenario needs no model from the sidebar; "the current model" reads the sidebar's choice when
+the app's shared helper (ui.py) is there.
+"""
+
+import streamlit as st
+
+import tracer
+from models import scenarios
+from tracer.plots import doctor as d
+
+try:  # the app's shared helper: the sidebar's model and prompt, the cached model loader
+    import ui
+except ImportError:  # the page runs on its own
+    ui = None
+
+SCENARIO_SOURCE, MODEL_SOURCE = "A cache-bug scenario", "The current model and prompt"
+VARIANT_WORDS = {"broken": "broken", "fixed": "fixed", "tempting": "tempting fix (wrong)"}
+
+st.title("Cache doctor")
+st.caption(
+    "Runs greedy generation with the KV cache on and off and compares them step by step: the logits, "
+    "every decoder layer's output at the newest position, and the chosen tokens."
+)
+
+reports: dict = st.session_state.setdefault("doctor_reports", {})
+source = st.radio("Check", [SCENARIO_SOURCE, MODEL_SOURCE], horizontal=True, key="doctor_source")
+max_new = st.slider("New tokens", 2, 16, 6, key="doctor_max_new_tokens")
+
+scenario = None
+report = None
+if source == SCENARIO_SOURCE:
+    by_title = {s.title: s for s in scenarios.all_scenarios()}
+    title = st.selectbox("Scenario", list(by_title), key="doctor_scenario")
+    scenario = by_title[title]
+    variant = st.radio(
+        "Variant",
+        scenario.variants,
+        format_func=lambda v: VARIANT_WORDS[v],
+        horizontal=True,
+        key=f"doctor_variant_{scenario.name}",
+    )
+    st.markdown(scenario.description)
+    key = ("scenario", scenario.name, variant, max_new)
+    if key not in reports:
+        with st.spinner("Generating with the cache on and off…"):
+            reports[key] = tracer.doctor.check_scenario(scenario.name, variant, max_new)
+    report = reports[key]
+else:
+    model_name = st.session_state.get("model")
+    if ui is not None and model_name == getattr(ui, "LOCAL_FOLDER", None):
+        model_name = st.session_state.get("folder")
+    prompt = st.session_state.get("prompt", "")
+    if ui is None or not model_name:
+        st.info(
+            "Pick a model and a prompt in the app's sidebar (`streamlit run app.py`), then come back here."
+        )
+        st.stop()
+    st.markdown(f"Model **{model_name}**, prompt: `{prompt}`")
+    key = ("model", model_name, prompt, max_new)
+    if st.button("Check the cache", type="primary", key="doctor_run") and key not in reports:
+        try:
+            with st.spinner("Generating with the cache on and off…"):
+                model, tok = ui.load_model(model_name)
+                reports[key] = tracer.check_cache(
+                    model, tok, prompt, max_new_tokens=max_new, model_name=model_name
+                )
+        except ValueError as exc:  # bad prompt, model that cannot be loaded or traced
+            st.error(str(exc))
+            st.stop()
+    report = reports.get(key)
+    if report is None:
+        st.info("Press **Check the cache** to compare generation with the cache on and off.")
+        st.stop()
+
+# -- the verdict ---------------------------------------------------------------------------
+kind, headline = d.verdict(report)
+(st.success if kind == "success" else st.error)(f"**{headline}**")
+st.markdown(report.summary)
+
+left, middle, right = st.columns(3)
+step = report.first_divergent_step
+left.metric("First divergent step", "-" if step is None else step)
+middle.metric(
+    "First divergent layer", "-" if report.first_divergent_layer is None else report.first_divergent_layer
+)
+finite = [x for x in report.max_logit_diff if x == x]  # NaN where a step was not compared
+right.metric("Largest logit difference", f"{max(finite):.2e}" if finite else "-")
+st.caption(
+    f"Compared: {report.compared}. Tolerance for {report.dtype}: |a - b| ≤ {report.tolerance.atol:g} + "
+    f"{report.tolerance.rtol:g} · max|b|, b being the uncached run."
+)
+
+st.plotly_chart(d.logit_diff_figure(report), key="doctor_logit_diff")
+if any(r.layer_diffs for r in report.steps):
+    st.plotly_chart(d.layer_diff_figure(report), key="doctor_layer_diff")
+
+# -- the two runs side by side ------------------------------------------------------------------
+st.subheader("The two runs, step by step")
+table = d.steps_table(report)
+bad = {"diverged", "error", "both-failed"}
+
+
+def _highlight(row):
+    color = "background-color: rgba(214, 39, 40, 0.18)" if row["status"] in bad else ""
+    return [color] * len(row)
+
+
+st.dataframe(table.style.apply(_highlight, axis=1), hide_index=True, width="stretch")
+
+if step is not None:
+    st.subheader(f"What was fed at step {step}")
+    for line in d.errors_text(report):
+        st.code(line, language=None)
+    st.dataframe(d.fed_at_step_table(report, step), hide_index=True, width="stretch")
+    if report.suspects:
+        st.markdown("**Shapes and values that do not fit**")
+        for suspect in report.suspects:
+            st.warning(suspect.reason)
+
+# -- the explanation and the fix --------------------------------------------------------------
+if scenario is not None:
+    st.subheader("Why")
+    st.markdown(scenario.explanation)
+    st.subheader("The code")
+    shown = [v for v in ("broken", "fixed", "tempting") if v in scenario.code]
+    for tab, v in zip(st.tabs([VARIANT_WORDS[v] for v in shown]), shown, strict=True):
+        with tab:
+            st.caption(scenario.notes.get(v, ""))
+            st.code(scenario.code[v], language="python")
+    if "model" in scenario.code:
+        with st.expander("The model both variants share"):
+            st.code(scenario.code["model"], language="python")
+elif report.suspects:
+    st.subheader("The usual fix")
+    for kind in dict.fromkeys(s.kind for s in report.suspects):
+        st.markdown(tracer.doctor.USUAL_FIX[kind])

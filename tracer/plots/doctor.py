@@ -1,0 +1,263 @@
+"""Figures and tables of the cache doctor: a CacheReport -> plotly Figure / pandas DataFrame / text.
+
+Pure functions, no Streamlit and no model: pages/cache_doctor.py lays them out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from tracer.doctor import CacheReport
+from tracer.trace import Step, TensorInfo, Trace
+
+# A difference of exactly 0 has no place on a log axis: it is drawn at this floor instead.
+LOG_FLOOR = 1e-12
+COLORS = {"cached": "#1f77b4", "uncached": "#ff7f0e", "bad": "#d62728", "limit": "#7f7f7f"}
+
+
+def verdict(report: CacheReport) -> tuple[str, str]:
+    """("success" | "error", a one-line headline) for the top of the page."""
+    if report.consistent:
+        return "success", "Consistent: cached and uncached generation agree at every compared step."
+    step, layer = report.first_divergent_step, report.first_divergent_layer
+    if report.kind == "error":
+        failed = "cached" if report.cached_error and report.cached_error.step == step else "uncached"
+        return "error", f"The {failed} run crashes at step {step}."
+    if report.kind == "both-failed":
+        return "error", f"Both runs crash at step {step}: the model fails with the cache on and off."
+    at_layer = "" if layer is None else f", from decoder layer {layer} on"
+    return "error", f"Cached generation parts from uncached generation at step {step}{at_layer}."
+
+
+def logit_diff_figure(report: CacheReport) -> go.Figure:
+    """Max |cached - uncached| logit per step (log scale), the noise limit, the bug's step marked."""
+    rows = report.steps
+    x = [r.index for r in rows]
+    diffs = [_floor(r.logit_diff) for r in rows]
+    limits = [r.logit_limit for r in rows]
+    colors = [COLORS["bad"] if r.status in ("diverged", "error") else COLORS["cached"] for r in rows]
+    hover = [
+        f"step {r.index}: {r.status}<br>logit diff {_num(r.logit_diff)} (noise limit {_num(r.logit_limit)})"
+        for r in rows
+    ]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=diffs,
+            mode="lines+markers",
+            name="max |logit diff|",
+            marker={"color": colors, "size": 10},
+            line={"color": COLORS["cached"]},
+            hovertext=hover,
+            hoverinfo="text",
+        )
+    )
+    if any(v is not None for v in limits):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=limits,
+                mode="lines",
+                name="noise limit (tolerance)",
+                line={"color": COLORS["limit"], "dash": "dash"},
+            )
+        )
+    step = report.first_divergent_step
+    if step is not None:
+        label = "crash" if report.kind in ("error", "both-failed") else "first divergence"
+        fig.add_vline(x=step, line={"color": COLORS["bad"], "dash": "dot"})
+        fig.add_annotation(
+            x=step, y=1, yref="paper", text=f"{label}: step {step}", showarrow=False, yanchor="bottom"
+        )
+        after = [r.index for r in rows if r.index > step]
+        if after:
+            fig.add_vrect(
+                x0=step + 0.5, x1=max(after) + 0.5, fillcolor="lightgray", opacity=0.25, line_width=0
+            )
+    fig.update_layout(
+        title="Logit difference per step, cache on vs off",
+        xaxis={"title": "step", "dtick": 1},
+        yaxis={"title": "max |cached - uncached| (log)", "type": "log", "exponentformat": "e"},
+        height=360,
+        margin={"t": 60, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def layer_diff_figure(report: CacheReport) -> go.Figure:
+    """Heatmap steps x decoder layers: how many times over its noise limit each layer's output differs."""
+    num_layers = max((len(r.layer_diffs) for r in report.steps), default=0)
+    ratio = np.full((num_layers, len(report.steps)), np.nan)
+    for j, r in enumerate(report.steps):
+        for k, (d, lim) in enumerate(zip(r.layer_diffs, r.layer_limits, strict=True)):
+            ratio[k, j] = math.log10(max(d, LOG_FLOOR) / lim) if lim > 0 else np.nan
+    fig = go.Figure(
+        go.Heatmap(
+            z=ratio,
+            x=[r.index for r in report.steps],
+            y=[f"layer {k}" for k in range(num_layers)],
+            colorscale=[[0, "#2ca02c"], [0.5, "#f7f7f7"], [1, "#d62728"]],
+            zmid=0,
+            zmin=-6,
+            zmax=6,
+            colorbar={"title": "log10(diff / limit)"},
+            hovertemplate="step %{x}, %{y}<br>log10(diff / noise limit) = %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Decoder layer outputs at the newest position: red is over the noise limit",
+        xaxis={"title": "step", "dtick": 1},
+        yaxis={"autorange": "reversed"},
+        height=120 + 40 * max(num_layers, 1),
+        margin={"t": 50, "b": 40},
+    )
+    return fig
+
+
+def steps_table(report: CacheReport) -> pd.DataFrame:
+    """The two runs side by side, one row per step: tokens, what was fed, input shapes, the difference."""
+    cached, uncached = report.cached, report.uncached
+    rows = []
+    for r in report.steps:
+        c = _step(cached, r.index)
+        u = _step(uncached, r.index)
+        rows.append(
+            {
+                "step": r.index,
+                "status": r.status,
+                "cached token": _token(cached, r.cached_token, c),
+                "cached fed": _fed(c),
+                "cached inputs": _inputs(c),
+                "cache after": None if c is None else c.cache_seq_len(),  # None with the cache off
+                "uncached token": _token(uncached, r.uncached_token, u),
+                "uncached fed": _fed(u),
+                "uncached inputs": _inputs(u),
+                "logit diff": r.logit_diff,
+                "noise limit": r.logit_limit,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def fed_at_step_table(report: CacheReport, step: int) -> pd.DataFrame:
+    """Every input fed at `step` in both runs, its shape (or value), and why the doctor suspects it."""
+    c, u = _step(report.cached, step), _step(report.uncached, step)
+    names = list(dict.fromkeys([*(_fed_inputs(c)), *(_fed_inputs(u))]))
+    suspicion = {}
+    for s in report.suspects:
+        suspicion.setdefault(s.name, []).append(s.reason)
+    return pd.DataFrame(
+        [
+            {
+                "input": name,
+                "cached run": _value(_fed_inputs(c).get(name)),
+                "uncached run": _value(_fed_inputs(u).get(name)),
+                "suspect": " ".join(suspicion.get(name, [])),
+            }
+            for name in names
+        ],
+        columns=["input", "cached run", "uncached run", "suspect"],
+    )
+
+
+def suspects_table(report: CacheReport) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "step": s.step,
+                "run": s.run,
+                "input": s.name,
+                "shape": _shape(s.shape),
+                "what does not fit": s.reason,
+            }
+            for s in report.suspects
+        ],
+        columns=["step", "run", "input", "shape", "what does not fit"],
+    )
+
+
+def errors_text(report: CacheReport) -> list[str]:
+    """One line per run that failed: which run, the step, where, the exception."""
+    lines = []
+    for run, error in (("cached", report.cached_error), ("uncached", report.uncached_error)):
+        if error is not None:
+            where = f" in {error.where}" if error.where else ""
+            lines.append(f"{run} run, step {error.step}{where}: {error.type}: {error.message}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _floor(x: float | None) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return max(x, LOG_FLOOR)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
+def _step(tr: Trace, index: int) -> Step | None:
+    return tr.steps[index] if index < len(tr.steps) else None
+
+
+def _token(tr: Trace, token_id: int | None, step: Step | None) -> str:
+    if token_id is not None:
+        return tr.token_text(token_id)
+    if tr.error is not None and step is not None and tr.error.step == step.index:
+        return "(crashed)"
+    return "-"
+
+
+def _fed_inputs(step: Step | None) -> dict:
+    """What the model was fed at this step: prepare_inputs, or the forward call's inputs of a loop."""
+    if step is None:
+        return {}
+    if step.prepare_inputs:
+        return step.prepare_inputs
+    forward = step.event("forward")
+    return {} if forward is None else forward.inputs
+
+
+def _fed(step: Step | None) -> str:
+    if step is None:
+        return "-"
+    ids = step.fed_ids
+    shape = _shape(step.fed_shape)
+    if ids is None or len(ids) > 6:
+        return shape
+    return f"{shape} {ids}"
+
+
+def _inputs(step: Step | None) -> str:
+    """Shapes of the tensors fed beside the token ids, e.g. 'pixel_values [3, 48], position_ids [1, 1]'."""
+    skip = {"input_ids", "decoder_input_ids"}
+    return ", ".join(
+        f"{name} {_shape(v.shape)}"
+        for name, v in _fed_inputs(step).items()
+        if isinstance(v, TensorInfo) and name not in skip
+    )
+
+
+def _value(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, TensorInfo):
+        values = v.array()
+        if values is not None and values.size <= 8:
+            return f"{_shape(v.shape)} {values.reshape(-1).tolist()}"
+        return f"{v.dtype} {_shape(v.shape)}"
+    return str(v)
+
+
+def _shape(shape) -> str:
+    return "-" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
