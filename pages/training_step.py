@@ -18,6 +18,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
 
 import models
 import tracer
+from models.corpus import training_examples
 from models.tokenizer import unknown_words
 from tracer.errors import StepwiseInputError
 from tracer.plots import training as plots
@@ -54,6 +55,15 @@ def generated(name: str, source: str, max_new_tokens: int) -> tracer.Trace:
 def trainer_step(name: str, pairs: tuple[tuple[str, str | None], ...], max_grad_norm: float):
     model, tok = load_model(name)
     return tracer.trace_trainer_step(model, tok, list(pairs), max_grad_norm=max_grad_norm, model_name=name)
+
+
+def second_example(name: str, model, source: str) -> list[tuple[str, str]]:
+    """A second, different example for the batch, so it shows padding (labels padded with -100)."""
+    try:
+        candidates = [(ex.prompt, ex.answer) for ex in training_examples(name, 4)]  # the model's own data
+    except ValueError:
+        candidates = default_pairs(model)
+    return [p for p in candidates if p[0] != source][:1]
 
 
 def choose_model() -> str:
@@ -170,9 +180,7 @@ with trainer_tab:
         st.session_state["trainer-request"] = (name, source, target, float(max_grad_norm))
     request = st.session_state.get("trainer-request")
     if request is not None and request == (name, source, target, float(max_grad_norm)):
-        # A second, different example, so the batch shows padding (labels padded with -100).
-        second = [p for p in default_pairs(model) if p[0] != source][:1]
-        pairs = ((source, target), *second)
+        pairs = ((source, target), *second_example(name, model, source))
         try:
             ts = trainer_step(name, pairs, float(max_grad_norm))
         except StepwiseInputError as exc:
