@@ -68,7 +68,7 @@ def test_call_flow_of_a_decode_step_is_in_call_order_with_shapes():
         "next step",
     ]
     flow = {n.title: n.detail for n in g.call_flow(tr, 1)}
-    assert flow["generate.prepare_inputs"] == "sequence so far [1, 4] → feeds input_ids [1, 1]"
+    assert flow["generate.prepare_inputs"] == "sequence [1, 4] → feeds input_ids [1, 1]"
     assert flow["decoder.layers.0.self_attn"] == "hidden [1, 1, 8] → weights [1, 2, 1, 4]; cache 3 → 4"
     assert flow["append"] == "input_ids [1, 4] + w11 → [1, 5]"
     assert g.call_flow(tr, 2)[-1].title == "stop"

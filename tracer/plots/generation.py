@@ -264,7 +264,7 @@ def _event_detail(tr: Trace, step: Step, event: Event) -> str:
         before = _first_tensor(event.inputs, ("input_ids",))
         after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids"))
         if before and after:
-            return f"sequence so far {_shape(before[1])} → feeds {after[0]} {_shape(after[1])}"
+            return f"sequence {_shape(before[1])} → feeds {after[0]} {_shape(after[1])}"
     if event.name == names.CHOOSE_TOKEN:
         if step.chosen_id is None:
             return "no token chosen"
@@ -336,14 +336,13 @@ def _stop_reason(tr: Trace) -> str:
 
 
 def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
-    """The call flow as a diagram: one box per call, indented by nesting, top to bottom."""
+    """The call flow as a diagram: one box per call (name, then its shapes), indented by nesting."""
     nodes = call_flow(tr, step_index)
-    row_h = 34
-    fig = go.Figure()
+    row_h = 46  # pixels per box: two lines of text
+    indent = 0.04
     shapes, annotations = [], []
-    indent = 0.045
     for i, node in enumerate(nodes):
-        y0, y1 = -i - 0.85, -i - 0.1
+        y0, y1 = -i - 0.88, -i - 0.08
         x0 = node.depth * indent
         fill = "#fff0f0" if node.failed else ("#f1f3f5" if node.depth == 0 else "#ffffff")
         line = ERROR_COLOR if node.failed else ("#868e96" if node.depth == 0 else "#4dabf7")
@@ -351,13 +350,13 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
             dict(type="rect", x0=x0, x1=1, y0=y0, y1=y1, fillcolor=fill, line=dict(color=line, width=1))
         )
         if i > 0:  # the arrow from the previous call
-            ax = max(nodes[i - 1].depth, node.depth) * indent + 0.015
+            ax = max(nodes[i - 1].depth, node.depth) * indent + 0.012
             annotations.append(
                 dict(
                     x=ax,
                     y=y1,
                     ax=ax,
-                    ay=y1 + 0.25,
+                    ay=y1 + 0.2,
                     xref="x",
                     yref="y",
                     axref="x",
@@ -369,26 +368,30 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
                     text="",
                 )
             )
+        color = ERROR_COLOR if node.failed else "#212529"
+        detail = node.detail if len(node.detail) <= 90 else node.detail[:87] + "..."
         annotations.append(
             dict(
-                x=x0 + 0.01,
+                x=x0 + 0.03,
                 y=(y0 + y1) / 2,
                 xref="x",
                 yref="y",
                 xanchor="left",
+                yanchor="middle",
                 showarrow=False,
-                text=f"<b>{html.escape(node.title)}</b>   {html.escape(node.detail)}",
-                font=dict(family="monospace", size=12, color=ERROR_COLOR if node.failed else "#212529"),
+                align="left",
+                text=f"<b>{html.escape(node.title)}</b>" + (f"<br>{html.escape(detail)}" if detail else ""),
+                font=dict(family="monospace", size=12, color=color),
             )
         )
-    # Invisible points carry the hover text (the Hugging Face module path of each call).
-    fig.add_trace(
+    fig = go.Figure(
+        # Invisible points carry the hover text: the Hugging Face module path and the full detail.
         go.Scatter(
             x=[0.5] * len(nodes),
-            y=[-i - 0.475 for i in range(len(nodes))],
+            y=[-i - 0.48 for i in range(len(nodes))],
             mode="markers",
             marker=dict(opacity=0),
-            hovertext=[f"{n.title}<br>{n.module or ''}<br>{html.escape(n.detail)}" for n in nodes],
+            hovertext=[f"{n.title}<br>{html.escape(n.module)}<br>{html.escape(n.detail)}" for n in nodes],
             hoverinfo="text",
             showlegend=False,
         )
@@ -396,11 +399,11 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
     fig.update_layout(
         shapes=shapes,
         annotations=annotations,
-        height=row_h * len(nodes) + 20,
-        margin=dict(l=5, r=5, t=5, b=5),
+        height=row_h * len(nodes) + 10,
+        margin=dict(l=2, r=2, t=2, b=2),
         plot_bgcolor="white",
         xaxis=dict(visible=False, range=[0, 1], fixedrange=True),
-        yaxis=dict(visible=False, range=[-len(nodes) - 0.05, 0.05], fixedrange=True),
+        yaxis=dict(visible=False, range=[-len(nodes), 0], fixedrange=True),
     )
     return fig
 
@@ -492,7 +495,7 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
     tokens = [show_token(t.text) for t in step.topk]
     probs = [t.prob for t in step.topk]
     colors = [CHOSEN_COLOR if t.token_id == step.chosen_id else OTHER_COLOR for t in step.topk]
-    labels = [f"{i + 1}. {tok}" for i, tok in enumerate(tokens)]
+    labels = [html.escape(f"{i + 1}. {tok}") for i, tok in enumerate(tokens)]
     fig = go.Figure(
         go.Bar(
             x=probs,
@@ -600,8 +603,14 @@ def step_story(tr: Trace, step_index: int) -> str:
 # Attention
 
 
+def _esc(labels: list[str]) -> list[str]:
+    # Plotly renders text as HTML: "<s>" would vanish as a strikethrough tag.
+    return [html.escape(label) for label in labels]
+
+
 def _heatmap(matrix: np.ndarray, queries: list[str], keys: list[str], showscale: bool = True) -> go.Heatmap:
     # Numeric axes with token tick labels: a categorical axis would merge two "the" tokens.
+    queries, keys = _esc(queries), _esc(keys)
     q_n, k_n = matrix.shape
     custom = np.empty((q_n, k_n, 2), dtype=object)
     custom[:, :, 0] = np.asarray(queries, dtype=object)[:, None]
@@ -623,7 +632,7 @@ def _heatmap(matrix: np.ndarray, queries: list[str], keys: list[str], showscale:
 def _axis_ticks(labels: list[str], max_ticks: int = 40) -> dict:
     every = max(1, int(np.ceil(len(labels) / max_ticks)))
     vals = list(range(0, len(labels), every))
-    return dict(tickmode="array", tickvals=vals, ticktext=[labels[i] for i in vals])
+    return dict(tickmode="array", tickvals=vals, ticktext=[html.escape(labels[i]) for i in vals])
 
 
 def step_attention(

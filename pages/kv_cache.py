@@ -1,0 +1,42 @@
+"""KV cache: its length and memory per layer over the steps, the shapes per step, cache on vs off."""
+
+import streamlit as st
+
+import ui
+from tracer.plots import generation as g
+
+st.title("KV cache")
+tr = ui.require_trace()
+ui.show_trace_error(tr)
+
+st.subheader("Growth")
+if tr.encoder_decoder:
+    st.caption(
+        "Solid: each decoder layer's self-attention cache, one position longer per step. Dashed: the "
+        "cross-attention cache, the encoder's keys and values, filled at step 0 and fixed after."
+    )
+st.plotly_chart(ui.view(g.cache_growth_figure))
+
+st.subheader("Key and value shapes after a step")
+step = ui.step_picker(tr)
+shapes = ui.view(g.cache_shapes_table, step)
+if shapes.empty:
+    st.info("Nothing is cached after this step: the cache is off in this trace.")
+else:
+    st.caption("Shapes are [batch, kv_heads, seq, head_dim]; *grew by* counts positions added by this step.")
+    st.dataframe(shapes, hide_index=True, width="stretch")
+
+st.subheader("Cache on vs off")
+other = ui.counterpart(tr)
+st.markdown(ui.view(g.cache_on_off_summary, other=other))
+st.plotly_chart(ui.view(g.cache_on_off_figure, other=other))
+if other is None:
+    setting = "off" if tr.settings.get("use_cache", True) else "on"
+    st.caption(
+        f"The cache-{setting} column is computed from this trace. Run the same prompt with the cache "
+        f"{setting} to compare with a recorded run."
+    )
+else:
+    st.caption("Both columns were recorded: this trace and the same run with the other cache setting.")
+with st.expander("Tokens fed per step, as a table"):
+    st.dataframe(ui.view(g.cache_on_off_table, other=other), hide_index=True, width="stretch")

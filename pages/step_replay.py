@@ -1,0 +1,33 @@
+"""Step replay: one step's call flow with shapes, what prepare_inputs returned, and the token choice."""
+
+import streamlit as st
+
+import ui
+from tracer.plots import generation as g
+
+st.title("Step replay")
+tr = ui.require_trace()
+ui.show_trace_error(tr)
+step = ui.step_picker(tr)
+
+st.markdown(ui.view(g.step_story, step))
+
+flow_col, token_col = st.columns([3, 2], gap="large")
+with flow_col:
+    st.subheader("Call flow")
+    st.caption("This step's calls in the order they happened, with the shapes that went in and out.")
+    st.plotly_chart(ui.view(g.call_flow_figure, step), config={"displayModeBar": False})
+with token_col:
+    st.subheader("Next token")
+    st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False})
+
+st.subheader("What prepare_inputs_for_generation returned")
+changes = ui.view(g.prepare_inputs_changes, step)
+if changes:
+    st.markdown(f"Changed since step {step - 1}: " + ", ".join(f"`{c}`" for c in changes))
+elif step > 0:
+    st.markdown(f"Nothing changed shape since step {step - 1}.")
+st.dataframe(ui.view(g.prepare_inputs_table, step), hide_index=True, width="stretch")
+
+with st.expander("Every recorded call, exactly (hook point, Hugging Face module, inputs, outputs)"):
+    st.dataframe(ui.view(g.call_flow_table, step), hide_index=True, width="stretch")
