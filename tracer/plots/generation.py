@@ -303,7 +303,9 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
     """The step's calls in the order they happened, with shapes, framed by generate() and the append."""
     step = tr.steps[step_index]
     end = step_end(tr, step)
-    nodes = [FlowNode("generate()", f"step {step.index} ({step.phase}); {end} decoder positions so far", 0)]
+    nodes = [
+        FlowNode("generate()", f"step {step.index} ({step.phase}); {_n(end, 'decoder position')} so far", 0)
+    ]
     for event in step.events:
         nodes.append(
             FlowNode(
@@ -536,10 +538,10 @@ def step_story(tr: Trace, step_index: int) -> str:
             "every step reuses its output."
         )
     if step.index == 0:
-        what = "the decoder start token" if tr.encoder_decoder else f"the whole prompt of {fed} tokens"
+        what = "only the decoder start token" if tr.encoder_decoder else f"the whole prompt of {fed} tokens"
         if use_cache:
             lines.append(
-                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed at once "
+                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed "
                 f"(input ids {fed_shape}). Each of the {n_layers} layers stored their keys and values "
                 "in the cache."
             )
@@ -778,9 +780,7 @@ def stitched_attention_figure(
         height=max(300, min(800, 140 + 12 * len(queries))),
         margin=dict(l=10, r=10, t=40, b=10),
         xaxis=dict(title="key", **_axis_ticks(keys)),
-        yaxis=dict(
-            title="query (row added at the outlined step)", autorange="reversed", **_axis_ticks(queries)
-        ),
+        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries)),
     )
     return fig
 
