@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -211,6 +212,22 @@ def test_no_hooks_left_when_the_model_raises(bart):
     assert modeling_bart.shift_tokens_right is shift_tokens_right
     # The lock is released: tracing works again.
     assert math.isfinite(traced(model, tok, SOURCE, TARGET).loss)
+
+
+def test_concurrent_traces_restore_shift_tokens_right(bart):
+    model, tok = bart
+    results = []
+
+    def run():
+        results.append(tracer.trace_training_step(model, tok, SOURCE, TARGET).decoder_input_ids)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert modeling_bart.shift_tokens_right is shift_tokens_right
+    assert len(results) == 3 and results[0] == results[1] == results[2]
 
 
 # -- bad input ----------------------------------------------------------------------------------

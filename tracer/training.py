@@ -351,7 +351,6 @@ def trace_training_step(
     token_text = _token_texter(tok)
     was_training = model.training
     shift_module = _shift_function(model) if encoder_decoder else None
-    original_shift = getattr(shift_module, "shift_tokens_right", None)
     tracing_thread = threading.get_ident()
 
     with Recorder(
@@ -361,6 +360,8 @@ def trace_training_step(
         token_text=token_text,
         full_outputs=(names.LM_HEAD,),
     ) as rec:
+        # Read under the Recorder's lock: another trace may have it wrapped until it exits.
+        original_shift = getattr(shift_module, "shift_tokens_right", None)
 
         def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):
             # The model's own call, inside forward: record what went in and what came out.
@@ -504,7 +505,8 @@ class _StepWatcher:
         self.events: list[TrainerEvent] = []
         self.handles: list[Any] = []
         self.grad_sq: dict[str, float] = {}  # layer -> sum of squared gradients, as backward writes them
-        self.before_step: dict[str, torch.Tensor] = {}
+        self.before_step: dict[str, torch.Tensor] = {}  # parameters as they were before optimizer.step
+        self.lr_in_step: float | None = None
         self.lr_before_scheduler: float | None = None
         self.params_with_grad = 0
         self.groups = {name: _param_group(name) for name, _ in model.named_parameters()}
