@@ -24,6 +24,11 @@ from tracer.errors import StepwiseInputError
 from tracer.plots import training as plots
 from tracer.training import default_pairs
 
+try:
+    import ui  # the app's shared helpers: one cached model per name for every page and session
+except ImportError:  # the page on its own, without the app
+    ui = None
+
 # A source and target each model knows the words of: its own task for the trained models.
 DEFAULTS = {
     "tiny-llama": ("tom has a red ball . ann has a blue hat . what does tom have ?", "tom has a red ball ."),
@@ -35,8 +40,12 @@ ARCH_DEFAULTS = {"decoder-only": DEFAULTS["random-llama"], "encoder-decoder": DE
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def load_model(name: str):
+def _own_load_model(name: str):
     return models.load(name)
+
+
+def load_model(name: str):
+    return ui.load_model(name) if ui is not None else _own_load_model(name)
 
 
 @st.cache_data(show_spinner="Tracing the teacher-forced pass…", max_entries=32)
@@ -66,11 +75,18 @@ def second_example(name: str, model, source: str) -> list[tuple[str, str]]:
     return [p for p in candidates if p[0] != source][:1]
 
 
-def choose_model() -> str:
-    names = models.available()
-    shared = st.session_state.get("model_name")  # the app's sidebar choice, when the app set one
-    index = names.index(shared) if shared in names else 0
-    return st.selectbox("Model", names, index=index, key="training_model")
+def choose_model() -> str | None:
+    """The model the app's sidebar picked; on its own, the page asks."""
+    shared = st.session_state.get("model")  # set by ui.sidebar() when the page runs inside the app
+    if shared and ui is not None:
+        if shared == ui.LOCAL_FOLDER:
+            shared = st.session_state.get("folder", "").strip()
+            if not shared:
+                st.info("Type the checkpoint folder in the sidebar.")
+                return None
+        st.caption(f"Model: **{shared}**, picked in the sidebar.")
+        return shared
+    return st.selectbox("Model", models.available(), key="training_model")
 
 
 st.title("Training step")
@@ -80,6 +96,8 @@ st.caption(
 )
 
 name = choose_model()
+if name is None:
+    st.stop()
 try:
     model, tok = load_model(name)
 except (models.ModelLoadError, OSError, ValueError) as exc:

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "training_step.py")
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "training_step.py")
 TIMEOUT = 60  # the first run imports transformers' Trainer and loads a model
 
 
 def page(model: str) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    at.session_state["model_name"] = model  # what the app's sidebar would have chosen
+    at.session_state["model"] = model  # what the app's sidebar (ui.sidebar) would have chosen
     return at.run()
 
 
@@ -26,7 +27,7 @@ def test_page_shows_shift_loss_attention_and_generation(model):
     at = page(model)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert at.selectbox(key="training_model").value == model
+    assert any(f"Model: **{model}**" in c.value for c in at.caption)
     assert "loss = " in markdown(at)
     tables = [df.value for df in at.dataframe]
     shift = tables[0]
@@ -75,3 +76,21 @@ def test_page_shows_bad_input_as_an_error():
     at.text_input(key="target-random-bart").set_value(" ".join(["cat"] * 200)).run()
     assert not at.exception
     assert "positions" in at.error[0].value and "shorten" in at.error[0].value
+
+
+def test_page_on_its_own_asks_for_the_model():
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="training_model")
+    picker.set_value("random-llama").run()
+    assert not at.exception and not at.error
+    assert "loss = " in markdown(at)
+
+
+def test_page_inside_the_app():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/training_step.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[-1].value == "Training step"
+    assert "loss = " in markdown(at)
