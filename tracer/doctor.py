@@ -41,7 +41,7 @@ import torch
 
 from tracer import names
 from tracer.errors import StepwiseInputError
-from tracer.generate import _config_summary, _prompt_ids, _token_texter, trace_generation
+from tracer.generate import config_summary, encode_prompt, token_texter, trace_generation
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
 from tracer.trace import Step, TensorInfo, Trace, TraceError
 
@@ -307,14 +307,14 @@ def trace_loop(
     model's forward is one step; the token a step chose is the last id the loop feeds next (or,
     for the last step, the last id it returns), and its distribution is the raw logits.
     """
-    input_ids, attention_mask, prompt_text = _prompt_ids(tok, prompt, input_ids)
+    input_ids, attention_mask, prompt_text = encode_prompt(tok, prompt, input_ids)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise StepwiseInputError(
             f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
         )
-    token_text = _token_texter(tok)
+    token_text = token_texter(tok)
     prompt_ids = input_ids[0].tolist()
     with Recorder(
         model,
@@ -356,7 +356,7 @@ def trace_loop(
             "capture_attention": False,
             "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
         },
-        config=_config_summary(model.config, rec.layout),
+        config=config_summary(model.config, rec.layout),
         token_texts={i: token_text(i) for i in sorted(seen_ids)},
         capture=rec.budget.summary(),
     )

@@ -53,7 +53,7 @@ def trace_generation(
     A model that raises mid-generation gives a Trace whose `error` names the step, with every
     step before it complete and the failing step's events up to the failure.
     """
-    input_ids, attention_mask, prompt_text = _prompt_ids(tok, prompt, input_ids)
+    input_ids, attention_mask, prompt_text = encode_prompt(tok, prompt, input_ids)
     _check_settings(model, input_ids, max_new_tokens, do_sample, temperature, model_kwargs)
     model_kwargs.pop("num_beams", None)  # checked to be 1 above, and set below
     if do_sample and seed is None:
@@ -77,7 +77,7 @@ def trace_generation(
     if attention_mask is not None:
         generate_kwargs["attention_mask"] = attention_mask
 
-    token_text = _token_texter(tok)
+    token_text = token_texter(tok)
     prompt_ids = input_ids[0].tolist()
     with Recorder(
         model, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
@@ -119,7 +119,7 @@ def trace_generation(
             "capture_attention": capture_attention,
             "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
         },
-        config=_config_summary(config, rec.layout),
+        config=config_summary(config, rec.layout),
         token_texts={i: token_text(i) for i in sorted(seen_ids)},
         capture=rec.budget.summary(),
     )
@@ -138,7 +138,7 @@ class _Progress(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def _prompt_ids(tok, prompt: str | None, input_ids: torch.Tensor | None):
+def encode_prompt(tok, prompt: str | None, input_ids: torch.Tensor | None):
     """[1, prompt_len] ids, their attention mask (or None), and the prompt text."""
     if (prompt is None) == (input_ids is None):
         raise StepwiseInputError("Give either a prompt (text, with its tokenizer) or input_ids, not both.")
@@ -220,7 +220,8 @@ def _default_start(model, prompt_ids: list[int]) -> list[int]:
     return list(prompt_ids)
 
 
-def _token_texter(tok):
+def token_texter(tok):
+    """A function id -> readable text of that one token (or "<id>" without a tokenizer)."""
     if tok is None:
         return lambda token_id: f"<{token_id}>"
 
@@ -230,7 +231,8 @@ def _token_texter(tok):
     return token_text
 
 
-def _config_summary(config, layout) -> dict[str, Any]:
+def config_summary(config, layout) -> dict[str, Any]:
+    """The few config numbers a trace keeps (layers, heads, sizes), the same keys for every family."""
     def first(*keys):
         return next((getattr(config, k) for k in keys if getattr(config, k, None) is not None), None)
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from tracer import names
 from tracer.errors import StepwiseInputError
-from tracer.generate import _config_summary
+from tracer.generate import config_summary
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, summarize_all, tensor_info
 from tracer.trace import CaptureSummary, Event
 
@@ -302,7 +302,7 @@ def _shift_function(model):
     return None
 
 
-def _token_texter(tok):
+def token_texter(tok):
     def token_text(token_id: int) -> str:
         return tok.decode([int(token_id)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
@@ -348,7 +348,7 @@ def trace_training_step(
         "use_cache": False,
     }
 
-    token_text = _token_texter(tok)
+    token_text = token_texter(tok)
     was_training = model.training
     shift_module = _shift_function(model) if encoder_decoder else None
     tracing_thread = threading.get_ident()
@@ -479,7 +479,7 @@ def trace_training_step(
             "pad_to": pad_to,
             "capture_attention": capture_attention,
         },
-        config=_config_summary(config, rec.layout),
+        config=config_summary(config, rec.layout),
         token_texts={i: token_text(i) for i in sorted(seen)},
         capture=rec.budget.summary(),
     )
