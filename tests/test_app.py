@@ -310,5 +310,38 @@ def test_two_app_sessions_each_keep_their_own_trace():
     assert first.session_state["trace_id"] != second.session_state["trace_id"]
 
 
-def test_models_available_lists_the_default():
+def test_the_default_model_is_tiny_llama_when_shipped(monkeypatch):
     assert ui.default_model() in models.available()
+    monkeypatch.setattr(
+        models, "available", lambda: ["tiny-llama", "tiny-bart", "random-llama", "random-bart"]
+    )
+    assert ui.default_model() == "tiny-llama"
+    monkeypatch.setattr(models, "available", lambda: ["tiny-bart", "random-llama", "random-bart"])
+    assert ui.default_model() == "random-llama"
+
+
+def test_an_example_prompt_fills_the_prompt_and_a_one_step_trace_replays():
+    at = new_app()
+    at.sidebar.selectbox(key="model").set_value("random-bart").run()
+    at.sidebar.selectbox(key="example").set_value(ui.EXAMPLES["random-bart"][1]).run()
+    assert at.sidebar.text_area(key="prompt").value == ui.EXAMPLES["random-bart"][1]
+    at.sidebar.slider(key="max_new_tokens").set_value(1)
+    at.sidebar.button(key="run").click().run()
+    for page in PAGES:
+        on_page(at, page)
+        assert_clean(at)
+    assert "the only step" in messages(at.caption)
+
+
+def test_sampling_with_a_seed_is_recorded_and_replays_the_same_tokens():
+    at = new_app()
+    at.sidebar.radio(key="decoding").set_value("sampling").run()
+    at.sidebar.slider(key="temperature").set_value(1.5)
+    at.sidebar.number_input(key="seed").set_value(42)
+    at = run_trace(at, tokens=4)
+    assert "sampling (temperature 1.5, seed 42)" in messages(at.caption)
+    first = at.dataframe[0].value["chosen token"].tolist()
+    at.sidebar.button(key="run").click().run()
+    assert at.dataframe[0].value["chosen token"].tolist() == first
+    on_page(at, "pages/step_replay.py")
+    assert "Sampling at temperature 1.5 (seed 42) drew" in messages(at.markdown)
