@@ -26,6 +26,7 @@ import models
 import tracer
 from models.tokenizer import unknown_words
 from tracer.plots import generation
+from tracer.record import _TRACE_LOCK
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 MAX_NEW_TOKENS = 64
@@ -56,7 +57,11 @@ GENERIC_EXAMPLES = ["the cat sat on the mat"]
 @st.cache_resource(show_spinner=False, max_entries=4)
 def load_model(name: str):
     """(model, tokenizer), loaded once and shared by every session. Raises models.ModelLoadError."""
-    return models.load(name)
+    # Building a random model reseeds torch's one global RNG (inside fork_rng); done while another
+    # session samples, it would change that session's seeded draws. Traces hold this lock, so a
+    # load waits for the running trace and a trace waits for the load.
+    with _TRACE_LOCK:
+        return models.load(name)
 
 
 def run_trace(
