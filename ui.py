@@ -26,7 +26,7 @@ import models
 import tracer
 from models.tokenizer import unknown_words
 from tracer.plots import generation
-from tracer.record import _TRACE_LOCK
+from tracer.record import TRACE_LOCK
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 MAX_NEW_TOKENS = 64
@@ -60,7 +60,7 @@ def load_model(name: str):
     # Building a random model reseeds torch's one global RNG (inside fork_rng); done while another
     # session samples, it would change that session's seeded draws. Traces hold this lock, so a
     # load waits for the running trace and a trace waits for the load.
-    with _TRACE_LOCK:
+    with TRACE_LOCK:
         return models.load(name)
 
 

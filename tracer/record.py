@@ -41,7 +41,8 @@ DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
 
 # A model is one Python object shared by every trace of it (and one torch RNG per process):
 # traces run one at a time, so two app sessions never mix their hooks, records or seeds.
-_TRACE_LOCK = threading.Lock()
+# Hold it too around other work that touches torch's global RNG (building a random model).
+TRACE_LOCK = threading.Lock()
 _NOTHING = object()
 
 
@@ -300,12 +301,12 @@ class Recorder:
     # -- install and remove ---------------------------------------------------------------
 
     def __enter__(self) -> Recorder:
-        _TRACE_LOCK.acquire()
+        TRACE_LOCK.acquire()
         try:
             self._install()
         except BaseException:
             self._uninstall()
-            _TRACE_LOCK.release()
+            TRACE_LOCK.release()
             raise
         return self
 
@@ -313,7 +314,7 @@ class Recorder:
         try:
             self._uninstall()
         finally:
-            _TRACE_LOCK.release()
+            TRACE_LOCK.release()
 
     def _install(self) -> None:
         model, layout = self.model, self.layout
