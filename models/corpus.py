@@ -6,10 +6,9 @@ No outside data: every example is drawn from the small word lists below, so the 
 tiny-llama reads short stories that end with a question; the answer copies words from earlier
 in the story, so the heads that find and copy those words light up in the heatmaps:
 
-    tom has a red ball . ann has a blue hat . what does tom have ?  ->  tom has a red ball .
-    the fox is under the bed . the cow is in the barn . where is the cow ?  ->  the cow is in the barn .
-    mia has three cats . leo has five dogs . how many dogs does leo have ?  ->  leo has five dogs .
-    say : green apple sat on a kite . say again :  ->  green apple sat on a kite .
+    tom has red balls . ann wants blue hats . what does ann want ?  ->  ann wants blue hats .
+    mia sees three cats . leo likes five dogs . how many dogs does leo like ?  ->  leo likes five dogs .
+    say : green kites sat on the boxes . say again :  ->  green kites sat on the boxes .
 
 tiny-bart rewrites a spoken English date as year, month, day, so its cross-attention jumps
 from the end of the source (the year) to the start (the month) and back to the middle (the day):
@@ -59,81 +58,85 @@ NAMES = [
     "omar",
 ]
 COLORS = ["red", "blue", "green", "black", "white", "yellow", "brown", "pink"]
-OBJECTS = ["ball", "hat", "box", "book", "cup", "kite", "drum", "bell", "coat", "shoe", "key", "lamp"]
-ANIMALS = ["cat", "dog", "bird", "fish", "cow", "horse", "mouse", "fox", "owl", "bee", "duck", "frog"]
-PREPOSITIONS = ["in", "on", "under", "near"]
-PLACES = ["box", "house", "garden", "park", "river", "tree", "car", "boat", "bed", "barn", "mat", "road"]
-COUNTS = ["two", "three", "four", "five", "six", "seven", "eight", "nine"]
-PLURALS = {
-    "cat": "cats",
-    "dog": "dogs",
-    "bird": "birds",
-    "fish": "fish",
-    "cow": "cows",
-    "horse": "horses",
-    "mouse": "mice",
-    "fox": "foxes",
-    "owl": "owls",
-    "bee": "bees",
-    "duck": "ducks",
-    "frog": "frogs",
-}
-# Words for the "say ... say again" repetitions: any content word, in any order.
-FREE_WORDS = sorted(set(NAMES + COLORS + OBJECTS + ANIMALS + PLACES + COUNTS + ["sat", "ran", "saw", "ate"]))
-# The glue words of the templates.
-LLAMA_GLUE = [
-    "the",
-    "a",
-    "has",
-    "is",
-    "what",
-    "does",
-    "have",
-    "where",
-    "how",
-    "many",
-    "?",
-    ".",
-    ":",
-    "say",
-    "again",
+OBJECTS = [
+    "balls",
+    "hats",
+    "boxes",
+    "books",
+    "cups",
+    "kites",
+    "drums",
+    "bells",
+    "coats",
+    "shoes",
+    "keys",
+    "lamps",
 ]
+ANIMALS = [
+    "cats",
+    "dogs",
+    "birds",
+    "fish",
+    "cows",
+    "horses",
+    "mice",
+    "foxes",
+    "owls",
+    "bees",
+    "ducks",
+    "frogs",
+]
+COUNTS = ["two", "three", "four", "five", "six", "seven", "eight", "nine"]
+# (fact verb, question verb): each fact of a story has its own verb.
+VERBS = [("has", "have"), ("wants", "want"), ("sees", "see"), ("likes", "like"), ("finds", "find")]
+# Words for the "say ... say again" repetitions: any content word, in any order.
+FREE_WORDS = sorted(set(NAMES + COLORS + OBJECTS + ANIMALS + COUNTS + ["sat", "ran", "ate", "the", "a"]))
+# The glue words of the templates.
+LLAMA_GLUE = ["what", "does", "how", "many", "?", ".", ":", "say", "again"]
 
 
 def llama_words() -> list[str]:
     """Every word the tiny-llama corpus can produce: the tokenizer's vocabulary."""
-    words = LLAMA_GLUE + NAMES + COLORS + OBJECTS + ANIMALS + PREPOSITIONS + PLACES + COUNTS
-    words += list(PLURALS.values()) + FREE_WORDS
-    return list(dict.fromkeys(words))  # keep order, drop repeats
+    words = LLAMA_GLUE + NAMES + COLORS + OBJECTS + ANIMALS + COUNTS + [w for pair in VERBS for w in pair]
+    return list(dict.fromkeys(words + FREE_WORDS))  # keep order, drop repeats
+
+
+# Within a story the names, verbs and colours (or counts) all differ, so after the first word
+# of the answer (the name asked about) every next word follows one unique earlier word:
+# "ann" -> "wants" -> "blue" -> "hats". Copying it is the job of an induction head, and the
+# attention heatmap shows that head looking at exactly that earlier word.
 
 
 def _story_has(rng: random.Random) -> Example:
     k = rng.randint(2, 4)
-    names = rng.sample(NAMES, k)
-    facts = [(name, rng.choice(COLORS), rng.choice(OBJECTS)) for name in names]
-    asked = rng.choice(facts)
-    story = " ".join(f"{n} has a {c} {o} ." for n, c, o in facts)
-    return Example(f"{story} what does {asked[0]} have ?", f"{asked[0]} has a {asked[1]} {asked[2]} .")
-
-
-def _story_where(rng: random.Random) -> Example:
-    k = rng.randint(2, 4)
-    animals = rng.sample(ANIMALS, k)
-    facts = [(a, rng.choice(PREPOSITIONS), rng.choice(PLACES)) for a in animals]
-    asked = rng.choice(facts)
-    story = " ".join(f"the {a} is {p} the {place} ." for a, p, place in facts)
-    return Example(f"{story} where is the {asked[0]} ?", f"the {asked[0]} is {asked[1]} the {asked[2]} .")
+    facts = list(
+        zip(
+            rng.sample(NAMES, k),
+            rng.sample(VERBS, k),
+            rng.sample(COLORS, k),
+            rng.choices(OBJECTS, k=k),
+            strict=True,
+        )
+    )
+    name, (verb, ask), color, obj = rng.choice(facts)
+    story = " ".join(f"{n} {v} {c} {o} ." for n, (v, _), c, o in facts)
+    return Example(f"{story} what does {name} {ask} ?", f"{name} {verb} {color} {obj} .")
 
 
 def _story_count(rng: random.Random) -> Example:
     k = rng.randint(2, 4)
-    names = rng.sample(NAMES, k)
-    facts = [(n, rng.choice(COUNTS), PLURALS[rng.choice(ANIMALS)]) for n in names]
-    asked = rng.choice(facts)
-    story = " ".join(f"{n} has {c} {p} ." for n, c, p in facts)
-    return Example(
-        f"{story} how many {asked[2]} does {asked[0]} have ?", f"{asked[0]} has {asked[1]} {asked[2]} ."
+    facts = list(
+        zip(
+            rng.sample(NAMES, k),
+            rng.sample(VERBS, k),
+            rng.sample(COUNTS, k),
+            rng.choices(ANIMALS, k=k),
+            strict=True,
+        )
     )
+    name, (verb, ask), count, animal = rng.choice(facts)
+    story = " ".join(f"{n} {v} {c} {a} ." for n, (v, _), c, a in facts)
+    return Example(f"{story} how many {animal} does {name} {ask} ?", f"{name} {verb} {count} {animal} .")
 
 
 def _story_repeat(rng: random.Random) -> Example:
@@ -141,11 +144,11 @@ def _story_repeat(rng: random.Random) -> Example:
     return Example(f"say : {words} . say again :", f"{words} .")
 
 
-LLAMA_TASKS = (_story_has, _story_where, _story_count, _story_repeat)
+LLAMA_TASKS = (_story_has, _story_count, _story_repeat)
 
 
 def llama_examples(n: int, seed: int = LLAMA_SEED) -> list[Example]:
-    """`n` stories, the four kinds in turn, drawn from `seed`."""
+    """`n` stories, the three kinds in turn, drawn from `seed`."""
     rng = random.Random(seed)
     return [LLAMA_TASKS[i % len(LLAMA_TASKS)](rng) for i in range(n)]
 

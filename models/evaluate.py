@@ -23,6 +23,13 @@ THRESHOLDS = {"tiny-llama": 0.95, "tiny-bart": 0.95}
 
 # The prompts README.md shows, with what each model answers (greedy); a test keeps them true.
 README_EXAMPLES: list[tuple[str, str, str]] = [
+    ("tiny-llama", "tom has red balls . ann wants blue hats . what does ann want ?", "ann wants blue hats ."),
+    (
+        "tiny-llama",
+        "mia sees three cats . leo likes five dogs . how many dogs does leo like ?",
+        "leo likes five dogs .",
+    ),
+    ("tiny-llama", "say : green kites sat the pink boxes . say again :", "green kites sat the pink boxes ."),
     ("tiny-bart", "march twenty first twenty twenty four", "2024 03 21"),
     ("tiny-bart", "the fifth of june nineteen ninety nine", "1999 06 05"),
     ("tiny-bart", "december third two thousand seven", "2007 12 03"),
@@ -82,6 +89,19 @@ def answer(model, tok, prompt: str, max_new_tokens: int = 24) -> str:
     if not model.config.is_encoder_decoder:
         out = out[ids["input_ids"].shape[1] :]  # a decoder-only model returns the prompt too
     return tok.decode(out, skip_special_tokens=True).strip()
+
+
+def held_out_score(name: str, model, tok, n: int) -> float:
+    """The headline score on `n` held-out examples (used to stop training early)."""
+    was_training = model.training
+    model.eval()
+    examples = held_out(name, n)
+    if name == "tiny-llama":
+        score = llama_answer_accuracy(model, tok, examples)
+    else:
+        score = generate_exact_match(model, tok, examples)
+    model.train(was_training)
+    return score
 
 
 def scores(name: str, n: int, model_path: str | Path | None = None) -> dict[str, float]:

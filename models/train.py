@@ -22,7 +22,6 @@ from torch.utils.data import Dataset
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
-    DataCollatorForLanguageModeling,
     DataCollatorForSeq2Seq,
     GenerationConfig,
     LlamaConfig,
@@ -30,6 +29,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -47,11 +47,16 @@ class Recipe:
     learning_rate: float
     n_train: int  # distinct training examples; the Trainer cycles over them
     seed: int = 0
+    layers: int = 4
+    # Stop early once held-out accuracy (models/evaluate.py) reaches this; checked every 250 steps.
+    stop_at: float | None = None
 
 
 RECIPES = {
-    "tiny-llama": Recipe(steps=3000, batch_size=32, learning_rate=2e-3, n_train=60_000),
-    "tiny-bart": Recipe(steps=600, batch_size=64, learning_rate=2e-3, n_train=40_000),
+    "tiny-llama": Recipe(
+        steps=3000, batch_size=32, learning_rate=3e-3, n_train=60_000, layers=3, stop_at=0.99
+    ),
+    "tiny-bart": Recipe(steps=600, batch_size=64, learning_rate=2e-3, n_train=40_000, layers=2),
 }
 # Enough positions for a long prompt plus 64 generated tokens.
 MAX_POSITIONS = 256
@@ -69,15 +74,16 @@ def build_tokenizer(name: str) -> PreTrainedTokenizerFast:
 def build_model(name: str, tok: PreTrainedTokenizerFast, seed: int = 0) -> PreTrainedModel:
     """A freshly initialised model of the shipped size, with a generation config that stops at </s>."""
     ids = _special_ids(tok)
+    layers = RECIPES[name].layers
     torch.manual_seed(seed)
     if name == "tiny-llama":
-        # Four layers, so that a head can first gather "which name is asked" and a later head
-        # can find that name in the story and copy the word after it (an induction head).
+        # At least two layers: an induction head needs an earlier head that tells each position
+        # which word came before it. Three learn the stories in a few thousand steps.
         config = LlamaConfig(
             vocab_size=len(tok),
             hidden_size=128,
             intermediate_size=256,
-            num_hidden_layers=4,
+            num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,  # grouped-query attention, as in Llama 2/3 and Mistral
             max_position_embeddings=MAX_POSITIONS,
@@ -90,8 +96,8 @@ def build_model(name: str, tok: PreTrainedTokenizerFast, seed: int = 0) -> PreTr
         config = BartConfig(
             vocab_size=len(tok),
             d_model=128,
-            encoder_layers=2,
-            decoder_layers=2,
+            encoder_layers=layers,
+            decoder_layers=layers,
             encoder_attention_heads=4,
             decoder_attention_heads=4,
             encoder_ffn_dim=256,
@@ -133,22 +139,44 @@ class TokenizedExamples(Dataset):
 def encode_example(name: str, tok: PreTrainedTokenizerFast, ex: corpus.Example) -> dict[str, list[int]]:
     """Token ids for one example, in the layout the model trains on.
 
-    Llama: `<s> prompt answer </s>` as one sequence (the collator copies it into labels; the
-    model shifts them by one inside its loss). BART: the prompt is the encoder input
+    Llama: `<s> prompt answer </s>` as one sequence; the labels are the same ids with the
+    prompt masked to -100, so the loss is on the answer and its </s> only: the facts of a story
+    are random and cannot be predicted, and learning to copy goes much faster without them. The
+    model shifts the labels by one inside its loss. BART: the prompt is the encoder input
     `<s> prompt </s>`, the answer is the labels `<s> answer </s>`; the collator builds the
     decoder input with `shift_tokens_right` (`</s> <s> answer`).
     """
     if name == "tiny-llama":
         ids = tok(f"{ex.prompt} {ex.answer}")["input_ids"] + [tok.eos_token_id]
-        return {"input_ids": ids}
+        n_prompt = len(tok(ex.prompt)["input_ids"])
+        return {"input_ids": ids, "labels": [-100] * n_prompt + ids[n_prompt:]}
     return {"input_ids": tok(ex.prompt)["input_ids"], "labels": tok(text_target=ex.answer)["input_ids"]}
 
 
 def data_collator(name: str, tok: PreTrainedTokenizerFast, model: PreTrainedModel):
-    if name == "tiny-llama":
-        # labels = input_ids with padding set to -100, so padding adds nothing to the loss.
-        return DataCollatorForLanguageModeling(tok, mlm=False)
-    return DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
+    """Pads a batch; labels are padded with -100, so padding adds nothing to the loss.
+
+    For BART it also builds decoder_input_ids from the labels (`shift_tokens_right`).
+    """
+    return DataCollatorForSeq2Seq(tok, model=model if name == "tiny-bart" else None, label_pad_token_id=-100)
+
+
+class StopWhenAccurate(TrainerCallback):
+    """Every `every` steps, score a held-out sample; stop training once it reaches `target`."""
+
+    def __init__(self, name: str, model: PreTrainedModel, tok, target: float, every: int = 250):
+        from models.evaluate import held_out_score
+
+        self.score = lambda: held_out_score(name, model, tok, n=200)
+        self.target, self.every = target, every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            score = self.score()
+            print(f"step {state.global_step}: held-out score {score:.3f}", flush=True)
+            if score >= self.target:
+                control.should_training_stop = True
+        return control
 
 
 def train(
@@ -198,6 +226,7 @@ def train(
             train_dataset=dataset,
             data_collator=data_collator(name, tok, model),
             processing_class=tok,
+            callbacks=[StopWhenAccurate(name, model, tok, recipe.stop_at)] if recipe.stop_at else None,
         )
         trainer.train()
 

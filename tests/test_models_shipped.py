@@ -1,0 +1,117 @@
+"""The shipped checkpoints: small, safetensors only, load offline and fast, and score on held-out data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+import models
+from models import CHECKPOINTS_DIR, SHIPPED
+from models.evaluate import (
+    README_EXAMPLES,
+    THRESHOLDS,
+    answer,
+    generate_exact_match,
+    held_out,
+    llama_answer_accuracy,
+)
+from models.tokenizer import unknown_words
+from models.train import build_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FOLDER_BYTES = 8 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return models.load("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def bart():
+    return models.load("tiny-bart")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_checkpoint_folder_is_small_and_has_no_pickle(name):
+    folder = CHECKPOINTS_DIR / name
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+    assert sum(files.values()) <= MAX_FOLDER_BYTES
+
+
+def test_shipped_models_are_the_default_names():
+    assert models.available()[:2] == ["tiny-llama", "tiny-bart"]
+
+
+def test_loads_offline_and_fast_in_a_fresh_process(tmp_path):
+    # A fresh interpreter with the hub switched off and an empty cache: a load that needed the
+    # network or a cached download would fail here.
+    script = textwrap.dedent(
+        """
+        import json, time
+        import models
+        times = {}
+        for name in ("tiny-llama", "tiny-bart"):
+            start = time.perf_counter()
+            model, tok = models.load(name)
+            times[name] = time.perf_counter() - start
+            ids = tok("march first twenty twenty" if name == "tiny-bart" else "say : red cat . say again :",
+                      return_tensors="pt")
+            model.generate(**ids, max_new_tokens=4, do_sample=False)
+        print(json.dumps(times))
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    times = json.loads(result.stdout.strip().splitlines()[-1])
+    # "About a second" on a laptop; a generous bound for a busy 2-core CI machine.
+    assert max(times.values()) < 5, times
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_tokenizer_loads_through_autotokenizer_and_names_unknown_words(name):
+    tok = AutoTokenizer.from_pretrained(CHECKPOINTS_DIR / name, local_files_only=True)
+    built = build_tokenizer(name)
+    assert tok.get_vocab() == built.get_vocab()
+    assert [tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id] == [0, 1, 2, 3]
+    assert unknown_words(tok, "Tom has a purple Giraffe .") == (
+        ["purple", "Giraffe"] if name == "tiny-llama" else ["Tom", "has", "a", "purple", "Giraffe", "."]
+    )
+
+
+def test_generation_configs_stop_at_the_end_of_the_answer(llama, bart):
+    for model, _ in (llama, bart):
+        assert model.generation_config.eos_token_id == 2
+        assert model.config._attn_implementation == "eager"
+    assert bart[0].generation_config.decoder_start_token_id == 2
+    assert bart[0].generation_config.forced_bos_token_id is None
+    assert bart[0].generation_config.forced_eos_token_id is None
+
+
+def test_tiny_llama_held_out_accuracy_on_a_fixed_sample(llama):
+    model, tok = llama
+    assert llama_answer_accuracy(model, tok, held_out("tiny-llama", 100)) >= THRESHOLDS["tiny-llama"]
+
+
+def test_tiny_bart_held_out_exact_match_on_a_fixed_sample(bart):
+    model, tok = bart
+    assert generate_exact_match(model, tok, held_out("tiny-bart", 100)) >= THRESHOLDS["tiny-bart"]
+
+
+@pytest.mark.parametrize("index", range(len(README_EXAMPLES)))
+def test_readme_examples_answer_as_documented(llama, bart, index):
+    name, prompt, expected = README_EXAMPLES[index]
+    model, tok = llama if name == "tiny-llama" else bart
+    assert answer(model, tok, prompt) == expected
