@@ -118,13 +118,16 @@ def scores(name: str, n: int, model_path: str | Path | None = None) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=list(THRESHOLDS), choices=list(THRESHOLDS))
+    parser.add_argument("names", nargs="*", help="tiny-llama and/or tiny-bart (default: both)")
     parser.add_argument("--n", type=int, default=1000, help="held-out examples per model")
     parser.add_argument("--model", default=None, help="a checkpoint folder instead of the shipped one")
     args = parser.parse_args(argv)
+    names = args.names or list(THRESHOLDS)
+    if unknown := [n for n in names if n not in THRESHOLDS]:
+        parser.error(f"unknown model {unknown[0]!r}: choose from {', '.join(THRESHOLDS)}")
     torch.set_num_threads(2)
     failed = False
-    for name in args.names:
+    for name in names:
         result = scores(name, args.n, args.model)
         headline = "answer_token_accuracy" if name == "tiny-llama" else "exact_match"
         ok = result[headline] >= THRESHOLDS[name]

@@ -115,3 +115,12 @@ def test_readme_examples_answer_as_documented(llama, bart, index):
     name, prompt, expected = README_EXAMPLES[index]
     model, tok = llama if name == "tiny-llama" else bart
     assert answer(model, tok, prompt) == expected
+
+
+def test_evaluate_command_prints_scores_and_examples(capsys):
+    from models.evaluate import main
+
+    assert main(["tiny-bart", "--n", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-bart: exact_match" in out and "(pass" in out
+    assert "'march twenty first twenty twenty four' -> '2024 03 21'" in out
