@@ -32,20 +32,9 @@ LOCAL_FOLDER = "Local checkpoint folder…"
 MAX_NEW_TOKENS = 64
 KEEP_TRACES = 4  # per session: the current one and a few earlier ones (cache on vs off)
 
-# Example prompts per model; the shipped models were trained on these kinds of text.
+# Example prompts per model (models.EXAMPLES: the shipped models were trained on these kinds of text).
 EXAMPLES: dict[str, list[str]] = {
-    "tiny-llama": [
-        "tom has a red ball . ann has a blue hat . what does tom have ?",
-        "the fox is under the bed . the cow is in the barn . where is the cow ?",
-        "mia has three cats . leo has five dogs . how many dogs does leo have ?",
-        "say : green apple sat on a kite . say again :",
-    ],
-    "tiny-bart": [
-        "march twenty first twenty twenty four",
-        "the fifth of june nineteen ninety nine",
-    ],
-    "random-llama": ["the cat sat on the mat", "tom has a big red dog and the dog ran"],
-    "random-bart": ["the cat sat on the mat", "a small bird sat in the old tree"],
+    name: [prompt for prompt, _ in pairs] for name, pairs in models.EXAMPLES.items()
 }
 GENERIC_EXAMPLES = ["the cat sat on the mat"]
 

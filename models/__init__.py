@@ -24,6 +24,27 @@ BUILT_IN: dict[str, Callable[[], tuple]] = {
 }
 SHIPPED = ("tiny-llama", "tiny-bart")
 
+# Prompts worth tracing, with what the model answers greedily (None: a random model, no answer
+# worth stating). The app's example picker and README.md show them; tests/test_models_shipped.py
+# keeps the answers true.
+EXAMPLES: dict[str, list[tuple[str, str | None]]] = {
+    "tiny-llama": [
+        ("tom has red balls . ann wants blue hats . what does ann want ?", "ann wants blue hats ."),
+        (
+            "mia sees three cats . leo likes five dogs . how many dogs does leo like ?",
+            "leo likes five dogs .",
+        ),
+        ("say : green kites sat the pink boxes . say again :", "green kites sat the pink boxes ."),
+    ],
+    "tiny-bart": [
+        ("march twenty first twenty twenty four", "2024 03 21"),
+        ("the fifth of june nineteen ninety nine", "1999 06 05"),
+        ("december third two thousand seven", "2007 12 03"),
+    ],
+    "random-llama": [("the cat sat on the mat", None), ("tom has a big red dog and the dog ran", None)],
+    "random-bart": [("the cat sat on the mat", None), ("a small bird sat in the old tree", None)],
+}
+
 
 class ModelLoadError(ValueError):
     """A model could not be loaded; the message names the problem and the fix."""

@@ -16,23 +16,14 @@ from pathlib import Path
 
 import torch
 
-from models import corpus, load
+from models import EXAMPLES, SHIPPED, corpus, load
 from models.train import RECIPES
 
 THRESHOLDS = {"tiny-llama": 0.95, "tiny-bart": 0.95}
 
-# The prompts README.md shows, with what each model answers (greedy); a test keeps them true.
+# The shipped models' example prompts, with what each answers (greedy); a test keeps them true.
 README_EXAMPLES: list[tuple[str, str, str]] = [
-    ("tiny-llama", "tom has red balls . ann wants blue hats . what does ann want ?", "ann wants blue hats ."),
-    (
-        "tiny-llama",
-        "mia sees three cats . leo likes five dogs . how many dogs does leo like ?",
-        "leo likes five dogs .",
-    ),
-    ("tiny-llama", "say : green kites sat the pink boxes . say again :", "green kites sat the pink boxes ."),
-    ("tiny-bart", "march twenty first twenty twenty four", "2024 03 21"),
-    ("tiny-bart", "the fifth of june nineteen ninety nine", "1999 06 05"),
-    ("tiny-bart", "december third two thousand seven", "2007 12 03"),
+    (name, prompt, answer) for name in SHIPPED for prompt, answer in EXAMPLES[name]
 ]
 
 
