@@ -198,3 +198,21 @@ def test_a_bart_trace_shows_cross_attention_in_the_browser(page):
     expect(page.get_by_text("encoder", exact=True).first).to_be_attached()
     _no_exception(page)
     page.screenshot(path=SHOTS / "step_replay_bart.png", full_page=True)
+
+
+def test_the_cache_doctor_and_training_pages_in_the_browser(page):
+    from playwright.sync_api import expect
+
+    _open(page, "Cache doctor")
+    # The default scenario's broken variant: the cached run crashes at step 1 with the shapes named.
+    expect(page.get_by_text("cannot be broadcast").first).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    _idle(page)
+    _no_exception(page)
+    page.screenshot(path=SHOTS / "cache_doctor.png", full_page=True)
+
+    _open(page, "Training step")
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    _idle(page)
+    _no_exception(page)
+    page.screenshot(path=SHOTS / "training_step.png", full_page=True)
