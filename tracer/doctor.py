@@ -41,7 +41,7 @@ import torch
 
 from tracer import names
 from tracer.errors import StepwiseInputError
-from tracer.generate import config_summary, encode_prompt, token_texter, trace_generation
+from tracer.generate import encode_prompt, pack_trace, token_texter, trace_generation
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
 from tracer.trace import Step, TensorInfo, Trace, TraceError
 
@@ -337,29 +337,15 @@ def trace_loop(
         except Exception as exc:  # a model error: keep what was recorded, say where it failed
             rec.fail(exc)
             sequence_ids = prompt_ids + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
-    steps = rec.frozen_steps()
-    seen_ids = set(prompt_ids) | set(sequence_ids) | {t.token_id for s in steps for t in s.topk}
-    return Trace(
-        arch=rec.layout.arch,
-        model_name=model_name or getattr(model.config, "name_or_path", "") or type(model).__name__,
-        model_class=type(model).__name__,
-        prompt_text=prompt_text,
-        prompt_ids=prompt_ids,
-        sequence_ids=sequence_ids,
-        steps=steps,
-        error=rec.error,
-        settings={
-            "max_new_tokens": max_new_tokens,
-            "use_cache": use_cache,
-            "do_sample": False,
-            "loop": getattr(loop, "__name__", type(loop).__name__),
-            "capture_attention": False,
-            "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
-        },
-        config=config_summary(model.config, rec.layout),
-        token_texts={i: token_text(i) for i in sorted(seen_ids)},
-        capture=rec.budget.summary(),
-    )
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "use_cache": use_cache,
+        "do_sample": False,
+        "loop": getattr(loop, "__name__", type(loop).__name__),
+        "capture_attention": False,
+        "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
+    }
+    return pack_trace(model, rec, model_name, prompt_text, prompt_ids, sequence_ids, settings, token_text)
 
 
 def _model_dtype(model) -> torch.dtype:

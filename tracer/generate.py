@@ -95,8 +95,32 @@ def trace_generation(
             rec.fail(exc)
             start = rec.start_ids if rec.start_ids is not None else _default_start(model, prompt_ids)
             sequence_ids = start + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
-    steps = rec.frozen_steps()
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "use_cache": use_cache,
+        "do_sample": do_sample,
+        "seed": seed,
+        "temperature": temperature if do_sample else None,
+        "top_k": top_k,
+        "top_p": top_p,
+        "capture_attention": capture_attention,
+        "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
+    }
+    return pack_trace(model, rec, model_name, prompt_text, prompt_ids, sequence_ids, settings, token_text)
 
+
+def pack_trace(
+    model,
+    rec: Recorder,
+    model_name: str | None,
+    prompt_text: str,
+    prompt_ids: list[int],
+    sequence_ids: list[int],
+    settings: dict[str, Any],
+    token_text,
+) -> Trace:
+    """The Trace of a finished (or failed) recording: its steps, texts of every id seen, the config."""
+    steps = rec.frozen_steps()
     seen_ids = set(prompt_ids) | set(sequence_ids) | {t.token_id for s in steps for t in s.topk}
     config = model.config
     return Trace(
@@ -108,17 +132,7 @@ def trace_generation(
         sequence_ids=sequence_ids,
         steps=steps,
         error=rec.error,
-        settings={
-            "max_new_tokens": max_new_tokens,
-            "use_cache": use_cache,
-            "do_sample": do_sample,
-            "seed": seed,
-            "temperature": temperature if do_sample else None,
-            "top_k": top_k,
-            "top_p": top_p,
-            "capture_attention": capture_attention,
-            "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
-        },
+        settings=settings,
         config=config_summary(config, rec.layout),
         token_texts={i: token_text(i) for i in sorted(seen_ids)},
         capture=rec.budget.summary(),
@@ -233,6 +247,7 @@ def token_texter(tok):
 
 def config_summary(config, layout) -> dict[str, Any]:
     """The few config numbers a trace keeps (layers, heads, sizes), the same keys for every family."""
+
     def first(*keys):
         return next((getattr(config, k) for k in keys if getattr(config, k, None) is not None), None)
 

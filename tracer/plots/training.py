@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from tracer.plots.generation import HEATMAP_SCALE, OTHER_COLOR, show_token
+from tracer.plots.generation import KIND_TITLES as GENERATION_KIND_TITLES
 from tracer.trace import TensorInfo, Trace
 from tracer.training import IGNORE_INDEX, TrainerStepTrace, TrainingTrace
 
@@ -29,22 +31,11 @@ LABEL_COLOR = "#ffe3b3"  # what a position is scored against
 START_COLOR = "#b2f2bb"  # BART's decoder_start_token_id
 IGNORED_COLOR = "#ced4da"  # -100: left out of the loss
 LOSS_COLOR = "#e8590c"
-OTHER_COLOR = "#8da9c4"
-HEATMAP_SCALE = "Blues"
-KIND_TITLES = {
-    "self": "decoder self-attention (causal)",
-    "cross": "cross-attention (decoder → encoder)",
-    "encoder": "encoder self-attention",
-}
-
-
-def _show(text: str) -> str:
-    # Quotes make leading/trailing spaces visible; an empty token says so.
-    return repr(text) if text == "" or text.strip() != text else text
+KIND_TITLES = {**GENERATION_KIND_TITLES, "self": "decoder self-attention (causal)"}
 
 
 def _token(tt: TrainingTrace, token_id: int) -> str:
-    return "-100" if token_id == IGNORE_INDEX else _show(tt.token_text(token_id))
+    return "-100" if token_id == IGNORE_INDEX else show_token(tt.token_text(token_id))
 
 
 def _message_figure(text: str) -> go.Figure:
@@ -505,8 +496,8 @@ def teacher_vs_generation(tt: TrainingTrace, gen: Trace) -> pd.DataFrame:
                 "teacher forcing: predicted": _token(tt, tt.predicted_ids[t]),
                 "computed in": "the one pass",
                 "generation: step": step_index if step is not None else None,
-                "generation: fed": "" if fed_gen is None else _show(gen.token_text(fed_gen)),
-                "generation: chose": "" if generated is None else _show(gen.token_text(generated)),
+                "generation: fed": "" if fed_gen is None else show_token(gen.token_text(fed_gen)),
+                "generation: chose": "" if generated is None else show_token(gen.token_text(generated)),
                 "same prediction": None if generated is None else generated == tt.predicted_ids[t],
             }
         )
