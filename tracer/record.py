@@ -293,6 +293,7 @@ class Recorder:
         self._preamble: list[_OpenEvent] = []  # events before the first step (BART's encoder)
         self._open_calls: dict[int, list[_OpenEvent]] = {}  # id(module) -> calls in progress
         self._failed_at = ""
+        self._shared: dict[int, tuple[Any, Value]] = {}  # id -> (object, its record), this step
         self._handles: list[Any] = []
         self._own_prepare: Any = _NOTHING
         self._original_attn: Any = None
@@ -349,6 +350,7 @@ class Recorder:
         self._hook(layout.lm_head, names.LM_HEAD)
 
     def _uninstall(self) -> None:
+        self._shared.clear()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -416,6 +418,7 @@ class Recorder:
             ]
             step.chosen_prob = float(probs[chosen])
         step.chosen_id = chosen
+        self._shared.clear()
         step.events.append(event)
         step.cache = cache_layers(step.live_cache)
         step.live_cache = None
@@ -535,7 +538,7 @@ class Recorder:
         for key, value in kwargs.items():
             if value is None:
                 continue
-            inputs[key] = summarize(value)
+            inputs[key] = self._summarize_shared(value)
         cache = kwargs.get("past_key_values")
         layer_idx = getattr(module, "layer_idx", None)
         if cache is not None and layer_idx is not None:
@@ -543,6 +546,17 @@ class Recorder:
             kind = "cross" if names.attention_kind(name) == "cross" else "self"
             inputs["cache_len_before"] = str(self._layer_cache_len(cache, kind, layer_idx))
         return inputs
+
+    def _summarize_shared(self, value: Any) -> Value:
+        # Every layer of a step gets the same mask, position ids, rotary embeddings and cache
+        # objects: describe each object once per step. The memo holds the object, so its id can't
+        # be reused by another one before the memo is cleared when the step ends.
+        hit = self._shared.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        record = summarize(value)
+        self._shared[id(value)] = (value, record)
+        return record
 
     @staticmethod
     def _layer_cache_len(cache: Any, kind: str, layer_idx: int) -> int:
