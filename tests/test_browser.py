@@ -60,6 +60,7 @@ def _healthy(url: str) -> bool:
 @pytest.fixture(scope="module")
 def app_url():
     port = _free_port()
+    SHOTS.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no artifacts/ yet
     log = open(ROOT / "artifacts" / "streamlit-browser-test.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
