@@ -405,7 +405,7 @@ class Recorder:
         chosen = int(input_ids[0, -1])
         event = _OpenEvent(
             names.CHOOSE_TOKEN,
-            "generate (token choice)",
+            "hand-written loop (next token fed)" if self.steps_from_forward else "generate (token choice)",
             outputs={"next_token": tensor_info(input_ids[:, -1])},
         )
         if scores is not None:
