@@ -102,11 +102,20 @@ def detect_layout(model: nn.Module) -> ModelLayout:
 # Turning live values into records
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}  # torch.int64 -> "int64"; hooks ask thousands of times
+
+
 def tensor_info(tensor: torch.Tensor) -> TensorInfo:
-    dtype = str(tensor.dtype).removeprefix("torch.")
+    dtype = _DTYPE_NAMES.get(tensor.dtype)
+    if dtype is None:
+        dtype = _DTYPE_NAMES[tensor.dtype] = str(tensor.dtype).removeprefix("torch.")
     values = None
-    if (not tensor.is_floating_point() and not tensor.is_complex()) and tensor.numel() <= SMALL_INT_NUMEL:
-        values = tuple(int(v) for v in tensor.detach().reshape(-1).tolist())
+    if (
+        not tensor.dtype.is_floating_point
+        and not tensor.dtype.is_complex
+        and tensor.numel() <= SMALL_INT_NUMEL
+    ):
+        values = tuple(tensor.detach().reshape(-1).tolist())  # Python ints already
     return TensorInfo(tuple(tensor.shape), dtype, values)
 
 
@@ -501,8 +510,10 @@ class Recorder:
     def _hook(self, module: nn.Module, name: str, on_post=None) -> None:
         path = self._module_names.get(id(module), type(module).__name__) or type(module).__name__
 
+        cache_kind = "cross" if names.attention_kind(name) == "cross" else "self"
+
         def pre(mod, args, kwargs):
-            event = _OpenEvent(name, path, inputs=self._call_inputs(name, mod, args, kwargs))
+            event = _OpenEvent(name, path, inputs=self._call_inputs(cache_kind, mod, args, kwargs))
             target = self.current.events if self.current is not None and self._in_step() else self._preamble
             target.append(event)
             self._open_calls.setdefault(id(mod), []).append(event)
@@ -530,7 +541,7 @@ class Recorder:
         # today) would belong to the next step; keep them for it.
         return self.current is not None and self.current.chosen_id is None
 
-    def _call_inputs(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Value]:
+    def _call_inputs(self, cache_kind: str, module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Value]:
         inputs: dict[str, Value] = {}
         for i, arg in enumerate(args):
             is_hidden = i == 0 and isinstance(arg, torch.Tensor) and arg.dim() == 3
@@ -543,8 +554,7 @@ class Recorder:
         layer_idx = getattr(module, "layer_idx", None)
         if cache is not None and layer_idx is not None:
             # The cache is shared by all layers and updated as they run: read this layer's own length.
-            kind = "cross" if names.attention_kind(name) == "cross" else "self"
-            inputs["cache_len_before"] = str(self._layer_cache_len(cache, kind, layer_idx))
+            inputs["cache_len_before"] = str(self._layer_cache_len(cache, cache_kind, layer_idx))
         return inputs
 
     def _summarize_shared(self, value: Any) -> Value:
