@@ -30,14 +30,18 @@ from models.random_models import build_random_bart, build_random_llama
 from tracer.trace import human_bytes
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: first calls allocate and pick kernels
-    times = []
+def median_seconds(runs: dict[str, object], repeats: int) -> dict[str, float]:
+    """Median seconds of each run. The runs take turns, so a machine that slows down or speeds
+    up during the benchmark (other jobs, clock changes) weighs on all of them alike."""
+    for fn in runs.values():
+        fn()  # warm-up: first calls allocate and pick kernels
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def bench(label: str, model, input_ids: torch.Tensor, new_tokens: int, repeats: int) -> None:
@@ -64,12 +68,13 @@ def bench(label: str, model, input_ids: torch.Tensor, new_tokens: int, repeats: 
 
         return run
 
-    timings = {
-        "generate (sdpa)": median_seconds(plain, repeats),
-        "generate(output_attentions) eager": median_seconds(with_attentions, repeats),
-        "trace_generation, attention captured": median_seconds(traced(True), repeats),
-        "trace_generation, shapes only": median_seconds(traced(False), repeats),
+    runs = {
+        "generate (sdpa)": plain,
+        "generate(output_attentions) eager": with_attentions,
+        "trace_generation, attention captured": traced(True),
+        "trace_generation, shapes only": traced(False),
     }
+    timings = median_seconds(runs, repeats)
     base = timings["generate (sdpa)"]
     print(f"\n{label}: prompt {input_ids.shape[1]}, {new_tokens} new tokens, median of {repeats}")
     for name, seconds in timings.items():
@@ -89,7 +94,7 @@ def main() -> None:
     if args.quick:
         hidden, layers, prompt_len, new_tokens, repeats, vocab = 64, 2, 16, 4, 1, 512
     else:
-        hidden, layers, prompt_len, new_tokens, repeats, vocab = 512, 8, 128, 64, 5, 32000
+        hidden, layers, prompt_len, new_tokens, repeats, vocab = 512, 8, 128, 64, 9, 32000
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     llama, _ = build_random_llama(
