@@ -514,7 +514,7 @@ class Recorder:
 
         def pre(mod, args, kwargs):
             event = _OpenEvent(name, path, inputs=self._call_inputs(cache_kind, mod, args, kwargs))
-            target = self.current.events if self.current is not None and self._in_step() else self._preamble
+            target = self.current.events if self._in_step() else self._preamble
             target.append(event)
             self._open_calls.setdefault(id(mod), []).append(event)
 

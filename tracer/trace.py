@@ -212,17 +212,20 @@ class Step:
         return event is not None and "attention" in event.tensors
 
     @property
+    def fed(self) -> TensorInfo | None:
+        """What the decoder was fed at this step: input_ids (Llama) or decoder_input_ids (BART)."""
+        info = self.prepare_inputs.get("input_ids") or self.prepare_inputs.get("decoder_input_ids")
+        return info if isinstance(info, TensorInfo) else None
+
+    @property
     def fed_ids(self) -> list[int] | None:
         """The token ids the decoder was fed at this step (batch 0), when recorded."""
-        info = self.prepare_inputs.get("input_ids") or self.prepare_inputs.get("decoder_input_ids")
-        if not isinstance(info, TensorInfo) or info.values is None:
-            return None
-        return info.array()[0].tolist()
+        fed = self.fed
+        return None if fed is None or fed.values is None else fed.array()[0].tolist()
 
     @property
     def fed_shape(self) -> tuple[int, ...] | None:
-        info = self.prepare_inputs.get("input_ids") or self.prepare_inputs.get("decoder_input_ids")
-        return info.shape if isinstance(info, TensorInfo) else None
+        return None if self.fed is None else self.fed.shape
 
     def cache_seq_len(self, kind: str = "self") -> int | None:
         """Positions held by layer 0's cache of `kind` after this step; None with the cache off."""
