@@ -10,24 +10,34 @@ from pathlib import Path
 import streamlit as st
 
 import ui
+from tracer.i18n import N_
 
 ROOT = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="Stepwise", page_icon=":material/stairs:", layout="wide")
+_ = ui._
+st.set_page_config(
+    page_title="Stepwise",
+    page_icon=":material/stairs:",
+    layout="wide",
+    initial_sidebar_state="collapsed" if ui.presenting() else "auto",
+)
 
 pages = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/list_alt:", default=True),
-    st.Page("pages/step_replay.py", title="Step replay", icon=":material/play_circle:"),
-    st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
-    st.Page("pages/kv_cache.py", title="KV cache", icon=":material/storage:"),
+    st.Page("pages/overview.py", title=_("Overview"), icon=":material/list_alt:", default=True),
+    st.Page("pages/lesson.py", title=_("Lesson"), icon=":material/school:"),
+    st.Page("pages/step_replay.py", title=_("Step replay"), icon=":material/play_circle:"),
+    st.Page("pages/attention.py", title=_("Attention"), icon=":material/grid_on:"),
+    st.Page("pages/kv_cache.py", title=_("KV cache"), icon=":material/storage:"),
 ]
 for file, title, icon in (
-    ("pages/cache_doctor.py", "Cache doctor", ":material/stethoscope:"),
-    ("pages/training_step.py", "Training step", ":material/fitness_center:"),
+    ("pages/cache_doctor.py", N_("Cache doctor"), ":material/stethoscope:"),
+    ("pages/training_step.py", N_("Training step"), ":material/fitness_center:"),
 ):
     if (ROOT / file).is_file():
-        pages.append(st.Page(file, title=title, icon=icon))
+        pages.append(st.Page(file, title=_(title), icon=icon))
 
 page = st.navigation(pages)
+ui.remember_in_link()
+ui.presenter_style()
 ui.sidebar()
 page.run()

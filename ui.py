@@ -25,6 +25,7 @@ import streamlit as st
 import models
 import tracer
 from models.tokenizer import unknown_words
+from tracer import i18n
 from tracer.plots import generation
 from tracer.record import TRACE_LOCK
 
@@ -37,6 +38,79 @@ EXAMPLES: dict[str, list[str]] = {
     name: [prompt for prompt, _ in pairs] for name, pairs in models.EXAMPLES.items()
 }
 GENERIC_EXAMPLES = ["the cat sat on the mat"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Language and presenter setting: per session, remembered in the link (?lang=zh_CN&present=1)
+
+
+def lang() -> str:
+    """This session's language: the link's ?lang= on the first run, then the picker's choice."""
+    if "lang" not in st.session_state:
+        st.session_state["lang"] = i18n.language(st.query_params.get("lang"))
+    return st.session_state["lang"]
+
+
+def _(message: str) -> str:
+    """`message` in this session's language (tracer.i18n catalogs; never a process-global switch)."""
+    return i18n.gettext_for(lang())(message)
+
+
+def presenting() -> bool:
+    """The presenter setting: large text and figures for a projector, the sidebar out of the way."""
+    if "present" not in st.session_state:
+        st.session_state["present"] = st.query_params.get("present") == "1"
+    return bool(st.session_state["present"])
+
+
+def remember_in_link() -> None:
+    """Keep the language and the presenter setting in the URL, so a shared link opens the same way."""
+    code = lang()
+    if code == i18n.DEFAULT:
+        st.query_params.pop("lang", None)
+    else:
+        st.query_params["lang"] = code
+    if presenting():
+        st.query_params["present"] = "1"
+    else:
+        st.query_params.pop("present", None)
+
+
+PRESENTER_CSS = """
+<style>
+html, .stApp { font-size: 22px; }
+.stApp [data-testid="stMarkdownContainer"] p, .stApp li { font-size: 1.15rem; line-height: 1.45; }
+.stApp h1 { font-size: 2.2rem; } .stApp h2 { font-size: 1.8rem; } .stApp h3 { font-size: 1.5rem; }
+.block-container { padding-top: 2.2rem; padding-left: 2rem; padding-right: 2rem; max-width: 100%; }
+</style>
+"""
+
+
+def presenter_style() -> None:
+    if presenting():
+        st.html(PRESENTER_CSS)
+
+
+def _on_language() -> None:
+    st.session_state["lang"] = st.session_state["_w_lang"]
+
+
+def _on_present() -> None:
+    st.session_state["present"] = st.session_state["_w_present"]
+
+
+def settings_picker() -> None:
+    """Language and presenter setting, at the top of the sidebar."""
+    st.session_state["_w_lang"] = lang()
+    st.session_state["_w_present"] = presenting()
+    st.selectbox(
+        _("Language"),
+        list(i18n.LANGUAGES),
+        format_func=i18n.LANGUAGES.get,
+        key="_w_lang",
+        on_change=_on_language,
+    )
+    st.toggle(_("Presenter mode (projector)"), key="_w_present", on_change=_on_present)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +304,7 @@ def sidebar() -> None:
         st.session_state["prompt"] = _examples(st.session_state["model"])[0]
     with st.sidebar:
         st.title("Stepwise")
+        settings_picker()
         st.caption("Watch a transformer generate, one step at a time.")
         model = st.selectbox("Model", options, key="model", on_change=_on_model_change)
         folder = ""
@@ -344,3 +419,31 @@ def _trace_file() -> None:
             set_trace(tr)
             _say("success", f"Opened {uploaded.name}: {len(tr.steps)} steps of {tr.model_name}.")
             st.rerun()  # redraw the page with the new trace
+
+
+# ---------------------------------------------------------------------------------------------
+# The lesson's own runs (tracer.lesson builds the slides from them)
+
+LESSON_TOKENS = 6
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def lesson_runs(names: tuple[str, ...]) -> dict[str, Any]:
+    """The chapters' own runs on the shipped models, made once for every session."""
+    llama = next((n for n in ("tiny-llama", "random-llama") if n in names), None)
+    bart = next((n for n in ("tiny-bart", "random-bart") if n in names), None)
+    runs: dict[str, Any] = {}
+    if llama is not None:
+        runs["generation"] = run_trace(llama, _examples(llama)[0], max_new_tokens=LESSON_TOKENS)
+        model, tok = load_model(llama)
+        runs["trainer"] = tracer.trace_trainer_step(model, tok, model_name=llama)
+    if bart is not None:
+        runs["bart"] = run_trace(bart, _examples(bart)[0], max_new_tokens=LESSON_TOKENS)
+        model, tok = load_model(bart)
+        source, target = models.EXAMPLES[bart][0] if bart in models.EXAMPLES else (_examples(bart)[0], None)
+        runs["training"] = tracer.trace_training_step(model, tok, source, target, model_name=bart)
+    runs["doctor"] = {
+        variant: tracer.doctor.check_scenario("side-inputs", variant, LESSON_TOKENS)
+        for variant in ("broken", "tempting", "fixed")
+    }
+    return runs

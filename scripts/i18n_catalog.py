@@ -1,0 +1,59 @@
+"""Update the message catalogs: extract every `_("...")`/`N_("...")` msgid and merge it into each .po.
+
+    python scripts/i18n_catalog.py        # then translate the empty msgstr entries it lists
+
+Existing translations are kept; msgids no longer in the code are dropped. The test suite fails
+on any msgid without a translation (tests/test_i18n.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_file
+from babel.messages.pofile import read_po, write_po
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tracer import i18n  # noqa: E402
+
+SOURCES = ["app.py", "ui.py", "pages/*.py", "tracer/*.py", "tracer/plots/*.py"]
+KEYWORDS = {"_": None, "N_": None}
+
+
+def messages() -> list[tuple[str, str, int]]:
+    """(msgid, file, line) of every marked string, in file order."""
+    found = []
+    for pattern in SOURCES:
+        for path in sorted(ROOT.glob(pattern)):
+            for lineno, msgid, _comments, _context in extract_from_file(
+                "python", str(path), keywords=KEYWORDS
+            ):
+                found.append((msgid, str(path.relative_to(ROOT)), lineno))
+    return found
+
+
+def update(lang: str) -> list[str]:
+    po = i18n.catalog_path(lang)
+    old: dict[str, str] = {}
+    if po.is_file() and po.stat().st_size:
+        with po.open("rb") as f:
+            old = {m.id: m.string for m in read_po(f) if m.id}
+    catalog = Catalog(locale=lang, domain=i18n.DOMAIN, project="Stepwise", charset="utf-8", fuzzy=False)
+    for msgid, path, lineno in messages():
+        flags = ("python-brace-format",) if "{" in msgid else ()
+        catalog.add(msgid, old.get(msgid, ""), locations=[(path, lineno)], flags=flags)
+    po.parent.mkdir(parents=True, exist_ok=True)
+    with po.open("wb") as out:
+        write_po(out, catalog, width=100)
+    return [m.id for m in catalog if m.id and not m.string]
+
+
+if __name__ == "__main__":
+    for code in i18n.LANGUAGES:
+        if code != i18n.DEFAULT:
+            untranslated = update(code)
+            print(f"{code}: {len(untranslated)} untranslated", *untranslated, sep="\n  ")

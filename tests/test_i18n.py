@@ -1,0 +1,58 @@
+"""Translations: every marked string has a translation, and a language is per caller, not global."""
+
+from __future__ import annotations
+
+import runpy
+import threading
+from pathlib import Path
+
+from babel.messages.pofile import read_po
+
+from tracer import i18n
+
+ROOT = Path(__file__).resolve().parents[1]
+catalog_tool = runpy.run_path(str(ROOT / "scripts" / "i18n_catalog.py"), run_name="catalog")
+
+
+def test_every_marked_string_has_a_translation_in_every_catalog():
+    marked = {msgid for msgid, _path, _line in catalog_tool["messages"]()}
+    assert "The KV cache" in marked  # the extraction found the lesson's strings
+    for lang in i18n.LANGUAGES:
+        if lang == i18n.DEFAULT:
+            continue
+        with i18n.catalog_path(lang).open("rb") as po:
+            translated = {m.id: m.string for m in read_po(po) if m.id}
+        missing = sorted(m for m in marked if not translated.get(m))
+        assert not missing, f"{lang}: untranslated (run scripts/i18n_catalog.py and translate): {missing}"
+
+
+def test_brace_fields_survive_translation():
+    _ = i18n.gettext_for("zh_CN")
+    with i18n.catalog_path("zh_CN").open("rb") as po:
+        for message in read_po(po):
+            if message.id and "{" in message.id:
+                fields = {f.split("}")[0].split(":")[0] for f in message.id.split("{")[1:]}
+                for field in fields:
+                    assert "{" + field in _(message.id), (message.id, _(message.id))
+
+
+def test_two_threads_keep_their_own_language():
+    seen: dict[str, str] = {}
+
+    def speak(lang: str) -> None:
+        _ = i18n.gettext_for(lang)
+        for _round in range(200):
+            seen[lang] = _("The KV cache")
+
+    threads = [threading.Thread(target=speak, args=(lang,)) for lang in ("en", "zh_CN")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"en": "The KV cache", "zh_CN": "KV 缓存"}
+
+
+def test_an_unknown_language_falls_back_to_english():
+    assert i18n.language("xx") == "en"
+    assert i18n.language("zh_CN") == "zh_CN"
+    assert i18n.gettext_for("xx")("Lesson") == "Lesson"

@@ -1,0 +1,60 @@
+"""Translations for the app and the lesson: gettext message catalogs, one per language.
+
+The English text is the msgid, written in the code as `_("...")`; each other language has a .po
+catalog under tracer/locales/<lang>/LC_MESSAGES/stepwise.po, compiled with Babel when first used.
+There is no process-global language (Streamlit serves many sessions in threads): a caller asks
+for `translator(lang)` and passes its `gettext` along.
+
+`N_("...")` marks a string for extraction without translating it (for tables built at import).
+Extract new strings with `pybabel extract -k _ -k N_ -o stepwise.pot .` and merge them into the .po.
+"""
+
+from __future__ import annotations
+
+import gettext
+import io
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+LOCALES = Path(__file__).resolve().parent / "locales"
+DOMAIN = "stepwise"
+DEFAULT = "en"
+LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
+
+Gettext = Callable[[str], str]
+
+
+def N_(message: str) -> str:
+    """Mark `message` for the catalog; translate it later with a session's gettext."""
+    return message
+
+
+def catalog_path(lang: str) -> Path:
+    return LOCALES / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+@lru_cache(maxsize=len(LANGUAGES))
+def translator(lang: str) -> gettext.NullTranslations:
+    """The translations of `lang` (English, or an unknown code: the msgids themselves)."""
+    if lang not in LANGUAGES or lang == DEFAULT:
+        return gettext.NullTranslations()
+    with catalog_path(lang).open("rb") as po:
+        catalog = read_po(po, locale=lang, domain=DOMAIN)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return gettext.GNUTranslations(compiled)
+
+
+def gettext_for(lang: str) -> Gettext:
+    """`_` for one session's language."""
+    return translator(lang).gettext
+
+
+def language(code: str | None) -> str:
+    """A known language code for `code` (from a link or a widget), else English."""
+    return code if code in LANGUAGES else DEFAULT
