@@ -16,10 +16,10 @@ flow_col, token_col = st.columns([3, 2], gap="large")
 with flow_col:
     st.subheader("Call flow")
     st.caption("This step's calls in the order they happened, with the shapes that went in and out.")
-    st.plotly_chart(ui.view(g.call_flow_figure, step), config={"displayModeBar": False})
+    st.plotly_chart(ui.view(g.call_flow_figure, step), config={"displayModeBar": False}, key="call_flow")
 with token_col:
     st.subheader("Next token")
-    st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False})
+    st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")
 
 st.subheader("What prepare_inputs_for_generation returned")
 changes = ui.view(g.prepare_inputs_changes, step)
