@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-import ui
+from stepwise_app import ui
 
 ROOT = Path(__file__).resolve().parent
 
