@@ -11,6 +11,7 @@ import pytest
 
 import tracer
 import tracer.notebook
+from models import scenarios
 from tests.tracefactory import make_trace
 from tracer.plots import generation as g
 
@@ -56,12 +57,12 @@ def test_a_step_shows_what_it_was_fed_the_cache_and_its_choice():
 
 
 def test_a_cache_report_shows_the_verdict_the_runs_and_the_fix():
-    broken = tracer.doctor.check_scenario("side-inputs", "broken", max_new_tokens=3)
+    broken = scenarios.check("side-inputs", "broken", max_new_tokens=3)
     page = broken._repr_html_()
     assert "The cached run crashes at step 1." in page
     assert "(crashed)" in page and "The usual fix" in page
 
-    fixed = tracer.doctor.check_scenario("side-inputs", "fixed", max_new_tokens=3)
+    fixed = scenarios.check("side-inputs", "fixed", max_new_tokens=3)
     page = fixed._repr_html_()
     assert "Consistent" in page and "The usual fix" not in page
 

@@ -122,9 +122,44 @@ def _show(args) -> int:
 
 
 def _doctor(args) -> int:
+    """0 consistent, 1 not, 2 bad usage (a ValueError, turned into 2 by main)."""
+    import models
+    from models import scenarios
     from tracer import doctor
 
-    return doctor.cli(args)
+    if args.list_scenarios:
+        for s in scenarios.all_scenarios():
+            print(f"{s.name:<20} {s.title}")
+            variants = ", ".join(f"{v} ({s.notes.get(v, '')})" for v in s.variants)
+            print(f"{'':<20} variants: {variants}")
+        return EXIT_OK
+    variant = getattr(args, "variant", None)
+    if args.scenario and args.model:
+        raise ValueError("Give --model or --scenario, not both: a scenario brings its own model.")
+    if args.scenario:
+        if args.prompt:
+            raise ValueError(f"Scenario {args.scenario!r} brings its own prompt: drop --prompt.")
+        report = scenarios.check(args.scenario, variant or "broken", args.max_new_tokens)
+    elif args.model:
+        if variant:
+            raise ValueError("--variant goes with --scenario.")
+        if not args.prompt:
+            raise ValueError("Give the prompt to check: --prompt TEXT.")
+        model, tok = models.load(args.model)
+        report = doctor.check_cache(
+            model, tok, args.prompt, max_new_tokens=args.max_new_tokens, model_name=args.model
+        )
+    else:
+        raise ValueError(
+            "Tell the doctor what to check: --model NAME_OR_PATH --prompt TEXT, or --scenario NAME "
+            "(see --list-scenarios)."
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(doctor.report_text(report))
+    sys.stdout.flush()
+    return EXIT_OK if report.consistent else EXIT_MODEL_ERROR
 
 
 def _app(args) -> int:

@@ -29,9 +29,7 @@ compared. Plain Python: no Streamlit here.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -709,62 +707,7 @@ def _tok(tr: Trace, token_id: int | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line: python -m tracer doctor ...
-
-
-def check_scenario(name: str, variant: str = "broken", max_new_tokens: int = 8) -> CacheReport:
-    """Build a cache-bug scenario from models.scenarios and check it."""
-    from models import scenarios
-
-    setup = scenarios.build(name, variant)
-    return check_cache(
-        setup.model,
-        setup.tok,
-        max_new_tokens=max_new_tokens,
-        model_name=f"{name} ({variant})",
-        **setup.check_kwargs(),
-    )
-
-
-def cli(args) -> int:
-    """`python -m tracer doctor`: 0 consistent, 1 not, 2 bad usage (a ValueError, turned into 2 by main)."""
-    from models import scenarios
-
-    if args.list_scenarios:
-        for s in scenarios.all_scenarios():
-            print(f"{s.name:<20} {s.title}")
-            variants = ", ".join(f"{v} ({s.notes.get(v, '')})" for v in s.variants)
-            print(f"{'':<20} variants: {variants}")
-        return 0
-    variant = getattr(args, "variant", None)
-    if args.scenario and args.model:
-        raise ValueError("Give --model or --scenario, not both: a scenario brings its own model.")
-    if args.scenario:
-        if args.prompt:
-            raise ValueError(f"Scenario {args.scenario!r} brings its own prompt: drop --prompt.")
-        report = check_scenario(args.scenario, variant or "broken", args.max_new_tokens)
-    elif args.model:
-        if variant:
-            raise ValueError("--variant goes with --scenario.")
-        if not args.prompt:
-            raise ValueError("Give the prompt to check: --prompt TEXT.")
-        import models
-
-        model, tok = models.load(args.model)
-        report = check_cache(
-            model, tok, args.prompt, max_new_tokens=args.max_new_tokens, model_name=args.model
-        )
-    else:
-        raise ValueError(
-            "Tell the doctor what to check: --model NAME_OR_PATH --prompt TEXT, or --scenario NAME "
-            "(see --list-scenarios)."
-        )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report_text(report))
-    sys.stdout.flush()
-    return 0 if report.consistent else 1
+# The report as text (the command line prints it)
 
 
 def report_text(report: CacheReport) -> str:

@@ -47,7 +47,7 @@ if source == SCENARIO_SOURCE:
     key = ("scenario", scenario.name, variant, max_new)
     if key not in reports:
         with st.spinner("Generating with the cache on and off…"):
-            reports[key] = tracer.doctor.check_scenario(scenario.name, variant, max_new)
+            reports[key] = scenarios.check(scenario.name, variant, max_new)
     report = reports[key]
 else:
     model_name = st.session_state.get("model")
