@@ -1,5 +1,8 @@
 """Fixtures the test files share.
 
+Models: `llama` and `bart` are the random test models (random-llama, random-bart), built once per
+test module; a module about the shipped models overrides them with tiny-llama and tiny-bart.
+
 Browser: `app_url` starts one `streamlit run app.py` on a free localhost port per test module;
 `page` drives Debian's /usr/bin/chromium against it through Playwright (never a downloaded
 browser; with CI set, a missing Chromium fails instead of skipping).
@@ -16,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import models
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -28,6 +33,28 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    # A browser test starts a server and a browser: always more than a few seconds.
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return models.load("random-llama")
+
+
+@pytest.fixture(scope="module")
+def bart():
+    return models.load("random-bart")
+
+
+# ---------------------------------------------------------------------------------------------
+# The browser
+
 # Generous on purpose: a busy 2-core machine runs a trace and draws its figures far slower than an
 # idle one. Every wait is for the asserted state, so a fast machine never waits this long.
 BROWSER_TIMEOUT_MS = 90_000

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_runs_and_prints_its_ratios():
     result = subprocess.run(
         [sys.executable, "benchmarks/overhead.py", "--quick"],

@@ -14,16 +14,6 @@ from tracer.errors import StepwiseInputError, TracingNotSupported
 PROMPT = "the cat sat on the mat"
 
 
-@pytest.fixture(scope="module")
-def llama():
-    return models.load("random-llama")
-
-
-@pytest.fixture(scope="module")
-def bart():
-    return models.load("random-bart")
-
-
 def plain_generate(model, tok, prompt, **kwargs):
     enc = tok(prompt, return_tensors="pt")
     return model.generate(**enc, num_beams=1, **kwargs)

@@ -12,7 +12,6 @@ from transformers import LlamaModel
 from transformers.models.bart import modeling_bart
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-import models
 import tracer
 from models.random_models import build_random_bart
 from tracer import names
@@ -21,16 +20,6 @@ from tracer.training import IGNORE_INDEX, TRAINER_EVENT_ORDER
 
 SOURCE, TARGET = "the cat sat on the mat", "a dog ran"
 PROMPT, ANSWER = "the cat sat on the", "mat ."
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return models.load("random-llama")
-
-
-@pytest.fixture(scope="module")
-def bart():
-    return models.load("random-bart")
 
 
 def hooks_of(model) -> dict:
