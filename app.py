@@ -13,7 +13,8 @@ import ui
 
 ROOT = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="Stepwise", page_icon=":material/stairs:", layout="wide")
+# An emoji favicon is drawn by the browser; a :material/…: one is fetched from an outside font host.
+st.set_page_config(page_title="Stepwise", page_icon="🪜", layout="wide")
 
 pages = [
     st.Page("pages/overview.py", title="Overview", icon=":material/list_alt:", default=True),
@@ -29,5 +30,7 @@ for file, title, icon in (
         pages.append(st.Page(file, title=title, icon=icon))
 
 page = st.navigation(pages)
+ui.follow_link()
 ui.sidebar()
+ui.update_link()
 page.run()

@@ -15,7 +15,11 @@ what is wrong and what to do.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +28,14 @@ import streamlit as st
 
 import models
 import tracer
-from models.tokenizer import unknown_words
 from tracer.plots import generation
-from tracer.record import TRACE_LOCK
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 MAX_NEW_TOKENS = 64
 KEEP_TRACES = 4  # per session: the current one and a few earlier ones (cache on vs off)
+# Traces behind links (?trace=…), for every session together: the newest are kept.
+LINKED_TRACES = 100
+LINKED_TRACE_BYTES = 256 * 2**20
 
 # Example prompts per model (models.EXAMPLES: the shipped models were trained on these kinds of text).
 EXAMPLES: dict[str, list[str]] = {
@@ -43,12 +48,25 @@ GENERIC_EXAMPLES = ["the cat sat on the mat"]
 # The model and the trace run
 
 
+def _import_the_tracer() -> None:
+    # In the order a Run imports them, so the two threads never wait on each other's half-import.
+    for module in ("models.tokenizer", "tracer.record", "tracer.generate", "models.random_models"):
+        importlib.import_module(module)
+
+
+# The first page needs neither torch nor transformers; they load here, beside it, while the user
+# reads the page and picks a prompt. Imports are thread-safe; a Run before they finish waits.
+threading.Thread(target=_import_the_tracer, name="stepwise-import", daemon=True).start()
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def load_model(name: str):
     """(model, tokenizer), loaded once and shared by every session. Raises models.ModelLoadError."""
     # Building a random model reseeds torch's one global RNG (inside fork_rng); done while another
     # session samples, it would change that session's seeded draws. Traces hold this lock, so a
     # load waits for the running trace and a trace waits for the load.
+    from tracer.record import TRACE_LOCK
+
     with TRACE_LOCK:
         return models.load(name)
 
@@ -90,14 +108,67 @@ def default_model() -> str:
 # The current trace
 
 
-def set_trace(tr: tracer.Trace) -> str:
-    """Make `tr` the session's current trace under a fresh id; keep a few earlier ones."""
+class TraceShelf:
+    """The traces links point to, shared by every session: the newest, bounded in number and bytes.
+
+    A link (?trace=<id>) outlives its session: a reload or another browser finds the trace here
+    while it is among the newest `max_traces` and they fit in `max_bytes` together.
+    """
+
+    def __init__(self, max_traces: int, max_bytes: int) -> None:
+        self.max_traces, self.max_bytes = max_traces, max_bytes
+        self._traces: OrderedDict[str, tuple[tracer.Trace, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def size(tr: tracer.Trace) -> int:
+        # The captured arrays, plus a rough allowance for each step's events and shapes.
+        return tr.capture.captured_bytes + 2048 * sum(1 + len(s.events) for s in tr.steps)
+
+    def put(self, trace_id: str, tr: tracer.Trace) -> None:
+        with self._lock:
+            self._traces[trace_id] = (tr, self.size(tr))
+            self._traces.move_to_end(trace_id)
+            while len(self._traces) > 1 and (
+                len(self._traces) > self.max_traces or self.nbytes > self.max_bytes
+            ):
+                self._traces.popitem(last=False)
+
+    def get(self, trace_id: str) -> tracer.Trace | None:
+        with self._lock:
+            kept = self._traces.get(trace_id)
+            if kept is None:
+                return None
+            self._traces.move_to_end(trace_id)  # a trace still in use is kept longest
+            return kept[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(size for _, size in self._traces.values())
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+
+@st.cache_resource(show_spinner=False)
+def trace_shelf() -> TraceShelf:
+    """The one TraceShelf of this server."""
+    return TraceShelf(LINKED_TRACES, LINKED_TRACE_BYTES)
+
+
+def _adopt(trace_id: str, tr: tracer.Trace) -> None:
     traces: dict[str, tracer.Trace] = st.session_state.setdefault("traces", {})
-    trace_id = uuid.uuid4().hex[:12]
     traces[trace_id] = tr
     while len(traces) > KEEP_TRACES:
         traces.pop(next(iter(traces)))
     st.session_state["trace_id"] = trace_id
+
+
+def set_trace(tr: tracer.Trace) -> str:
+    """Make `tr` the session's current trace under a fresh id; keep a few earlier ones."""
+    trace_id = uuid.uuid4().hex[:12]
+    trace_shelf().put(trace_id, tr)
+    _adopt(trace_id, tr)
     st.session_state["step"] = 0
     return trace_id
 
@@ -202,6 +273,57 @@ def step_picker(tr: tracer.Trace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Links: the URL's query parameters keep the model, the trace and the view
+
+# Query parameter -> session state key, and how to read the parameter back.
+_LINKED_VIEW = {"step": int, "kind": str, "layer": int, "head": lambda v: v if v == "all" else int(v)}
+
+
+def follow_link() -> None:
+    """On a session's first run, take the model, trace and view from the URL (a link, a reload)."""
+    if st.session_state.get("_link_followed"):
+        return
+    st.session_state["_link_followed"] = True
+    params = st.query_params
+    if params.get("model") in models.available():
+        st.session_state["model"] = params["model"]
+        st.session_state["prompt"] = _examples(params["model"])[0]
+    for name, parse in _LINKED_VIEW.items():
+        if name in params:
+            with contextlib.suppress(ValueError):  # a garbled value: the widget keeps its default
+                st.session_state[name] = parse(params[name])
+    trace_id = params.get("trace")
+    if trace_id:
+        tr = trace_shelf().get(trace_id)
+        if tr is None:
+            _say(
+                "warning",
+                "This link's trace is no longer on the server (it keeps the newest "
+                f"{LINKED_TRACES}). Press **Run trace** to record it again.",
+            )
+        else:
+            _adopt(trace_id, tr)
+            st.session_state["prompt"] = tr.prompt_text
+            _say("success", f"Opened the linked trace: {len(tr.steps)} steps of {tr.model_name}.")
+
+
+def update_link() -> None:
+    """Write the model, the current trace and the view into the URL, so a reload or a copied link
+    comes back to them."""
+    wanted: dict[str, str] = {}
+    if st.session_state.get("model") in models.available():
+        wanted["model"] = st.session_state["model"]
+    trace_id, _ = current()
+    if trace_id is not None:
+        wanted["trace"] = trace_id
+        for name in _LINKED_VIEW:
+            if name in st.session_state:
+                wanted[name] = str(st.session_state[name])
+    if dict(st.query_params) != wanted:  # each change is a message to the browser
+        st.query_params.from_dict(wanted)
+
+
+# ---------------------------------------------------------------------------------------------
 # The sidebar
 
 
@@ -210,7 +332,11 @@ def _examples(model: str) -> list[str]:
 
 
 def _on_model_change() -> None:
-    st.session_state["prompt"] = _examples(st.session_state["model"])[0]
+    # A prompt the user typed stays; an example (or nothing) becomes the new model's first example.
+    prompt = st.session_state.get("prompt", "").strip()
+    examples = {p for pairs in [*EXAMPLES.values(), GENERIC_EXAMPLES] for p in pairs}
+    if not prompt or prompt in examples:
+        st.session_state["prompt"] = _examples(st.session_state["model"])[0]
 
 
 def _on_example() -> None:
@@ -281,6 +407,8 @@ def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool,
         return
     bar = st.progress(0.0, text=f"Loading {name}…")
     try:
+        from models.tokenizer import unknown_words
+
         _, tok = load_model(name)
         unknown = unknown_words(tok, prompt)
         bar.progress(0.0, text="Tracing step 0…")
