@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -48,15 +49,12 @@ GENERIC_EXAMPLES = ["the cat sat on the mat"]
 # The model and the trace run
 
 
-def _import_the_tracer() -> None:
+def _warm_up() -> None:
     # In the order a Run imports them, so the two threads never wait on each other's half-import.
     for module in ("models.tokenizer", "tracer.record", "tracer.generate", "models.random_models"):
         importlib.import_module(module)
-
-
-# The first page needs neither torch nor transformers; they load here, beside it, while the user
-# reads the page and picks a prompt. Imports are thread-safe; a Run before they finish waits.
-threading.Thread(target=_import_the_tracer, name="stepwise-import", daemon=True).start()
+    with contextlib.suppress(Exception):  # a failure shows when the user runs a trace
+        load_model(default_model())
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -67,8 +65,22 @@ def load_model(name: str):
     # load waits for the running trace and a trace waits for the load.
     from tracer.record import TRACE_LOCK
 
+    _one_torch_thread()
     with TRACE_LOCK:
         return models.load(name)
+
+
+def _one_torch_thread() -> None:
+    """Run this session's torch operations on one thread.
+
+    The app's models are small and its sessions are many: split over torch's threads, a tiny-llama
+    trace spent its time waiting for the other thread of a busy machine's cores (0.8 s on one thread
+    it takes 0.02 s), all of it holding the trace lock the other sessions queue on. The setting
+    belongs to the calling thread, and each session runs in its own, so it is set on every call.
+    """
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def run_trace(
@@ -84,6 +96,7 @@ def run_trace(
 ) -> tracer.Trace:
     """Trace `prompt` on the shared model `model_name`. Safe to call from several sessions at once."""
     model, tok = load_model(model_name)
+    _one_torch_thread()
     return tracer.trace_generation(
         model,
         tok,
@@ -205,10 +218,12 @@ def counterpart(tr: tracer.Trace) -> tracer.Trace | None:
     return None
 
 
-@st.cache_data(max_entries=4096, show_spinner=False)
+@st.cache_resource(max_entries=4096, show_spinner=False)
 def _build(name: str, trace_id: str, args: tuple, other_id: str | None, _tr, _other) -> Any:
     # Keyed by the trace's id (unique per run or upload), never by its content: hashing a
-    # trace's arrays on every redraw would cost more than building the figure.
+    # trace's arrays on every redraw would cost more than building the figure. A resource, not
+    # data: st.cache_data pickles each figure when it is stored and unpickles it on every redraw
+    # (about 20 ms per plotly figure); pages only read what is built here, never change it.
     builder = getattr(generation, name)
     return builder(_tr, *args) if other_id is None else builder(_tr, *args, other=_other)
 
@@ -413,8 +428,14 @@ def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool,
         unknown = unknown_words(tok, prompt)
         bar.progress(0.0, text="Tracing step 0…")
 
+        shown = [time.perf_counter()]
+
         def progress(done: int) -> None:
-            bar.progress(min(done / max_new, 1.0), text=f"Traced {done} of up to {max_new} steps")
+            # Every update is a message to the browser, sent while the trace holds the model's
+            # lock: a few a second are enough to see it move.
+            if time.perf_counter() - shown[0] >= 0.25:
+                shown[0] = time.perf_counter()
+                bar.progress(min(done / max_new, 1.0), text=f"Traced {done} of up to {max_new} steps")
 
         tr = run_trace(
             name,
@@ -472,3 +493,8 @@ def _trace_file() -> None:
             set_trace(tr)
             _say("success", f"Opened {uploaded.name}: {len(tr.steps)} steps of {tr.model_name}.")
             st.rerun()  # redraw the page with the new trace
+
+
+# The first page needs neither torch nor transformers; they and the default model load here,
+# beside it, while the user reads the page and picks a prompt. A Run before they finish waits.
+threading.Thread(target=_warm_up, name="stepwise-warm-up", daemon=True).start()
