@@ -197,8 +197,8 @@ def require_trace() -> tracer.Trace:
     _, tr = current()
     if tr is None:
         st.info(
-            "No trace yet. Pick a model and a prompt in the sidebar and press **Run trace**, "
-            "or open a saved trace file under **Trace file**."
+            "No trace yet. Pick a model and a prompt in the sidebar (on a phone: » at the top left) "
+            "and press **Run trace**, or open a saved trace file under **Trace file**."
         )
         st.stop()
     return tr
@@ -278,12 +278,13 @@ def step_picker(tr: tracer.Trace) -> int:
     if last <= 0:
         st.caption("Step 0, the only step of this trace.")
         return 0
-    prev_col, slider_col, next_col = st.columns([1, 10, 1], vertical_alignment="bottom")
-    prev_col.button("◀ Prev", on_click=_move_step, args=(-1, last), disabled=step == 0, key="prev_step")
-    next_col.button("Next ▶", on_click=_move_step, args=(1, last), disabled=step == last, key="next_step")
-    st.session_state["_w_step"] = step
-    with slider_col:
+    # One row that never wraps: the buttons as wide as their labels, the slider takes the rest
+    # (columns of fixed shares cut the labels at 1280 px and stacked them on a phone).
+    with st.container(horizontal=True, wrap=False, vertical_alignment="bottom", key="step_picker"):
+        st.button("◀ Prev", on_click=_move_step, args=(-1, last), disabled=step == 0, key="prev_step")
+        st.session_state["_w_step"] = step
         st.slider("Step", 0, last, key="_w_step", on_change=_copy_widget, args=("step",))
+        st.button("Next ▶", on_click=_move_step, args=(1, last), disabled=step == last, key="next_step")
     return step
 
 
@@ -370,14 +371,16 @@ def sidebar() -> None:
         st.session_state["model"] = default_model()
         st.session_state["prompt"] = _examples(st.session_state["model"])[0]
     with st.sidebar:
-        st.title("Stepwise")
-        st.caption("Watch a transformer generate, one step at a time.")
+        # Model, prompt and Run first: on a projector (1280x720) and in a phone's drawer the Run
+        # button shows without scrolling; the settings follow below it.
         model = st.selectbox("Model", options, key="model", on_change=_on_model_change)
         folder = ""
         if model == LOCAL_FOLDER:
             folder = st.text_input(
                 "Checkpoint folder", key="folder", placeholder="/path/to/a/llama-or-bart-checkpoint"
             )
+        st.text_area("Prompt", key="prompt", height=80)
+        run_area = st.container()  # filled below, once the settings' values are known
         st.selectbox(
             "Example prompts",
             _examples(model),
@@ -386,7 +389,6 @@ def sidebar() -> None:
             index=None,
             placeholder="Pick an example…",
         )
-        st.text_area("Prompt", key="prompt", height=90)
         max_new = st.slider("Max new tokens", 1, MAX_NEW_TOKENS, 8, key="max_new_tokens")
         use_cache = st.toggle("Use the KV cache", value=True, key="use_cache")
         decoding = st.radio("Decoding", ["greedy", "sampling"], horizontal=True, key="decoding")
@@ -394,22 +396,24 @@ def sidebar() -> None:
         if decoding == "sampling":
             temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key="temperature")
             seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
-        if st.button("Run trace", type="primary", key="run", width="stretch"):
-            name = folder.strip() if model == LOCAL_FOLDER else model
-            _run(
-                name,
-                st.session_state.get("prompt", ""),
-                max_new,
-                use_cache,
-                decoding == "sampling",
-                temperature,
-                seed,
-            )
-        message = st.session_state.get("message")
-        if message:
-            kind, text = message
-            (st.error if kind == "error" else st.warning if kind == "warning" else st.success)(text)
+        with run_area:
+            if st.button("Run trace", type="primary", key="run", width="stretch"):
+                name = folder.strip() if model == LOCAL_FOLDER else model
+                _run(
+                    name,
+                    st.session_state.get("prompt", ""),
+                    max_new,
+                    use_cache,
+                    decoding == "sampling",
+                    temperature,
+                    seed,
+                )
+            message = st.session_state.get("message")
+            if message:
+                kind, text = message
+                (st.error if kind == "error" else st.warning if kind == "warning" else st.success)(text)
         _trace_file()
+        st.caption("Stepwise: watch a transformer generate, one step at a time.")
 
 
 def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool, temperature, seed) -> None:

@@ -26,9 +26,17 @@ with head_col:
     )
 
 if head == "all":
-    st.plotly_chart(ui.view(g.attention_heads_figure, step, kind, layer), key="attention_heads")
+    st.plotly_chart(
+        ui.view(g.attention_heads_figure, step, kind, layer),
+        config={"displayModeBar": False},
+        key="attention_heads",
+    )
 else:
-    st.plotly_chart(ui.view(g.attention_figure, step, kind, layer, head), key="attention_head")
+    st.plotly_chart(
+        ui.view(g.attention_figure, step, kind, layer, head),
+        config={"displayModeBar": False},
+        key="attention_head",
+    )
 st.caption(
     "Rows are the queries this step computed, columns the keys they attend to; each row sums to 1. "
     "With the cache on, a decode step computes a single row: the newest token looking back."
@@ -36,7 +44,11 @@ st.caption(
 
 st.subheader("The whole run")
 stitched_head = 0 if head == "all" else head
-st.plotly_chart(ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step), key="attention_run")
+st.plotly_chart(
+    ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step),
+    config={"displayModeBar": False},
+    key="attention_run",
+)
 st.caption(
     f"Head {stitched_head}: every step's rows in one matrix, the current step's outlined. Blank cells "
     "were never computed (a query does not see later tokens)."
