@@ -237,6 +237,11 @@ def view(builder: Callable, *args, other: tracer.Trace | None = None) -> Any:
     return _build(builder.__name__, trace_id, tuple(args), other_id, tr, other)
 
 
+def narrow_screen() -> bool:
+    """Whether the browser is a phone's (its user agent says "Mobi"): figures then lay out for it."""
+    return "Mobi" in (st.context.headers.get("User-Agent") or "")
+
+
 def show_trace_error(tr: tracer.Trace) -> None:
     if tr.error is not None:
         st.error(

@@ -25,9 +25,10 @@ with head_col:
         format_func=lambda h: "all heads" if h == "all" else f"head {h}",
     )
 
+narrow = ui.narrow_screen()  # a phone: one head per row, fewer labels
 if head == "all":
     st.plotly_chart(
-        ui.view(g.attention_heads_figure, step, kind, layer),
+        ui.view(g.attention_heads_figure, step, kind, layer, narrow),
         config={"displayModeBar": False},
         key="attention_heads",
     )
@@ -45,7 +46,7 @@ st.caption(
 st.subheader("The whole run")
 stitched_head = 0 if head == "all" else head
 st.plotly_chart(
-    ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step),
+    ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step, narrow),
     config={"displayModeBar": False},
     key="attention_run",
 )

@@ -81,7 +81,19 @@ else:
 # -- the verdict ---------------------------------------------------------------------------
 kind, headline = d.verdict(report)
 (st.success if kind == "success" else st.error)(f"**{headline}**")
-st.markdown(report.summary)
+
+
+def _short(text: str, sentences: int = 2) -> tuple[str, str]:
+    """The first `sentences` sentences of `text`, and the rest: long blocks of text lost the class."""
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", text.strip())
+    return " ".join(parts[:sentences]), " ".join(parts[sentences:])
+
+
+summary, more = _short(report.summary)
+st.markdown(summary)
+if more:
+    with st.expander("The whole account"):
+        st.markdown(more)
 
 left, middle, right = st.columns(3)
 step = report.first_divergent_step
@@ -125,12 +137,11 @@ if step is not None:
 # -- the explanation and the fix --------------------------------------------------------------
 if scenario is not None:
     st.subheader("Why")
-    # Two sentences on the page, the rest on request: long blocks of text lost the class.
-    sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", scenario.explanation.strip())
-    st.markdown(" ".join(sentences[:2]))
-    if sentences[2:]:
+    why, more = _short(scenario.explanation)
+    st.markdown(why)
+    if more:
         with st.expander("More on why"):
-            st.markdown(" ".join(sentences[2:]))
+            st.markdown(more)
     st.subheader("The code")
     shown = [v for v in ("broken", "fixed", "tempting") if v in scenario.code]
     for tab, v in zip(st.tabs([VARIANT_WORDS[v] for v in shown]), shown, strict=True):

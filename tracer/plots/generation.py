@@ -707,8 +707,10 @@ def attention_figure(tr: Trace, step_index: int, kind: str, layer: int, head: in
     return fig
 
 
-def attention_heads_figure(tr: Trace, step_index: int, kind: str, layer: int) -> go.Figure:
-    """Every head of one layer at one step.
+def attention_heads_figure(
+    tr: Trace, step_index: int, kind: str, layer: int, narrow: bool = False
+) -> go.Figure:
+    """Every head of one layer at one step; `narrow` for a phone: one head per row, fewer labels.
 
     A step that computed one query (a cached decode step) shows one matrix, a row per head: each
     row is that head's weights for the newest token. Otherwise one heatmap per head, two per row,
@@ -726,7 +728,7 @@ def attention_heads_figure(tr: Trace, step_index: int, kind: str, layer: int) ->
             title=title,
             height=150 + 34 * heads,
             margin=dict(l=10, r=10, t=40, b=10),
-            xaxis=dict(title="key (attended to)", tickangle=-60, **_axis_ticks(keys, 24)),
+            xaxis=dict(title="key (attended to)", tickangle=-60, **_axis_ticks(keys, 10 if narrow else 24)),
             yaxis=dict(
                 autorange="reversed",
                 tickvals=list(range(heads)),
@@ -736,8 +738,9 @@ def attention_heads_figure(tr: Trace, step_index: int, kind: str, layer: int) ->
         fig.update_xaxes(tickfont=dict(size=12, color=LABEL_COLOR))
         fig.update_yaxes(tickfont=dict(size=13, color=LABEL_COLOR))
         return fig
-    cols = min(2, heads)
+    cols = 1 if narrow else min(2, heads)
     rows = int(np.ceil(heads / cols))
+    max_ticks = 10 if narrow else 16
     fig = make_subplots(
         rows=rows,
         cols=cols,
@@ -748,9 +751,9 @@ def attention_heads_figure(tr: Trace, step_index: int, kind: str, layer: int) ->
     )
     for h in range(heads):
         fig.add_trace(_heatmap(att[h], queries, keys, showscale=h == 0), row=h // cols + 1, col=h % cols + 1)
-    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(keys, 16))
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(keys, max_ticks))
     fig.update_yaxes(
-        autorange="reversed", tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(queries, 16)
+        autorange="reversed", tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(queries, max_ticks)
     )
     fig.update_yaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=True, col=1)
@@ -811,9 +814,10 @@ def stitched_attention(
 
 
 def stitched_attention_figure(
-    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None
+    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None, narrow: bool = False
 ) -> go.Figure:
-    """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined."""
+    """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined
+    (`narrow`: fewer labels, for a phone)."""
     matrix, queries, keys, row_step = stitched_attention(tr, kind, layer)
     if matrix.size == 0:
         return _empty_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
@@ -835,8 +839,8 @@ def stitched_attention_figure(
         title=dict(text=title, font=dict(size=14)),
         height=max(300, min(800, 140 + 12 * len(queries))),
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key", **_axis_ticks(keys)),
-        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries)),
+        xaxis=dict(title="key", **_axis_ticks(keys, 10 if narrow else 40)),
+        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries, 20 if narrow else 40)),
     )
     return fig
 
