@@ -832,15 +832,17 @@ def stitched_attention_figure(
             y1=max(rows) + 0.5,
             line=dict(color=CHOSEN_COLOR, width=2),
         )
+    height = max(300, min(900, 160 + 16 * len(queries)))
     title = f"Layer {layer}, head {head}: {KIND_TITLES[kind]} over the whole run"
     if kind != "encoder":
         title += " (each step adds its rows)" if tr.settings.get("use_cache", True) else " (last step's rows)"
     fig.update_layout(
         title=dict(text=title, font=dict(size=14)),
-        height=max(300, min(800, 140 + 12 * len(queries))),
+        height=height,
         margin=dict(l=10, r=10, t=40, b=10),
         xaxis=dict(title="key", **_axis_ticks(keys, 10 if narrow else 40)),
-        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries, 20 if narrow else 40)),
+        # A labelled row needs 16 px, or its label lies on the next one's.
+        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries, (height - 160) // 16)),
     )
     return fig
 
