@@ -38,10 +38,16 @@ else:
         config={"displayModeBar": False},
         key="attention_head",
     )
-st.caption(
-    "Rows are the queries this step computed, columns the keys they attend to; each row sums to 1. "
-    "With the cache on, a decode step computes a single row: the newest token looking back."
-)
+if head == "all" and kind != "encoder" and step > 0 and tr.settings.get("use_cache", True):
+    st.caption(
+        "One row per head: with the cache on, a decode step computes a single query, the newest token, "
+        "and each row is the weight that head gives every key; each row sums to 1."
+    )
+else:
+    st.caption(
+        "Rows are the queries this step computed, columns the keys they attend to; each row sums to 1. "
+        "With the cache on, a decode step computes a single row: the newest token looking back."
+    )
 
 st.subheader("The whole run")
 stitched_head = 0 if head == "all" else head

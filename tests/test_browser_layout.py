@@ -294,3 +294,27 @@ def test_a_reload_keeps_the_trace_the_page_and_the_step(open_app, app_url):
     expect(page.get_by_role("heading", name="Step replay", exact=True, level=1)).to_be_visible()
     expect(page.locator(".st-key-step_picker").get_by_role("slider")).to_have_value("1")
     expect(page.locator('[data-testid="stSidebar"]').get_by_text("Opened the linked trace")).to_be_visible()
+
+
+def test_the_doctor_and_training_pages_on_a_projector(open_app, app_url):
+    from playwright.sync_api import expect
+
+    page = open_app(PROJECTOR)
+    page.goto(f"{app_url}/cache_doctor")
+    # The default scenario crashes at step 1: its noise limit has one compared step, drawn as a mark.
+    chart = _figure(page, "doctor_logit_diff")
+    limit = chart.locator(".scatterlayer .trace").nth(1)
+    expect(limit.locator(".point").first).to_be_attached()
+    assert _box(limit.locator(".point").first)["width"] > 0
+    assert page.locator(".modebar").count() == 0
+    _screens(page, "projector-cache-doctor")
+
+    page.goto(f"{app_url}/training_step")
+    expect(page.get_by_role("heading", name="Training step", exact=True, level=1)).to_be_visible()
+    shift = _figure(page, "shift-figure")
+    expect(page.get_by_text(re.compile("vocabulary"))).to_have_count(0)  # the example is in it
+    sizes = shift.locator(".textpoint text, .ytick text").evaluate_all(
+        "ts => ts.map(t => parseFloat(getComputedStyle(t).fontSize))"
+    )
+    assert sizes and min(sizes) >= 14, f"training-diagram labels too small for a projector: {sizes}"
+    _screens(page, "projector-training")

@@ -1,14 +1,20 @@
-"""What a class on one server relies on, without a browser: the figures built unchecked for speed
-are valid plotly, and the app's tracing runs torch on one thread."""
+"""What a class relies on, without a browser: the figures built unchecked for speed are valid
+plotly, the app traces on one torch thread, the cache doctor's numbers read as its chart shows
+them, and the training page opens on an example the model knows (or the sidebar's prompt)."""
 
 from __future__ import annotations
 
+import re
+
 import plotly.graph_objects as go
 import pytest
+from streamlit.testing.v1 import AppTest
 
 import models
 import tracer
+import tracer.doctor
 import ui
+from tests.test_app import navigation_app  # noqa: F401  (autouse: AppTest in st.navigation mode)
 from tracer.plots import generation as g
 
 
@@ -37,3 +43,61 @@ def test_the_app_traces_on_one_torch_thread(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert seen == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache doctor's numbers as the class reads them
+
+
+@pytest.fixture(scope="module")
+def crashed_report():
+    return tracer.doctor.check_scenario("side-inputs", "broken", max_new_tokens=4)
+
+
+def test_the_doctor_shows_whole_cache_lengths_and_the_metric_as_the_chart_does(crashed_report):
+    from tracer.plots import doctor as d
+
+    table = d.steps_table(crashed_report)
+    assert str(table["cache after"].dtype) == "Int64"  # 10, not 10.000000; blank where nothing ran
+    assert table["cache after"].iloc[0] == crashed_report.cached.steps[0].cache_seq_len()
+    largest = max(x for x in crashed_report.max_logit_diff if x == x)
+    shown = d.largest_logit_diff(crashed_report)
+    assert shown == (f"< {d.LOG_FLOOR:.0e}" if largest < d.LOG_FLOOR else f"{largest:.2e}")
+    # The chart plots the same floor: a difference of 0 sits at 1e-12, and the metric says < 1e-12.
+    fig = d.logit_diff_figure(crashed_report)
+    assert min(v for v in fig.data[0].y if v is not None) >= d.LOG_FLOOR
+
+
+def test_the_noise_limit_of_a_crashed_run_draws_a_mark(crashed_report):
+    from tracer.plots import doctor as d
+
+    limit = next(t for t in d.logit_diff_figure(crashed_report).data if t.name.startswith("noise limit"))
+    points = [y for y in limit.y if y is not None]
+    assert len(points) >= 1 and "markers" in limit.mode  # one compared step still shows a mark
+
+
+# ---------------------------------------------------------------------------------------------
+# The training page inside the app: an example in the model's vocabulary, the sidebar's prompt
+
+
+def _training_in_app(prompt: str | None = None) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=120).run()
+    if prompt is not None:
+        at.sidebar.text_area(key="prompt").input(prompt).run()
+    return at.switch_page("pages/training_step.py").run()
+
+
+def test_the_training_page_opens_on_tiny_llamas_example_without_unknown_words():
+    at = _training_in_app()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    prompt, answer = models.EXAMPLES["tiny-llama"][0]
+    assert [t.value for t in at.text_input][:2] == [prompt, answer]
+    loss = float(re.search(r"loss = ([0-9.]+)", " ".join(m.value for m in at.markdown)).group(1))
+    assert loss < 1.0  # the trained model knows its own example
+
+
+def test_the_training_page_follows_the_sidebars_prompt():
+    prompt, answer = models.EXAMPLES["tiny-llama"][1]
+    at = _training_in_app(prompt)
+    assert not at.exception
+    assert [t.value for t in at.text_input][:2] == [prompt, answer]

@@ -142,6 +142,9 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
         height=250,
         margin=dict(l=10, r=10, t=30, b=30),
         font=dict(size=14, color=TEXT_COLOR),
+        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
+        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
         xaxis=dict(title="position", tickmode="linear", dtick=1, range=[-0.7, n - 0.3], zeroline=False),
         yaxis=dict(
             tickmode="array",
@@ -406,6 +409,9 @@ def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
         height=60 * n + 40,
         margin=dict(l=10, r=10, t=20, b=10),
         font=dict(size=14, color=TEXT_COLOR),
+        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
+        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
         xaxis=dict(visible=False, range=[-1, 3]),
         yaxis=dict(visible=False, autorange="reversed"),
         plot_bgcolor="white",
@@ -555,6 +561,9 @@ def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
         height=60 * len(order) + 80,
         margin=dict(l=10, r=10, t=30, b=10),
         font=dict(size=14, color=TEXT_COLOR),
+        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
+        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
         xaxis=dict(title="position", tickmode="array", tickvals=positions),
         yaxis=dict(categoryorder="array", categoryarray=order[::-1]),
         showlegend=False,
