@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-import ui
+from stepwise_app import ui
 from tests.test_app import PAGES, assert_clean, messages, navigation_app, new_app, on_page, run_trace  # noqa: F401
 from tests.tracefactory import make_trace
 
 
 def open_link(params: dict[str, str]) -> AppTest:
     """A new browser session opening the app at a URL with these query parameters."""
-    at = AppTest.from_file("../app.py", default_timeout=120)
+    at = AppTest.from_file("../stepwise_app/app.py", default_timeout=120)
     at.query_params.update(params)
     return at.run()
 

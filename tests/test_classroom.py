@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 import models
 import tracer
 import tracer.doctor
-import ui
+from stepwise_app import ui
 from tests.test_app import navigation_app  # noqa: F401  (autouse: AppTest in st.navigation mode)
 from tracer.plots import generation as g
 
@@ -81,7 +81,7 @@ def test_the_noise_limit_of_a_crashed_run_draws_a_mark(crashed_report):
 
 
 def _training_in_app(prompt: str | None = None) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=120).run()
+    at = AppTest.from_file("../stepwise_app/app.py", default_timeout=120).run()
     if prompt is not None:
         at.sidebar.text_area(key="prompt").input(prompt).run()
     return at.switch_page("pages/training_step.py").run()

@@ -188,6 +188,11 @@ class Step:
     chosen_id: int | None  # None when the step failed before a token was chosen
     chosen_prob: float | None = None
 
+    def _repr_html_(self) -> str:  # Jupyter: a step that ends a cell shows this summary
+        from tracer.notebook import step_html
+
+        return step_html(self)
+
     @property
     def complete(self) -> bool:
         return self.chosen_id is not None
@@ -288,6 +293,11 @@ class Trace:
     token_texts: dict[int, str]  # text of every id that appears in the trace
     capture: CaptureSummary
     format_version: int = FORMAT_VERSION
+
+    def _repr_html_(self) -> str:  # Jupyter: a trace that ends a cell shows this summary
+        from tracer.notebook import trace_html
+
+        return trace_html(self)
 
     @property
     def num_layers(self) -> int:
