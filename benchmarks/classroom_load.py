@@ -5,7 +5,8 @@
 Starts one `streamlit run app.py` on a free localhost port (in a child process that also times
 every script run on the server side) and drives it with N light clients that speak Streamlit's
 own websocket protocol, as a browser would, without drawing anything: so the 2 cores go to the
-server, which is what is measured. Each client loads the app, then all of them press **Run
+server, which is what is measured. First a teacher opens the fresh server and runs one trace
+(the imports and the model load; both timed). Then each client loads the app, all of them press **Run
 trace** at once on tiny-llama, each with its own prompt; then each opens Step replay and presses
 Next ▶ `--steps` times.
 
@@ -255,13 +256,16 @@ async def _student(url: str, s: Session, together: asyncio.Barrier, steps: int, 
         await together.abort()  # it will not reach the next barrier: release the others
 
 
-async def _first_page(url: str) -> float:
-    """Seconds from opening a fresh server to its first page drawn (the teacher, before the class)."""
+async def _teacher(url: str, prompt: str) -> tuple[float, float]:
+    """Before the class, on a fresh server: seconds to the first page drawn, then to the first
+    trace (which imports torch and transformers and loads the model)."""
     from websockets.asyncio.client import connect
 
+    teacher = Session(prompt=prompt)
     async with connect(f"{url}/_stcore/stream", subprotocols=["streamlit"], max_size=None) as ws:
-        seconds, _ = await _run_script(ws, Session(prompt=""))
-    return seconds
+        first_page, _ = await _run_script(ws, teacher)
+        first_trace, _ = await _run_script(ws, teacher, trigger="run", strings={"prompt": prompt})
+    return first_page, first_trace
 
 
 async def _class(url: str, sessions: list[Session], steps: int, tokens: int, timeout: float) -> None:
@@ -375,7 +379,11 @@ def main() -> None:
         )
         try:
             _wait_healthy(url, server, 120)
-            first_page = asyncio.run(_first_page(url.replace("http", "ws")))
+            from models import EXAMPLES
+
+            first_page, first_trace = asyncio.run(
+                _teacher(url.replace("http", "ws"), EXAMPLES["tiny-llama"][0][0])
+            )
             sessions = [Session(prompt) for prompt in _prompts(args.sessions)]
             started, cpu_before = time.perf_counter(), _cpu_seconds(server.pid)
             asyncio.run(_class(url.replace("http", "ws"), sessions, args.steps, args.tokens, args.timeout))
@@ -393,7 +401,10 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average before {load_before:.1f}; {wall:.0f} s in all, "
         f"the server used {server_cpu:.0f} s of CPU"
     )
-    print(f"  first page of the fresh server (sidebar and Run drawn): {first_page:.2f} s")
+    print(f"  fresh server, the teacher's first page (sidebar and Run drawn): {first_page:.2f} s")
+    print(
+        f"  the teacher's first trace (imports torch and transformers, loads the model): {first_trace:.2f} s"
+    )
     print(_line("trace, server (click to end of run)", server_runs["trace"]))
     print(_line("trace, client", [s.trace_seconds for s in sessions if s.trace_seconds is not None]))
     print(_line("step change, server", server_runs["step"]))

@@ -33,4 +33,6 @@ page = st.navigation(pages)
 ui.follow_link()
 ui.sidebar()
 ui.update_link()
+if page.title in ("Cache doctor", "Training step"):  # they run models: torch and transformers first
+    ui.import_the_tracer()
 page.run()

@@ -49,12 +49,20 @@ GENERIC_EXAMPLES = ["the cat sat on the mat"]
 # The model and the trace run
 
 
-def _warm_up() -> None:
-    # In the order a Run imports them, so the two threads never wait on each other's half-import.
-    for module in ("models.tokenizer", "tracer.record", "tracer.generate", "models.random_models"):
-        importlib.import_module(module)
-    with contextlib.suppress(Exception):  # a failure shows when the user runs a trace
-        load_model(default_model())
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_the_tracer() -> None:
+    """Import torch, transformers and the tracer's parts that use them, one session at a time.
+
+    The first page needs none of them (tracer and models import their parts on first use), so it
+    draws in about a second; the first Run, or the cache doctor and training pages, import them
+    here. Two sessions importing transformers' lazily loaded modules at once can see one half
+    imported ("cannot import name ..."): this lock lets one import and the others wait.
+    """
+    with _IMPORT_LOCK:
+        for module in ("models.tokenizer", "tracer.record", "tracer.generate", "models.random_models"):
+            importlib.import_module(module)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -63,6 +71,7 @@ def load_model(name: str):
     # Building a random model reseeds torch's one global RNG (inside fork_rng); done while another
     # session samples, it would change that session's seeded draws. Traces hold this lock, so a
     # load waits for the running trace and a trace waits for the load.
+    import_the_tracer()
     from tracer.record import TRACE_LOCK
 
     _one_torch_thread()
@@ -431,6 +440,7 @@ def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool,
         return
     bar = st.progress(0.0, text=f"Loading {name}…")
     try:
+        import_the_tracer()  # the first Run of a fresh server: torch and transformers, a few seconds
         from models.tokenizer import unknown_words
 
         _, tok = load_model(name)
@@ -502,8 +512,3 @@ def _trace_file() -> None:
             set_trace(tr)
             _say("success", f"Opened {uploaded.name}: {len(tr.steps)} steps of {tr.model_name}.")
             st.rerun()  # redraw the page with the new trace
-
-
-# The first page needs neither torch nor transformers; they and the default model load here,
-# beside it, while the user reads the page and picks a prompt. A Run before they finish waits.
-threading.Thread(target=_warm_up, name="stepwise-warm-up", daemon=True).start()
