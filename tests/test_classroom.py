@@ -101,3 +101,30 @@ def test_the_training_page_follows_the_sidebars_prompt():
     at = _training_in_app(prompt)
     assert not at.exception
     assert [t.value for t in at.text_input][:2] == [prompt, answer]
+
+
+# ---------------------------------------------------------------------------------------------
+# The server's settings: offline, quiet, no collection after every run
+
+
+def test_the_server_starts_without_an_outside_lookup_and_without_a_file_watcher(monkeypatch):
+    from pathlib import Path
+
+    from streamlit import config, net_util
+    from streamlit.web import bootstrap
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # .streamlit/config.toml is read from here
+    config.get_config_options(force_reparse=True)
+    try:
+        assert config.get_option("server.fileWatcherType") == "none"  # no inotify flood from a .venv
+        assert config.get_option("runner.postScriptGC") is False
+        assert config.get_option("browser.gatherUsageStats") is False
+
+        def outside(*_):
+            raise AssertionError("Streamlit looked up the external IP")
+
+        monkeypatch.setattr(net_util, "get_external_ip", outside)
+        bootstrap._print_url(is_running_hello=False)  # what `streamlit run` prints at start
+    finally:
+        monkeypatch.undo()
+        config.get_config_options(force_reparse=True)
