@@ -6,9 +6,9 @@ Starts one `streamlit run app.py` on a free localhost port (in a child process t
 every script run on the server side) and drives it with N light clients that speak Streamlit's
 own websocket protocol, as a browser would, without drawing anything: so the 2 cores go to the
 server, which is what is measured. First a teacher opens the fresh server and runs one trace
-(the imports and the model load; both timed). Then each client loads the app, all of them press **Run
-trace** at once on tiny-llama, each with its own prompt; then each opens Step replay and presses
-Next ▶ `--steps` times.
+(the imports and the model load; both timed). Then each client loads the app, all of them
+press **Run trace** at once on tiny-llama, each with its own prompt; then they open Step replay
+and press Next ▶ `--steps` times, together.
 
 Prints p50/p95 of the time to a finished trace and to a step change, as the server ran it (from
 receiving the click to the end of the script run) and as the client saw it (to the last message
