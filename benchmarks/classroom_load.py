@@ -121,8 +121,13 @@ def serve(port: int, timings: Path, profile: Path | None = None) -> None:
             received[self.id] = time.perf_counter()
         handle_backmsg(self, msg)
 
+    finished = {
+        ScriptRunnerEvent.SCRIPT_STOPPED_WITH_SUCCESS,
+        ScriptRunnerEvent.FRAGMENT_STOPPED_WITH_SUCCESS,
+    }
+
     def timed_on_event(self, sender, event, *args, **kwargs) -> None:
-        if event == ScriptRunnerEvent.SCRIPT_STOPPED_WITH_SUCCESS and self.id in received:
+        if event in finished and self.id in received:
             log({"session": self.id, "run": time.perf_counter() - received.pop(self.id)})
         on_event(self, sender, event, *args, **kwargs)
 
@@ -155,7 +160,8 @@ def _prompts(n: int) -> list[str]:
 class Session:
     prompt: str
     session_id: str = ""
-    widgets: dict[str, str] = field(default_factory=dict)  # user key or label -> widget id
+    widgets: dict[str, str] = field(default_factory=dict)  # user key -> widget id
+    fragments: dict[str, str] = field(default_factory=dict)  # user key -> its fragment, if in one
     pages: dict[str, str] = field(default_factory=dict)  # page title -> page script hash
     query: str = ""
     trace_seconds: float | None = None
@@ -187,6 +193,8 @@ async def _run_script(
     if trigger is not None:
         widget = state.widget_states.widgets.add()
         widget.id, widget.trigger_value = s.widgets[trigger], True
+        if trigger in s.fragments:  # as a browser does: a click in a fragment reruns that fragment
+            state.fragment_id = s.fragments[trigger]
     start = time.perf_counter()
     await ws.send(msg.SerializeToString())
     received, texts = 0, []
@@ -211,11 +219,14 @@ async def _run_script(
             if what == "alert" and body.format == body.ERROR:
                 raise RuntimeError(f"the app says: {body.body}")
             if getattr(body, "id", "").startswith("$$ID"):  # a widget: remember its id by its key
-                s.widgets[body.id.rsplit("-", 1)[-1]] = body.id
+                key = body.id.rsplit("-", 1)[-1]
+                s.widgets[key] = body.id
+                if fm.delta.fragment_id:
+                    s.fragments[key] = fm.delta.fragment_id
             if what in ("markdown", "html"):
                 texts.append(body.body)
         elif kind == "script_finished":
-            if fm.script_finished == fm.FINISHED_SUCCESSFULLY:
+            if fm.script_finished in (fm.FINISHED_SUCCESSFULLY, fm.FINISHED_FRAGMENT_RUN_SUCCESSFULLY):
                 s.texts = texts
                 return time.perf_counter() - start, received
             if fm.script_finished == fm.FINISHED_WITH_COMPILE_ERROR:
@@ -249,6 +260,8 @@ async def _student(url: str, s: Session, together: asyncio.Barrier, steps: int, 
                 s.step_seconds.append(seconds)
                 s.step_bytes.append(nbytes)
             last = int(re.search(r"in (\d+) steps", " ".join(traced)).group(1)) - 1
+            if "next_step" not in s.fragments:
+                raise RuntimeError("Next is not in a fragment: each press reran the whole app")
             if parse_qs(s.query).get("step") != [str(min(steps, last))]:
                 raise RuntimeError(f"after {steps} presses of Next the link says {s.query!r}")
     except Exception as exc:  # any failure is counted and reported, not raised
