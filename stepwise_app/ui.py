@@ -6,8 +6,11 @@
 - The current trace lives in st.session_state under a random id; figures are built through
   `view(builder, *args)`, cached by (builder, trace id, args), so moving to another step only
   builds what that step shows, once.
-- `sidebar()`: model, prompt, settings, Run; download and upload of trace files.
+- `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files.
 - `step_picker`, `choice`: widgets whose value survives page changes and new traces.
+- Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
+  session's first run, `update_link()` writes them back; the traces behind links stay in one
+  bounded `TraceShelf` for every session, so a reload or a shared link finds them.
 
 Bad input never reaches the user as a traceback: every failure becomes one st.error that says
 what is wrong and what to do.
