@@ -14,13 +14,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from models import random_models
-
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 
+
+# torch and transformers are imported when a model is built, not with this module: the app lists
+# the models and draws its first page while they load.
+def _build_random_llama() -> tuple:
+    from models.random_models import build_random_llama
+
+    return build_random_llama()
+
+
+def _build_random_bart() -> tuple:
+    from models.random_models import build_random_bart
+
+    return build_random_bart()
+
+
 BUILT_IN: dict[str, Callable[[], tuple]] = {
-    "random-llama": random_models.build_random_llama,
-    "random-bart": random_models.build_random_bart,
+    "random-llama": _build_random_llama,
+    "random-bart": _build_random_bart,
 }
 SHIPPED = ("tiny-llama", "tiny-bart")
 

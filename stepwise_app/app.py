@@ -13,7 +13,8 @@ from stepwise_app import ui
 
 ROOT = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="Stepwise", page_icon=":material/stairs:", layout="wide")
+# An emoji favicon is drawn by the browser; a :material/…: one is fetched from an outside font host.
+st.set_page_config(page_title="Stepwise", page_icon="🪜", layout="wide")
 
 pages = [
     st.Page(ROOT / "pages/overview.py", title="Overview", icon=":material/list_alt:", default=True),
@@ -29,5 +30,9 @@ for file, title, icon in (
         pages.append(st.Page(ROOT / file, title=title, icon=icon))
 
 page = st.navigation(pages)
+ui.follow_link()
 ui.sidebar()
+ui.update_link()
+if page.title in ("Cache doctor", "Training step"):  # they run models: torch and transformers first
+    ui.import_the_tracer()
 page.run()

@@ -6,8 +6,11 @@
 - The current trace lives in st.session_state under a random id; figures are built through
   `view(builder, *args)`, cached by (builder, trace id, args), so moving to another step only
   builds what that step shows, once.
-- `sidebar()`: model, prompt, settings, Run; download and upload of trace files.
+- `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files.
 - `step_picker`, `choice`: widgets whose value survives page changes and new traces.
+- Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
+  session's first run, `update_link()` writes them back; the traces behind links stay in one
+  bounded `TraceShelf` for every session, so a reload or a shared link finds them.
 
 Bad input never reaches the user as a traceback: every failure becomes one st.error that says
 what is wrong and what to do.
@@ -15,7 +18,12 @@ what is wrong and what to do.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +32,14 @@ import streamlit as st
 
 import models
 import tracer
-from models.tokenizer import unknown_words
 from tracer.plots import generation
-from tracer.record import TRACE_LOCK
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 MAX_NEW_TOKENS = 64
 KEEP_TRACES = 4  # per session: the current one and a few earlier ones (cache on vs off)
+# Traces behind links (?trace=…), for every session together: the newest are kept.
+LINKED_TRACES = 100
+LINKED_TRACE_BYTES = 256 * 2**20
 
 # Example prompts per model (models.EXAMPLES: the shipped models were trained on these kinds of text).
 EXAMPLES: dict[str, list[str]] = {
@@ -43,14 +52,47 @@ GENERIC_EXAMPLES = ["the cat sat on the mat"]
 # The model and the trace run
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_the_tracer() -> None:
+    """Import torch, transformers and the tracer's parts that use them, one session at a time.
+
+    The first page needs none of them (tracer and models import their parts on first use), so it
+    draws in about a second; the first Run, or the cache doctor and training pages, import them
+    here. Two sessions importing transformers' lazily loaded modules at once can see one half
+    imported ("cannot import name ..."): this lock lets one import and the others wait.
+    """
+    with _IMPORT_LOCK:
+        for module in ("models.tokenizer", "tracer.record", "tracer.generate", "models.random_models"):
+            importlib.import_module(module)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def load_model(name: str):
     """(model, tokenizer), loaded once and shared by every session. Raises models.ModelLoadError."""
     # Building a random model reseeds torch's one global RNG (inside fork_rng); done while another
     # session samples, it would change that session's seeded draws. Traces hold this lock, so a
     # load waits for the running trace and a trace waits for the load.
+    import_the_tracer()
+    from tracer.record import TRACE_LOCK
+
+    _one_torch_thread()
     with TRACE_LOCK:
         return models.load(name)
+
+
+def _one_torch_thread() -> None:
+    """Run this session's torch operations on one thread.
+
+    The app's models are small and its sessions are many: split over torch's threads, a tiny-llama
+    trace spent its time waiting for the other thread of a busy machine's cores (0.8 s on one thread
+    it takes 0.02 s), all of it holding the trace lock the other sessions queue on. The setting
+    belongs to the calling thread, and each session runs in its own, so it is set on every call.
+    """
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def run_trace(
@@ -66,6 +108,7 @@ def run_trace(
 ) -> tracer.Trace:
     """Trace `prompt` on the shared model `model_name`. Safe to call from several sessions at once."""
     model, tok = load_model(model_name)
+    _one_torch_thread()
     return tracer.trace_generation(
         model,
         tok,
@@ -90,14 +133,67 @@ def default_model() -> str:
 # The current trace
 
 
-def set_trace(tr: tracer.Trace) -> str:
-    """Make `tr` the session's current trace under a fresh id; keep a few earlier ones."""
+class TraceShelf:
+    """The traces links point to, shared by every session: the newest, bounded in number and bytes.
+
+    A link (?trace=<id>) outlives its session: a reload or another browser finds the trace here
+    while it is among the newest `max_traces` and they fit in `max_bytes` together.
+    """
+
+    def __init__(self, max_traces: int, max_bytes: int) -> None:
+        self.max_traces, self.max_bytes = max_traces, max_bytes
+        self._traces: OrderedDict[str, tuple[tracer.Trace, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def size(tr: tracer.Trace) -> int:
+        # The captured arrays, plus a rough allowance for each step's events and shapes.
+        return tr.capture.captured_bytes + 2048 * sum(1 + len(s.events) for s in tr.steps)
+
+    def put(self, trace_id: str, tr: tracer.Trace) -> None:
+        with self._lock:
+            self._traces[trace_id] = (tr, self.size(tr))
+            self._traces.move_to_end(trace_id)
+            while len(self._traces) > 1 and (
+                len(self._traces) > self.max_traces or self.nbytes > self.max_bytes
+            ):
+                self._traces.popitem(last=False)
+
+    def get(self, trace_id: str) -> tracer.Trace | None:
+        with self._lock:
+            kept = self._traces.get(trace_id)
+            if kept is None:
+                return None
+            self._traces.move_to_end(trace_id)  # a trace still in use is kept longest
+            return kept[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(size for _, size in self._traces.values())
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+
+@st.cache_resource(show_spinner=False)
+def trace_shelf() -> TraceShelf:
+    """The one TraceShelf of this server."""
+    return TraceShelf(LINKED_TRACES, LINKED_TRACE_BYTES)
+
+
+def _adopt(trace_id: str, tr: tracer.Trace) -> None:
     traces: dict[str, tracer.Trace] = st.session_state.setdefault("traces", {})
-    trace_id = uuid.uuid4().hex[:12]
     traces[trace_id] = tr
     while len(traces) > KEEP_TRACES:
         traces.pop(next(iter(traces)))
     st.session_state["trace_id"] = trace_id
+
+
+def set_trace(tr: tracer.Trace) -> str:
+    """Make `tr` the session's current trace under a fresh id; keep a few earlier ones."""
+    trace_id = uuid.uuid4().hex[:12]
+    trace_shelf().put(trace_id, tr)
+    _adopt(trace_id, tr)
     st.session_state["step"] = 0
     return trace_id
 
@@ -113,8 +209,8 @@ def require_trace() -> tracer.Trace:
     _, tr = current()
     if tr is None:
         st.info(
-            "No trace yet. Pick a model and a prompt in the sidebar and press **Run trace**, "
-            "or open a saved trace file under **Trace file**."
+            "No trace yet. Pick a model and a prompt in the sidebar (on a phone: » at the top left) "
+            "and press **Run trace**, or open a saved trace file under **Trace file**."
         )
         st.stop()
     return tr
@@ -134,10 +230,12 @@ def counterpart(tr: tracer.Trace) -> tracer.Trace | None:
     return None
 
 
-@st.cache_data(max_entries=4096, show_spinner=False)
+@st.cache_resource(max_entries=4096, show_spinner=False)
 def _build(name: str, trace_id: str, args: tuple, other_id: str | None, _tr, _other) -> Any:
     # Keyed by the trace's id (unique per run or upload), never by its content: hashing a
-    # trace's arrays on every redraw would cost more than building the figure.
+    # trace's arrays on every redraw would cost more than building the figure. A resource, not
+    # data: st.cache_data pickles each figure when it is stored and unpickles it on every redraw
+    # (about 20 ms per plotly figure); pages only read what is built here, never change it.
     builder = getattr(generation, name)
     return builder(_tr, *args) if other_id is None else builder(_tr, *args, other=_other)
 
@@ -149,6 +247,11 @@ def view(builder: Callable, *args, other: tracer.Trace | None = None) -> Any:
     if other is not None:
         other_id = next((i for i, t in st.session_state["traces"].items() if t is other), None)
     return _build(builder.__name__, trace_id, tuple(args), other_id, tr, other)
+
+
+def narrow_screen() -> bool:
+    """Whether the browser is a phone's (its user agent says "Mobi"): figures then lay out for it."""
+    return "Mobi" in (st.context.headers.get("User-Agent") or "")
 
 
 def show_trace_error(tr: tracer.Trace) -> None:
@@ -192,13 +295,65 @@ def step_picker(tr: tracer.Trace) -> int:
     if last <= 0:
         st.caption("Step 0, the only step of this trace.")
         return 0
-    prev_col, slider_col, next_col = st.columns([1, 10, 1], vertical_alignment="bottom")
-    prev_col.button("◀ Prev", on_click=_move_step, args=(-1, last), disabled=step == 0, key="prev_step")
-    next_col.button("Next ▶", on_click=_move_step, args=(1, last), disabled=step == last, key="next_step")
-    st.session_state["_w_step"] = step
-    with slider_col:
+    # One row that never wraps: the buttons as wide as their labels, the slider takes the rest
+    # (columns of fixed shares cut the labels at 1280 px and stacked them on a phone).
+    with st.container(horizontal=True, wrap=False, vertical_alignment="bottom", key="step_picker"):
+        st.button("◀ Prev", on_click=_move_step, args=(-1, last), disabled=step == 0, key="prev_step")
+        st.session_state["_w_step"] = step
         st.slider("Step", 0, last, key="_w_step", on_change=_copy_widget, args=("step",))
+        st.button("Next ▶", on_click=_move_step, args=(1, last), disabled=step == last, key="next_step")
     return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Links: the URL's query parameters keep the model, the trace and the view
+
+# Query parameter -> session state key, and how to read the parameter back.
+_LINKED_VIEW = {"step": int, "kind": str, "layer": int, "head": lambda v: v if v == "all" else int(v)}
+
+
+def follow_link() -> None:
+    """On a session's first run, take the model, trace and view from the URL (a link, a reload)."""
+    if st.session_state.get("_link_followed"):
+        return
+    st.session_state["_link_followed"] = True
+    params = st.query_params
+    if params.get("model") in models.available():
+        st.session_state["model"] = params["model"]
+        st.session_state["prompt"] = _examples(params["model"])[0]
+    for name, parse in _LINKED_VIEW.items():
+        if name in params:
+            with contextlib.suppress(ValueError):  # a garbled value: the widget keeps its default
+                st.session_state[name] = parse(params[name])
+    trace_id = params.get("trace")
+    if trace_id:
+        tr = trace_shelf().get(trace_id)
+        if tr is None:
+            _say(
+                "warning",
+                "This link's trace is no longer on the server (it keeps the newest "
+                f"{LINKED_TRACES}). Press **Run trace** to record it again.",
+            )
+        else:
+            _adopt(trace_id, tr)
+            st.session_state["prompt"] = tr.prompt_text
+            _say("success", f"Opened the linked trace: {len(tr.steps)} steps of {tr.model_name}.")
+
+
+def update_link() -> None:
+    """Write the model, the current trace and the view into the URL, so a reload or a copied link
+    comes back to them."""
+    wanted: dict[str, str] = {}
+    if st.session_state.get("model") in models.available():
+        wanted["model"] = st.session_state["model"]
+    trace_id, _ = current()
+    if trace_id is not None:
+        wanted["trace"] = trace_id
+        for name in _LINKED_VIEW:
+            if name in st.session_state:
+                wanted[name] = str(st.session_state[name])
+    if dict(st.query_params) != wanted:  # each change is a message to the browser
+        st.query_params.from_dict(wanted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +365,11 @@ def _examples(model: str) -> list[str]:
 
 
 def _on_model_change() -> None:
-    st.session_state["prompt"] = _examples(st.session_state["model"])[0]
+    # A prompt the user typed stays; an example (or nothing) becomes the new model's first example.
+    prompt = st.session_state.get("prompt", "").strip()
+    examples = {p for pairs in [*EXAMPLES.values(), GENERIC_EXAMPLES] for p in pairs}
+    if not prompt or prompt in examples:
+        st.session_state["prompt"] = _examples(st.session_state["model"])[0]
 
 
 def _on_example() -> None:
@@ -229,14 +388,16 @@ def sidebar() -> None:
         st.session_state["model"] = default_model()
         st.session_state["prompt"] = _examples(st.session_state["model"])[0]
     with st.sidebar:
-        st.title("Stepwise")
-        st.caption("Watch a transformer generate, one step at a time.")
+        # Model, prompt and Run first: on a projector (1280x720) and in a phone's drawer the Run
+        # button shows without scrolling; the settings follow below it.
         model = st.selectbox("Model", options, key="model", on_change=_on_model_change)
         folder = ""
         if model == LOCAL_FOLDER:
             folder = st.text_input(
                 "Checkpoint folder", key="folder", placeholder="/path/to/a/llama-or-bart-checkpoint"
             )
+        st.text_area("Prompt", key="prompt", height=80)
+        run_area = st.container()  # filled below, once the settings' values are known
         st.selectbox(
             "Example prompts",
             _examples(model),
@@ -245,7 +406,6 @@ def sidebar() -> None:
             index=None,
             placeholder="Pick an example…",
         )
-        st.text_area("Prompt", key="prompt", height=90)
         max_new = st.slider("Max new tokens", 1, MAX_NEW_TOKENS, 8, key="max_new_tokens")
         use_cache = st.toggle("Use the KV cache", value=True, key="use_cache")
         decoding = st.radio("Decoding", ["greedy", "sampling"], horizontal=True, key="decoding")
@@ -253,22 +413,24 @@ def sidebar() -> None:
         if decoding == "sampling":
             temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key="temperature")
             seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
-        if st.button("Run trace", type="primary", key="run", width="stretch"):
-            name = folder.strip() if model == LOCAL_FOLDER else model
-            _run(
-                name,
-                st.session_state.get("prompt", ""),
-                max_new,
-                use_cache,
-                decoding == "sampling",
-                temperature,
-                seed,
-            )
-        message = st.session_state.get("message")
-        if message:
-            kind, text = message
-            (st.error if kind == "error" else st.warning if kind == "warning" else st.success)(text)
+        with run_area:
+            if st.button("Run trace", type="primary", key="run", width="stretch"):
+                name = folder.strip() if model == LOCAL_FOLDER else model
+                _run(
+                    name,
+                    st.session_state.get("prompt", ""),
+                    max_new,
+                    use_cache,
+                    decoding == "sampling",
+                    temperature,
+                    seed,
+                )
+            message = st.session_state.get("message")
+            if message:
+                kind, text = message
+                (st.error if kind == "error" else st.warning if kind == "warning" else st.success)(text)
         _trace_file()
+        st.caption("Stepwise: watch a transformer generate, one step at a time.")
 
 
 def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool, temperature, seed) -> None:
@@ -281,12 +443,21 @@ def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool,
         return
     bar = st.progress(0.0, text=f"Loading {name}…")
     try:
+        import_the_tracer()  # the first Run of a fresh server: torch and transformers, a few seconds
+        from models.tokenizer import unknown_words
+
         _, tok = load_model(name)
         unknown = unknown_words(tok, prompt)
         bar.progress(0.0, text="Tracing step 0…")
 
+        shown = [time.perf_counter()]
+
         def progress(done: int) -> None:
-            bar.progress(min(done / max_new, 1.0), text=f"Traced {done} of up to {max_new} steps")
+            # Every update is a message to the browser, sent while the trace holds the model's
+            # lock: a few a second are enough to see it move.
+            if time.perf_counter() - shown[0] >= 0.25:
+                shown[0] = time.perf_counter()
+                bar.progress(min(done / max_new, 1.0), text=f"Traced {done} of up to {max_new} steps")
 
         tr = run_trace(
             name,

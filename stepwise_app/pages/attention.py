@@ -25,18 +25,37 @@ with head_col:
         format_func=lambda h: "all heads" if h == "all" else f"head {h}",
     )
 
+narrow = ui.narrow_screen()  # a phone: one head per row, fewer labels
 if head == "all":
-    st.plotly_chart(ui.view(g.attention_heads_figure, step, kind, layer), key="attention_heads")
+    st.plotly_chart(
+        ui.view(g.attention_heads_figure, step, kind, layer, narrow),
+        config={"displayModeBar": False},
+        key="attention_heads",
+    )
 else:
-    st.plotly_chart(ui.view(g.attention_figure, step, kind, layer, head), key="attention_head")
-st.caption(
-    "Rows are the queries this step computed, columns the keys they attend to; each row sums to 1. "
-    "With the cache on, a decode step computes a single row: the newest token looking back."
-)
+    st.plotly_chart(
+        ui.view(g.attention_figure, step, kind, layer, head),
+        config={"displayModeBar": False},
+        key="attention_head",
+    )
+if head == "all" and kind != "encoder" and step > 0 and tr.settings.get("use_cache", True):
+    st.caption(
+        "One row per head: with the cache on, a decode step computes a single query, the newest token, "
+        "and each row is the weight that head gives every key; each row sums to 1."
+    )
+else:
+    st.caption(
+        "Rows are the queries this step computed, columns the keys they attend to; each row sums to 1. "
+        "With the cache on, a decode step computes a single row: the newest token looking back."
+    )
 
 st.subheader("The whole run")
 stitched_head = 0 if head == "all" else head
-st.plotly_chart(ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step), key="attention_run")
+st.plotly_chart(
+    ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step, narrow),
+    config={"displayModeBar": False},
+    key="attention_run",
+)
 st.caption(
     f"Head {stitched_head}: every step's rows in one matrix, the current step's outlined. Blank cells "
     "were never computed (a query does not see later tokens)."

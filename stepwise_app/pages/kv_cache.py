@@ -15,7 +15,7 @@ if tr.encoder_decoder:
         "Solid: each decoder layer's self-attention cache, one position longer per step. Dashed: the "
         "cross-attention cache, the encoder's keys and values, filled at step 0 and fixed after."
     )
-st.plotly_chart(ui.view(g.cache_growth_figure), key="cache_growth")
+st.plotly_chart(ui.view(g.cache_growth_figure), config={"displayModeBar": False}, key="cache_growth")
 
 st.subheader("Key and value shapes after a step")
 step = ui.step_picker(tr)
@@ -29,7 +29,9 @@ else:
 st.subheader("Cache on vs off")
 other = ui.counterpart(tr)
 st.markdown(ui.view(g.cache_on_off_summary, other=other))
-st.plotly_chart(ui.view(g.cache_on_off_figure, other=other), key="cache_on_off")
+st.plotly_chart(
+    ui.view(g.cache_on_off_figure, other=other), config={"displayModeBar": False}, key="cache_on_off"
+)
 if other is None:
     setting = "off" if tr.settings.get("use_cache", True) else "on"
     st.caption(

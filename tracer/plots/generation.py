@@ -35,6 +35,8 @@ GENERATED_COLOR = "#ffe3b3"  # tokens the model chose
 CHOSEN_COLOR = "#e8590c"
 OTHER_COLOR = "#8da9c4"
 ERROR_COLOR = "#fa5252"
+LABEL_COLOR = "#212529"  # tick labels and bar text: as dark as body text, for a projector
+LAYER_COLORS = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f59f00", "#0c8599", "#c2255c", "#5c940d"]
 HEATMAP_SCALE = "Blues"
 KIND_TITLES = {
     "self": "decoder self-attention",
@@ -337,14 +339,41 @@ def _stop_reason(tr: Trace) -> str:
     return "end-of-sequence token chosen"
 
 
+# The step replay's two figures are rebuilt at every step a session visits: plotly's checking of
+# every property took most of their time (call flow 13 ms of 16), and the property names here are
+# fixed, so these are built unchecked. tests/test_plots_generation.py validates what they build.
+UNCHECKED = {"_validate": False}
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` characters, broken after a comma, an arrow or a space."""
+    lines: list[str] = []
+    while len(text) > width:
+        cut = max(text.rfind(sep, 0, width + 1) for sep in (", ", " → ", " ", "; "))
+        cut = width if cut <= 0 else cut + 1
+        lines.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [*lines, text] if text else lines
+
+
+FLOW_LINE = 38  # characters per line of a call-flow box: fits a phone's width at 12 px monospace
+
+
 def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
-    """The call flow as a diagram: one box per call (name, then its shapes), indented by nesting."""
+    """The call flow as a diagram: one box per call (name, then its shapes), indented by nesting.
+
+    Each box holds its whole detail, wrapped to a phone's width, so nothing is cut on any screen.
+    """
     nodes = call_flow(tr, step_index)
-    row_h = 46  # pixels per box: two lines of text
+    line_h = 17  # pixels per line of text
     indent = 0.04
     shapes, annotations = [], []
+    texts = [[node.title, *_wrap(node.detail, FLOW_LINE - 2 * node.depth)] for node in nodes]
+    # y runs downwards in lines: each box is its lines plus half a line of padding above and below.
+    tops = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]]).tolist()
+    total = tops[-1] + len(texts[-1]) + 1 if nodes else 1
     for i, node in enumerate(nodes):
-        y0, y1 = -i - 0.88, -i - 0.08
+        y1, y0 = -tops[i] - 0.1, -tops[i] - len(texts[i]) - 0.9
         x0 = node.depth * indent
         fill = "#fff0f0" if node.failed else ("#f1f3f5" if node.depth == 0 else "#ffffff")
         line = ERROR_COLOR if node.failed else ("#868e96" if node.depth == 0 else "#4dabf7")
@@ -371,7 +400,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
                 )
             )
         color = ERROR_COLOR if node.failed else "#212529"
-        detail = node.detail if len(node.detail) <= 90 else node.detail[:87] + "..."
+        title, *detail = texts[i]
         annotations.append(
             dict(
                 x=x0 + 0.03,
@@ -382,7 +411,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
                 yanchor="middle",
                 showarrow=False,
                 align="left",
-                text=f"<b>{html.escape(node.title)}</b>" + (f"<br>{html.escape(detail)}" if detail else ""),
+                text="<br>".join([f"<b>{html.escape(title)}</b>", *map(html.escape, detail)]),
                 font=dict(family="monospace", size=12, color=color),
             )
         )
@@ -390,22 +419,24 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
         # Invisible points carry the hover text: the Hugging Face module path and the full detail.
         go.Scatter(
             x=[0.5] * len(nodes),
-            y=[-i - 0.48 for i in range(len(nodes))],
+            y=[-tops[i] - (len(texts[i]) + 1) / 2 for i in range(len(nodes))],
             mode="markers",
             marker=dict(opacity=0),
             hovertext=[f"{n.title}<br>{html.escape(n.module)}<br>{html.escape(n.detail)}" for n in nodes],
             hoverinfo="text",
             showlegend=False,
-        )
+            **UNCHECKED,
+        ),
+        **UNCHECKED,
     )
     fig.update_layout(
         shapes=shapes,
         annotations=annotations,
-        height=row_h * len(nodes) + 10,
+        height=line_h * total + 10,
         margin=dict(l=2, r=2, t=2, b=2),
         plot_bgcolor="white",
         xaxis=dict(visible=False, range=[0, 1], fixedrange=True),
-        yaxis=dict(visible=False, range=[-len(nodes), 0], fixedrange=True),
+        yaxis=dict(visible=False, range=[-total, 0], fixedrange=True),
     )
     return fig
 
@@ -508,14 +539,18 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
             textposition="outside",
             customdata=[[t.token_id] for t in step.topk],
             hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",
-        )
+            **UNCHECKED,
+        ),
+        **UNCHECKED,
     )
     fig.update_layout(
-        height=320,
-        margin=dict(l=10, r=40, t=30, b=10),
-        title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=14)),
-        xaxis=dict(title="probability", range=[0, max(probs) * 1.25 or 1]),
-        yaxis=dict(autorange="reversed", type="category"),
+        height=360,
+        margin=dict(l=10, r=50, t=30, b=10),
+        title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=15)),
+        # Read from the back of a classroom: labels as large and dark as the text around them.
+        font=dict(size=15, color=LABEL_COLOR),
+        xaxis=dict(title="probability", range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
+        yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=LABEL_COLOR)),
     )
     return fig
 
@@ -672,34 +707,58 @@ def attention_figure(tr: Trace, step_index: int, kind: str, layer: int, head: in
     return fig
 
 
-def attention_heads_figure(tr: Trace, step_index: int, kind: str, layer: int) -> go.Figure:
-    """Every head of one layer at one step, side by side (four per row)."""
+def attention_heads_figure(
+    tr: Trace, step_index: int, kind: str, layer: int, narrow: bool = False
+) -> go.Figure:
+    """Every head of one layer at one step; `narrow` for a phone: one head per row, fewer labels.
+
+    A step that computed one query (a cached decode step) shows one matrix, a row per head: each
+    row is that head's weights for the newest token. Otherwise one heatmap per head, two per row,
+    the query labels only left of the first of each row (they would lie over the neighbour's keys).
+    """
     step = tr.steps[step_index]
     if not step.has_attention(kind, layer):
         return _empty_figure(_missing_attention(tr, step, kind, layer))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
     heads = att.shape[0]
-    cols = min(4, heads)
+    title = dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14))
+    if len(queries) == 1:
+        fig = go.Figure(_heatmap(att[:, 0, :], [f"head {h} ← {queries[0]}" for h in range(heads)], keys))
+        fig.update_layout(
+            title=title,
+            height=150 + 34 * heads,
+            margin=dict(l=10, r=10, t=40, b=10),
+            xaxis=dict(title="key (attended to)", tickangle=-60, **_axis_ticks(keys, 10 if narrow else 24)),
+            yaxis=dict(
+                autorange="reversed",
+                tickvals=list(range(heads)),
+                ticktext=[f"head {h}" for h in range(heads)],
+            ),
+        )
+        fig.update_xaxes(tickfont=dict(size=12, color=LABEL_COLOR))
+        fig.update_yaxes(tickfont=dict(size=13, color=LABEL_COLOR))
+        return fig
+    cols = 1 if narrow else min(2, heads)
     rows = int(np.ceil(heads / cols))
+    max_ticks = 10 if narrow else 16
     fig = make_subplots(
         rows=rows,
         cols=cols,
         subplot_titles=[f"head {h}" for h in range(heads)],
-        horizontal_spacing=0.03,
-        vertical_spacing=0.08,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        vertical_spacing=min(0.12, 0.5 / rows),
     )
     for h in range(heads):
         fig.add_trace(_heatmap(att[h], queries, keys, showscale=h == 0), row=h // cols + 1, col=h % cols + 1)
-    few_q = len(queries) <= 12
-    fig.update_xaxes(**_axis_ticks(keys, 12))
-    fig.update_yaxes(autorange="reversed", **_axis_ticks(queries, 12), showticklabels=few_q)
-    fig.update_yaxes(showticklabels=True, col=1)
-    panel = max(120, min(320, 60 + 14 * len(queries)))
-    fig.update_layout(
-        title=dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14)),
-        height=rows * panel + 80,
-        margin=dict(l=10, r=10, t=60, b=10),
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(keys, max_ticks))
+    fig.update_yaxes(
+        autorange="reversed", tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(queries, max_ticks)
     )
+    fig.update_yaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=True, col=1)
+    panel = max(180, min(360, 80 + 16 * len(queries)))
+    fig.update_layout(title=title, height=rows * panel + 90, margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
 
@@ -755,9 +814,10 @@ def stitched_attention(
 
 
 def stitched_attention_figure(
-    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None
+    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None, narrow: bool = False
 ) -> go.Figure:
-    """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined."""
+    """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined
+    (`narrow`: fewer labels, for a phone)."""
     matrix, queries, keys, row_step = stitched_attention(tr, kind, layer)
     if matrix.size == 0:
         return _empty_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
@@ -772,15 +832,17 @@ def stitched_attention_figure(
             y1=max(rows) + 0.5,
             line=dict(color=CHOSEN_COLOR, width=2),
         )
+    height = max(300, min(900, 160 + 16 * len(queries)))
     title = f"Layer {layer}, head {head}: {KIND_TITLES[kind]} over the whole run"
     if kind != "encoder":
         title += " (each step adds its rows)" if tr.settings.get("use_cache", True) else " (last step's rows)"
     fig.update_layout(
         title=dict(text=title, font=dict(size=14)),
-        height=max(300, min(800, 140 + 12 * len(queries))),
+        height=height,
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key", **_axis_ticks(keys)),
-        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries)),
+        xaxis=dict(title="key", **_axis_ticks(keys, 10 if narrow else 40)),
+        # A labelled row needs 16 px, or its label lies on the next one's.
+        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries, (height - 160) // 16)),
     )
     return fig
 
@@ -810,38 +872,55 @@ def cache_table(tr: Trace) -> pd.DataFrame:
 
 
 def cache_growth_figure(tr: Trace) -> go.Figure:
-    """Cache length and bytes per layer over the steps; BART's cross cache beside its self cache."""
+    """Cache length (top) and bytes (below) per layer over the steps; BART's cross cache dashed.
+
+    Layers whose cache grew alike draw as one line named after all of them ("layers 0, 1, 2"), so
+    every legend entry has a line of its own; a line keeps its colour in both charts.
+    """
     table = cache_table(tr)
     if table.empty:
         return _empty_figure("The cache is off in this trace: nothing is kept between steps.")
     fig = make_subplots(
-        rows=1,
-        cols=2,
+        rows=2,
+        cols=1,
         subplot_titles=("positions held (seq_len)", "memory per layer"),
-        horizontal_spacing=0.1,
+        vertical_spacing=0.16,
     )
     dash = {"self": "solid", "cross": "dash"}
+    series: dict[tuple, list[int]] = {}  # (kind, steps, lengths, bytes) -> layers that grew so
     for (kind, layer), part in table.groupby(["kind", "layer"], sort=True):
-        name = f"layer {layer} {kind}" if tr.encoder_decoder else f"layer {layer}"
-        common = dict(mode="lines+markers", line=dict(dash=dash.get(kind, "solid")), legendgroup=name)
-        fig.add_trace(go.Scatter(x=part["step"], y=part["seq_len"], name=name, **common), row=1, col=1)
+        key = (kind, tuple(part["step"]), tuple(part["seq_len"]), tuple(part["bytes"]))
+        series.setdefault(key, []).append(int(layer))
+    for i, ((kind, steps, lengths, sizes), layers) in enumerate(series.items()):
+        name = ("layer " if len(layers) == 1 else "layers ") + ", ".join(map(str, layers))
+        if tr.encoder_decoder:
+            name += f" {kind}"
+        color = LAYER_COLORS[i % len(LAYER_COLORS)]
+        common = dict(
+            mode="lines+markers",
+            line=dict(dash=dash.get(kind, "solid"), color=color),
+            marker=dict(color=color),
+            legendgroup=name,
+        )
+        fig.add_trace(go.Scatter(x=steps, y=lengths, name=name, **common), row=1, col=1)
         fig.add_trace(
             go.Scatter(
-                x=part["step"],
-                y=part["bytes"],
+                x=steps,
+                y=sizes,
                 name=name,
                 showlegend=False,
-                customdata=[human_bytes(int(b)) for b in part["bytes"]],
+                customdata=[human_bytes(int(b)) for b in sizes],
                 hovertemplate="step %{x}<br>%{customdata}<extra>" + name + "</extra>",
                 **common,
             ),
-            row=1,
-            col=2,
+            row=2,
+            col=1,
         )
-    fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="positions", row=1, col=1)
-    fig.update_yaxes(title_text="bytes", row=1, col=2)
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    # Room above the highest line: BART's fixed cross cache is the top one and sat on the frame.
+    fig.update_yaxes(title_text="positions", range=[0, table["seq_len"].max() * 1.15 + 1], row=1, col=1)
+    fig.update_yaxes(title_text="bytes", range=[0, table["bytes"].max() * 1.15], row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(height=560, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.12))
     return fig
 
 
@@ -897,7 +976,10 @@ def cache_on_off_table(tr: Trace, other: Trace | None = None) -> pd.DataFrame:
 def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
     """Tokens fed per step and in total, cache on vs off."""
     table = cache_on_off_table(tr, other)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens fed per step", "tokens fed in total"))
+    # One chart above the other: side by side, they ran into each other on a phone.
+    fig = make_subplots(
+        rows=2, cols=1, subplot_titles=("tokens fed per step", "tokens fed in total"), vertical_spacing=0.18
+    )
     colors = {"cache on": "#1c7ed6", "cache off": "#f08c00"}
     for name, color in colors.items():
         fig.add_trace(go.Bar(x=table["step"], y=table[name], name=name, marker_color=color), row=1, col=1)
@@ -910,12 +992,12 @@ def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
                 line=dict(color=color),
                 showlegend=False,
             ),
-            row=1,
-            col=2,
+            row=2,
+            col=1,
         )
-    fig.update_xaxes(title_text="step")
+    fig.update_xaxes(title_text="step", row=2, col=1)
     fig.update_yaxes(title_text="tokens")
-    fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(barmode="group", height=520, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
