@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import models
 import tracer
-import tracer.doctor
+from models import scenarios
 from stepwise_app import ui
 from tests.test_app import navigation_app  # noqa: F401  (autouse: AppTest in st.navigation mode)
 from tracer.plots import generation as g
@@ -51,7 +51,7 @@ def test_the_app_traces_on_one_torch_thread(monkeypatch):
 
 @pytest.fixture(scope="module")
 def crashed_report():
-    return tracer.doctor.check_scenario("side-inputs", "broken", max_new_tokens=4)
+    return scenarios.check("side-inputs", "broken", max_new_tokens=4)
 
 
 def test_the_doctor_shows_whole_cache_lengths_and_the_metric_as_the_chart_does(crashed_report):
