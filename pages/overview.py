@@ -33,3 +33,10 @@ st.dataframe(
     },
 )
 st.caption("Open **Step replay** to walk through one step's calls.")
+
+st.subheader("Generation settings")
+st.caption(
+    "Every setting generate() ran with and where it came from: the model's generation_config "
+    "(its generation_config.json), your choice in the sidebar, or transformers' default."
+)
+st.dataframe(ui.view(g.settings_table), hide_index=True, width="stretch")

@@ -403,7 +403,7 @@ def test_bad_input_gets_a_clear_error(llama, kwargs, error, message):
 def test_bart_decoder_positions_are_checked(bart):
     model, tok = bart
     with pytest.raises(StepwiseInputError, match="decoder positions"):
-        traced(model, tok, PROMPT, max_new_tokens=model.config.max_position_embeddings)
+        traced(model, tok, PROMPT, max_new_tokens=model.config.max_position_embeddings + 1)
 
 
 def test_an_unsupported_architecture_names_the_supported_ones():

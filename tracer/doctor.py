@@ -250,6 +250,17 @@ def check_cache(
     """
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
+    if isinstance(prompt, list | tuple):
+        encode_prompt(tok, prompt, input_ids)  # the "batches are not traced yet" error
+    if model_kwargs.get("do_sample") or model_kwargs.get("num_beams", 1) != 1:
+        raise StepwiseInputError(
+            "The cache doctor compares greedy runs (one token per step, the most likely one): drop "
+            "do_sample=True and num_beams; the other settings come from the model's generation_config."
+        )
+    # Greedy search is the doctor's method, passed as the caller's settings (and recorded so); the
+    # rest (no_repeat_ngram_size, eos ids, ...) comes from the model's generation_config, as in generate().
+    greedy = {"do_sample": False, "num_beams": 1}
+    model_kwargs = {k: v for k, v in model_kwargs.items() if k not in greedy}
     common = dict(input_ids=input_ids, max_new_tokens=max_new_tokens, model_name=model_name)
 
     def run(use_cache: bool, extra: dict[str, Any]) -> Trace:
@@ -263,6 +274,7 @@ def check_cache(
             prompt,
             use_cache=use_cache,
             capture_attention=False,
+            **greedy,
             **common,
             **model_kwargs,
             **extra,

@@ -287,6 +287,9 @@ class Trace:
     config: dict[str, Any]  # num_layers, num_heads, num_kv_heads, hidden_size, vocab_size, ...
     token_texts: dict[int, str]  # text of every id that appears in the trace
     capture: CaptureSummary
+    # Why the run ended (tracer/stopping.py): {"reason": "eos" | "max_new_tokens" | "other criterion"
+    # | "error", "token_id": the eos id chosen or None, "detail": plain words}; {} if not recorded.
+    stop: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -305,6 +308,14 @@ class Trace:
     @property
     def generated_ids(self) -> list[int]:
         return [s.chosen_id for s in self.steps if s.chosen_id is not None]
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The end-of-sequence ids the run stopped on (one or several; none if it had none)."""
+        value = self.settings.get("eos_token_id")
+        if value is None:
+            return []
+        return [int(value)] if isinstance(value, int) else [int(v) for v in value]
 
     def token_text(self, token_id: int) -> str:
         return self.token_texts.get(int(token_id), f"<{int(token_id)}>")
@@ -363,6 +374,7 @@ class Trace:
             "config": self.config,
             "token_texts": {str(k): v for k, v in self.token_texts.items()},
             "capture": vars(self.capture),
+            "stop": self.stop,
         }
         header = {
             "format": FORMAT_NAME,
@@ -483,6 +495,7 @@ def _trace_from_json(meta: dict, arrays: dict[str, np.ndarray], version: int) ->
         config=dict(meta["config"]),
         token_texts={int(k): v for k, v in meta["token_texts"].items()},
         capture=CaptureSummary(**meta["capture"]),
+        stop=dict(meta.get("stop") or {}),
         format_version=version,
     )
 

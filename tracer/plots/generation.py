@@ -148,7 +148,42 @@ def trace_summary(tr: Trace) -> str:
     )
     if tr.error is not None:
         text += f"; failed at step {tr.error.step}"
+    elif tr.stop:
+        text += f"; stopped: {tr.stop.get('detail', '')}"
+    if "eos_token_id" in tr.settings:
+        text += f"; eos ids {eos_text(tr)}"
     return text
+
+
+def eos_text(tr: Trace) -> str:
+    """The run's end-of-sequence ids with their tokens: "2 (</s>)", or "none"."""
+    ids = tr.eos_token_ids
+    return ", ".join(f"{i} ({show_token(tr.token_text(i))})" for i in ids) or "none"
+
+
+# Where a setting came from, in the words the app shows (tracer/generation_settings.py's sources).
+_SOURCE_WORDS = {
+    "caller": "your choice",
+    "checkpoint": "the model's generation_config",
+    "transformers default": "transformers default",
+}
+
+
+def settings_table(tr: Trace) -> pd.DataFrame:
+    """Every generation setting in force for the run, its value and where it came from."""
+    sources = tr.settings.get("sources") or {}
+    rows = [
+        {"setting": key, "value": _setting_text(tr, key), "from": _SOURCE_WORDS.get(source, source)}
+        for key, source in sources.items()
+    ]
+    return pd.DataFrame(rows, columns=["setting", "value", "from"])
+
+
+def _setting_text(tr: Trace, key: str) -> str:
+    value = tr.settings.get(key)
+    if key == "eos_token_id":
+        return eos_text(tr)
+    return str(value)
 
 
 def token_strip_html(tr: Trace) -> str:
@@ -328,13 +363,16 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
 
 
 def _stop_reason(tr: Trace) -> str:
-    last = tr.steps[-1] if tr.steps else None
+    """Why generate() ended, as recorded (tracer/stopping.py); older traces say less."""
     if tr.error is not None:
         return "the model raised"
-    max_new = tr.settings.get("max_new_tokens")
-    if last is not None and len(tr.generated_ids) >= (max_new or 0):
-        return f"max_new_tokens={max_new} reached"
-    return "end-of-sequence token chosen"
+    if tr.stop:
+        text = tr.stop.get("detail", "")
+        token_id = tr.stop.get("token_id")
+        if token_id is not None:
+            text = text.replace(f"id {token_id}", f"id {token_id} ({show_token(tr.token_text(token_id))})", 1)
+        return f"{text}; eos ids {eos_text(tr)}" if tr.stop.get("reason") != "eos" else text
+    return "not recorded (a trace from an older Stepwise)"
 
 
 def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
