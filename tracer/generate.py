@@ -305,12 +305,14 @@ def config_summary(config, layout) -> dict[str, Any]:
     def first(*keys):
         return next((getattr(config, k) for k in keys if getattr(config, k, None) is not None), None)
 
-    num_heads = first("num_attention_heads", "decoder_attention_heads")
+    # BART's num_attention_heads is an alias of encoder_attention_heads: read the decoder's own first.
+    num_heads = first("decoder_attention_heads", "num_attention_heads")
     hidden = first("hidden_size", "d_model")
     return {
         "num_layers": layout.num_layers,
         "encoder_layers": len(layout.encoder_self_attn),
-        "num_heads": num_heads,
+        "num_heads": num_heads,  # the decoder's
+        "encoder_heads": first("encoder_attention_heads") if layout.encoder_self_attn else None,
         "num_kv_heads": first("num_key_value_heads") or num_heads,
         "hidden_size": hidden,
         "head_dim": first("head_dim") or (hidden // num_heads if hidden and num_heads else None),
