@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tracer import names
+from tracer import names, positions
 from tracer.errors import StepwiseInputError
 from tracer.generate import encode_prompt, pack_trace, token_texter, trace_generation
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
@@ -536,7 +536,7 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
             want = list(range(before, before + fed))
             if got != want:
                 add("cached", key, info.shape, "positions", (
-                    f"{key} {got} at step {step}, but the cache already holds {before} positions, so the "
+                    f"{key} {got} at step {step}, but the cache has already seen {before} positions, so the "
                     f"fed token(s) belong at {want}: the positions do not advance with the cache."
                 ))  # fmt: skip
 
@@ -549,7 +549,7 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
         if info.shape[-1] != before + fed:
             add("cached", key, info.shape, "mask", (
                 f"{key} {list(info.shape)} at step {step} covers {info.shape[-1]} positions, but the cache "
-                f"holds {before} and {fed} token(s) are fed ({before + fed} in all): the mask was not "
+                f"has seen {before} and {fed} token(s) are fed ({before + fed} in all): the mask was not "
                 "extended, so the newest positions count as padding."
             ))  # fmt: skip
 
@@ -582,11 +582,7 @@ def _side_inputs(step: Step) -> list[tuple[str, TensorInfo]]:
 
 
 def _fed_len(step: Step) -> int | None:
-    shape = step.fed_shape
-    if shape:
-        return int(shape[-1])
-    embeds = step.prepare_inputs.get("inputs_embeds")
-    return int(embeds.shape[1]) if isinstance(embeds, TensorInfo) and len(embeds.shape) == 3 else None
+    return step.fed_len
 
 
 def _fed_input(step: Step, key: str):
@@ -599,13 +595,17 @@ def _fed_input(step: Step, key: str):
 
 
 def _cache_len_before(tr: Trace, step: int) -> int | None:
-    """Self-attention positions the cache held when `step` started (None with the cache off)."""
+    """Self-attention positions the cache had seen when `step` started (None with the cache off).
+
+    Positions seen, not kept: a sliding-window layer keeps only the last W-1, but the fed tokens'
+    positions and the mask continue after every position seen.
+    """
     event = tr.steps[step].event(names.decoder_self_attn(0))
-    if event is not None and "cache_len_before" in event.inputs:
-        return _int(event.inputs["cache_len_before"])
+    if event is not None and positions.KEPT_BEFORE in event.inputs:
+        return positions.seen_before(event.inputs)
     if step == 0:
         return 0
-    return tr.steps[step - 1].cache_seq_len("self")
+    return tr.steps[step - 1].cache_seen("self")
 
 
 def _int(value) -> int | None:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from transformers import StoppingCriteria
 
-from tracer import names
+from tracer import names, positions
 from tracer.errors import SUPPORTED_LAYOUTS, TracingNotSupported
 from tracer.trace import CacheLayer, CaptureSummary, Event, Step, TensorInfo, TopToken, TraceError, Value
 
@@ -161,6 +161,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
             keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
             if not isinstance(keys, torch.Tensor) or keys.dim() < 2:
                 continue  # a layer the run has not written yet
+            _, seen = positions.layer_lengths(layer)
             records.append(
                 CacheLayer(
                     layer=index,
@@ -169,6 +170,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
                     value_shape=tuple(values.shape),
                     seq_len=int(keys.shape[-2]),
                     nbytes=int(keys.numel() * keys.element_size() + values.numel() * values.element_size()),
+                    seen=seen,
                 )
             )
     return records
@@ -554,7 +556,10 @@ class Recorder:
         layer_idx = getattr(module, "layer_idx", None)
         if cache is not None and layer_idx is not None:
             # The cache is shared by all layers and updated as they run: read this layer's own length.
-            inputs["cache_len_before"] = str(self._layer_cache_len(cache, cache_kind, layer_idx))
+            kept, seen = self._layer_cache_lens(cache, cache_kind, layer_idx)
+            inputs[positions.KEPT_BEFORE] = str(kept)
+            if seen != kept:  # a sliding-window layer: it keeps fewer positions than it has seen
+                inputs[positions.SEEN_BEFORE] = str(seen)
         return inputs
 
     def _summarize_shared(self, value: Any) -> Value:
@@ -569,15 +574,15 @@ class Recorder:
         return record
 
     @staticmethod
-    def _layer_cache_len(cache: Any, kind: str, layer_idx: int) -> int:
+    def _layer_cache_lens(cache: Any, kind: str, layer_idx: int) -> tuple[int, int]:
+        """(positions kept, positions seen) by one layer's cache of `kind`."""
         part = cache
         if hasattr(cache, "self_attention_cache"):  # EncoderDecoderCache
             part = cache.cross_attention_cache if kind == "cross" else cache.self_attention_cache
         layers = getattr(part, "layers", [])
         if layer_idx >= len(layers):
-            return 0
-        keys = getattr(layers[layer_idx], "keys", None)
-        return int(keys.shape[-2]) if isinstance(keys, torch.Tensor) and keys.dim() >= 2 else 0
+            return 0, 0
+        return positions.layer_lengths(layers[layer_idx])
 
     @staticmethod
     def _outputs(output: Any) -> dict[str, Value]:

@@ -80,9 +80,8 @@ def step_end(tr: Trace, step: Step) -> int:
 
 
 def fed_count(step: Step) -> int | None:
-    """Tokens the decoder was fed at this step (the last dimension of input_ids)."""
-    shape = step.fed_shape
-    return None if not shape else int(shape[-1])
+    """Positions the decoder was fed at this step, as ids or as embeddings."""
+    return step.fed_len
 
 
 def _labels(tr: Trace, ids: list[int], start: int = 0) -> list[str]:
@@ -94,14 +93,34 @@ def _decoder_ids(tr: Trace, end: int) -> list[int]:
     return ids + [-1] * (end - len(ids))  # a failed step may reach past what was returned
 
 
-def _key_query_ids(tr: Trace, step: Step, kind: str, q_len: int, k_len: int) -> tuple[list[int], list[int]]:
-    """(query token ids, key token ids) of an attention matrix of this step."""
+def _decoder_labels(tr: Trace, positions, *, queries: bool) -> list[str]:
+    """Labels of decoder positions ("2: 1999"); a query row that wrote a token says so ("2: 1999 → 06").
+
+    The row at position p computes the distribution of the token at p + 1: from the last start
+    position on, that token is one the run wrote.
+    """
+    positions = [int(p) for p in positions]
+    ids = _decoder_ids(tr, max(positions, default=-1) + 2)
+    first_writer = len(tr.start_ids) - 1
+    labels = []
+    for p in positions:
+        label = f"{p}: {show_token(tr.token_text(ids[p]))}"
+        if queries and p >= first_writer and p + 1 < len(tr.sequence_ids):
+            label += f" → {show_token(tr.token_text(ids[p + 1]))}"
+        labels.append(label)
+    return labels
+
+
+def _attention_labels(tr: Trace, step: Step, kind: str, layer: int) -> tuple[list[str], list[str]]:
+    """(query labels, key labels) of one attention matrix of this step, by absolute position."""
+    q_len, k_len = step.attention(kind, layer).shape[-2:]
     if kind == "encoder":
-        return tr.prompt_ids[:q_len], tr.prompt_ids[:k_len]
+        return _labels(tr, tr.prompt_ids[:q_len]), _labels(tr, tr.prompt_ids[:k_len])
     end = step_end(tr, step)
-    queries = _decoder_ids(tr, end)[end - q_len : end]
-    keys = tr.prompt_ids[:k_len] if kind == "cross" else _decoder_ids(tr, k_len)
-    return queries, keys
+    queries = _decoder_labels(tr, range(end - q_len, end), queries=True)
+    if kind == "cross":
+        return queries, _labels(tr, tr.prompt_ids[:k_len])
+    return queries, _decoder_labels(tr, step.key_positions(kind, layer), queries=False)
 
 
 def attention_kinds(tr: Trace) -> list[str]:
@@ -114,6 +133,8 @@ def num_heads(tr: Trace, kind: str = "self") -> int:
         for layer in range(tr.num_layers):
             if step.has_attention(kind, layer):
                 return int(step.attention(kind, layer).shape[0])
+    if kind == "encoder" and tr.config.get("encoder_heads"):
+        return int(tr.config["encoder_heads"])
     return int(tr.config.get("num_heads") or 0)
 
 
@@ -224,6 +245,8 @@ def steps_table(tr: Trace) -> pd.DataFrame:
     for step in tr.steps:
         fed = step.fed_ids
         fed_text = " ".join(show_token(tr.token_text(t)) for t in fed) if fed is not None else ""
+        if step.fed_name == "inputs_embeds":
+            fed_text = f"embeddings of {_n(step.fed_len or 0, 'token')} (inputs_embeds)"
         if len(fed_text) > 60:
             fed_text = fed_text[:57] + "..."
         rows.append(
@@ -297,7 +320,7 @@ def _event_detail(tr: Trace, step: Step, event: Event) -> str:
     kind = event.attention_kind
     if event.name == names.PREPARE_INPUTS:
         before = _first_tensor(event.inputs, ("input_ids",))
-        after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids"))
+        after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids", "inputs_embeds"))
         if before and after:
             return f"sequence {_shape(before[1])} → feeds {after[0]} {_shape(after[1])}"
     if event.name == names.CHOOSE_TOKEN:
@@ -513,7 +536,9 @@ def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
     for key in list(now) + [k for k in before if k not in now]:
         a, b = before.get(key), now.get(key)
         if isinstance(a, TensorInfo) or isinstance(b, TensorInfo):
-            if a is None or b is None or a.shape != b.shape:
+            # A tensor on one side may be absent or a plain value (None) on the other.
+            same = isinstance(a, TensorInfo) and isinstance(b, TensorInfo) and a.shape == b.shape
+            if not same:
                 changes.append(
                     f"{key} {_shape(a) if a is not None else 'absent'} → "
                     f"{_shape(b) if b is not None else 'absent'}"
@@ -558,6 +583,43 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
     return fig
 
 
+def _cache_before_words(tr: Trace, step: Step) -> str:
+    """ "The cache already holds 7 positions", or, on sliding-window layers, what it saw and kept."""
+    previous = tr.steps[step.index - 1] if step.index > 0 else None
+    seen = previous.cache_seen("self") if previous is not None else None
+    if seen is None:
+        seen = step.index - 1 + len(tr.start_ids)
+    kept = sorted({c.seq_len for c in previous.cache if c.kind == "self"}) if previous is not None else []
+    if kept and kept[0] < seen:
+        return (
+            f"The cache has seen {_n(seen, 'position')} but its sliding-window layers keep only the last "
+            f"{kept[0]}"
+        )
+    return f"The cache already holds {_n(seen, 'position')}"
+
+
+def _keys_words(tr: Trace, step: Step) -> str:
+    """Which keys the new token's query attended to, per layer, by absolute position."""
+    spans = {}
+    for layer in range(tr.num_layers):
+        event = step.event(names.decoder_self_attn(layer))
+        if event is not None and isinstance(event.outputs.get("attn_weights"), TensorInfo):
+            positions = step.key_positions("self", layer)
+            spans.setdefault((int(positions[0]), int(positions[-1])), []).append(layer)
+    if not spans:
+        return ""
+    parts = []
+    for (first, last), layers in spans.items():
+        count = last - first + 1
+        plural = "s" if len(layers) > 1 else ""
+        who = "Its query" if len(spans) == 1 else f"In layer{plural} {', '.join(map(str, layers))} its query"
+        parts.append(
+            f"{who} attended to {_n(count, 'key')}, positions {first} to {last}: "
+            f"the {count - 1} cached and its own."
+        )
+    return " ".join(parts)
+
+
 def step_story(tr: Trace, step_index: int) -> str:
     """A short plain-language account of the step, built from what the trace recorded."""
     step = tr.steps[step_index]
@@ -565,9 +627,8 @@ def step_story(tr: Trace, step_index: int) -> str:
     fed = fed_count(step)
     fed_ids = step.fed_ids or []
     fed_words = " ".join(show_token(tr.token_text(t)) for t in fed_ids)
-    fed_shape = _shape_of(step.fed_shape)
+    fed_shape = f"{step.fed_name or 'input_ids'} {_shape_of(step.fed_shape)}"
     n_layers = tr.num_layers
-    end = step_end(tr, step)
     lines = []
 
     if tr.encoder_decoder and step.index == 0 and step.event(names.ENCODER) is not None:
@@ -577,23 +638,28 @@ def step_story(tr: Trace, step_index: int) -> str:
         )
     if step.index == 0:
         what = "only the decoder start token" if tr.encoder_decoder else f"the whole prompt of {fed} tokens"
+        if step.fed_name == "inputs_embeds":
+            what += " as embeddings (their rows of the embedding table, not their ids)"
         if use_cache:
             lines.append(
                 f"Step 0 is the **prefill**: the cache is empty, so {what} was fed "
-                f"(input ids {fed_shape}). Each of the {n_layers} layers stored their keys and values "
-                "in the cache."
+                f"({fed_shape}). Each of the {n_layers} layers stored their keys and values in the cache."
             )
         else:
-            lines.append(f"Step 0: the cache is off, so {what} was fed (input ids {fed_shape}).")
+            lines.append(f"Step 0: the cache is off, so {what} was fed ({fed_shape}).")
+        if step.fed_name == "inputs_embeds":
+            lines.append(
+                "generate() uses inputs_embeds on the first step only: from step 1 it feeds the new "
+                "token's input_ids [1, 1]."
+            )
     elif use_cache:
-        cached = step.index - 1 + len(tr.start_ids)
         lines.append(
-            f"The cache already holds {_n(cached, 'position')}, so only the new token **{fed_words}** was "
-            f"fed (input ids {fed_shape}). Its query attended to {end} keys: the {cached} cached and its own."
+            f"{_cache_before_words(tr, step)}, so only the new token **{fed_words}** was fed ({fed_shape}). "
+            f"{_keys_words(tr, step)}"
         )
     else:
         lines.append(
-            f"The cache is **off**, so all {fed} tokens so far were fed again (input ids {fed_shape}) "
+            f"The cache is **off**, so all {fed} tokens so far were fed again ({fed_shape}) "
             "and every layer recomputed keys and values for every position; only the last position's "
             "logits choose the next token."
         )
@@ -622,7 +688,15 @@ def step_story(tr: Trace, step_index: int) -> str:
             how = f"Greedy decoding took the most likely token, **{token}** ({_pct(step.chosen_prob)})."
         lines.append(how)
         after = step.cache_seq_len("self")
-        if after is not None:
+        kept = sorted({c.seq_len for c in step.cache if c.kind == "self"})
+        seen = step.cache_seen("self")
+        if after is not None and kept[0] < (seen or 0):
+            others = f", the other layers all {seen}" if kept[-1] == seen else ""
+            lines.append(
+                f"After the step the cache has seen {_n(seen, 'position')}; its sliding-window layers keep "
+                f"the last {kept[0]} of them{others}. {token} is appended."
+            )
+        elif after is not None:
             lines.append(
                 f"After the step the cache holds {_n(after, 'position')} per layer; {token} is appended."
             )
@@ -680,11 +754,8 @@ def step_attention(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """This step's attention [heads, q_len, k_len] with query and key labels ("7: mia")."""
     step = tr.steps[step_index]
-    att = step.attention(kind, layer)
-    q_len, k_len = att.shape[-2:]
-    q_ids, k_ids = _key_query_ids(tr, step, kind, q_len, k_len)
-    q_start = 0 if kind == "encoder" else step_end(tr, step) - q_len
-    return att, _labels(tr, q_ids, q_start), _labels(tr, k_ids)
+    queries, keys = _attention_labels(tr, step, kind, layer)
+    return step.attention(kind, layer), queries, keys
 
 
 def _attention_title(tr: Trace, step_index: int, kind: str, layer: int, head: int | None) -> str:
@@ -757,11 +828,13 @@ def _missing_attention(tr: Trace, step: Step, kind: str, layer: int) -> str:
 def stitched_attention(
     tr: Trace, kind: str, layer: int
 ) -> tuple[np.ndarray, list[str], list[str], list[int]]:
-    """The whole attention matrix stitched from every step: [heads, T, K], NaN where nothing was computed.
+    """The whole attention matrix stitched from every step: [heads, T, K], columns by absolute position.
 
     With the cache on, step 0 gives the prompt's rows and each decode step adds one row; with
-    the cache off each step recomputes every row, and the latest step's rows are kept. Returns
-    (matrix, query labels, key labels, row_step) where row_step[r] is the step that computed row r.
+    the cache off each step recomputes every row, and the latest step's rows are kept. A cell is
+    NaN (blank) where the row has no such key: a later position (the causal mask gives it weight
+    0), or one a sliding-window layer no longer keeps. Returns (matrix, query labels, key
+    labels, row_step) where row_step[r] is the step that computed row r.
     """
     if kind == "encoder":
         step = tr.steps[0] if tr.steps else None
@@ -781,14 +854,20 @@ def stitched_attention(
     for step, att in pieces:  # [heads, q_len, k_len]
         end = step_end(tr, step)
         q_len, k = att.shape[-2:]
-        matrix[:, end - q_len : end, :k] = att
+        columns = step.key_positions(kind, layer) if kind == "self" else np.arange(k)
+        rows = slice(end - q_len, end)
+        matrix[:, rows, :] = np.nan  # a cache-off step replaces the rows an earlier step computed
+        matrix[:, rows, columns] = att
         for r in range(end - q_len, end):
             row_step[r] = step.index
     if kind == "self":  # a query never sees later keys (the causal mask): blank, not a zero weight
         above = np.triu_indices(t_len, k=1, m=k_len)
         matrix[:, above[0], above[1]] = np.nan
-    queries = _labels(tr, _decoder_ids(tr, t_len))
-    keys = _labels(tr, tr.prompt_ids[:k_len]) if kind == "cross" else queries[:k_len]
+    queries = _decoder_labels(tr, range(t_len), queries=True)
+    if kind == "cross":
+        keys = _labels(tr, tr.prompt_ids[:k_len])
+    else:
+        keys = _decoder_labels(tr, range(k_len), queries=False)
     return matrix, queries, keys, row_step
 
 
@@ -835,6 +914,7 @@ def cache_table(tr: Trace) -> pd.DataFrame:
             "layer": c.layer,
             "kind": c.kind,
             "seq_len": c.seq_len,
+            "seen": c.positions_seen,
             "bytes": c.nbytes,
             "key shape": _shape_of(c.key_shape),
             "value shape": _shape_of(c.value_shape),
@@ -843,7 +923,7 @@ def cache_table(tr: Trace) -> pd.DataFrame:
         for c in s.cache
     ]
     return pd.DataFrame(
-        rows, columns=["step", "layer", "kind", "seq_len", "bytes", "key shape", "value shape"]
+        rows, columns=["step", "layer", "kind", "seq_len", "seen", "bytes", "key shape", "value shape"]
     )
 
 
@@ -855,7 +935,7 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=("positions held (seq_len)", "memory per layer"),
+        subplot_titles=("positions kept (seq_len) and seen", "memory per layer"),
         horizontal_spacing=0.1,
     )
     dash = {"self": "solid", "cross": "dash"}
@@ -863,6 +943,19 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
         name = f"layer {layer} {kind}" if tr.encoder_decoder else f"layer {layer}"
         common = dict(mode="lines+markers", line=dict(dash=dash.get(kind, "solid")), legendgroup=name)
         fig.add_trace(go.Scatter(x=part["step"], y=part["seq_len"], name=name, **common), row=1, col=1)
+        if (part["seen"] != part["seq_len"]).any():  # a sliding-window layer: kept < seen
+            fig.add_trace(
+                go.Scatter(
+                    x=part["step"],
+                    y=part["seen"],
+                    name=f"{name}, positions seen",
+                    mode="lines",
+                    line=dict(dash="dot"),
+                    legendgroup=name,
+                ),
+                row=1,
+                col=1,
+            )
         fig.add_trace(
             go.Scatter(
                 x=part["step"],
@@ -897,13 +990,13 @@ def cache_shapes_table(tr: Trace, step_index: int) -> pd.DataFrame:
                 "key shape": _shape_of(c.key_shape),
                 "value shape": _shape_of(c.value_shape),
                 "seq_len": c.seq_len,
+                "positions seen": c.positions_seen,
                 "grew by": c.seq_len - before.seq_len if before is not None else c.seq_len,
                 "memory": human_bytes(c.nbytes),
             }
         )
-    return pd.DataFrame(
-        rows, columns=["layer", "kind", "key shape", "value shape", "seq_len", "grew by", "memory"]
-    )
+    columns = ["layer", "kind", "key shape", "value shape", "seq_len", "positions seen", "grew by", "memory"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def cache_on_off_table(tr: Trace, other: Trace | None = None) -> pd.DataFrame:
