@@ -8,6 +8,7 @@ sliding-window cache.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -24,8 +25,9 @@ from transformers import (
 
 import models
 import tracer
+import ui
 from models.random_models import _special_ids, random_tokenizer
-from tracer import names
+from tests.test_app import navigation_app  # noqa: F401 - an autouse fixture the app tests need
 from tracer.__main__ import main as cli_main
 from tracer.errors import StepwiseInputError, TracingNotSupported
 
@@ -257,4 +259,180 @@ def test_load_keeps_a_half_precision_checkpoints_dtype_with_auto(tmp_path):
     assert models.load(tmp_path, dtype="auto")[0].dtype == torch.bfloat16
 
 
-_ = (MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, names)
+# -- 2. sliding-window attention -------------------------------------------------------------
+
+WINDOW = 4
+
+
+@pytest.fixture(scope="module")
+def mistral(tmp_path_factory):
+    """Mistral with a sliding window of 4: its cache keeps the last 3 positions per layer."""
+    tok = random_tokenizer(encoder_decoder=False)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("mistral")
+    model = MistralForCausalLM(_decoder_config(MistralConfig, tok, sliding_window=WINDOW))
+    return _save(folder, model, tok, dict(eos_token_id=None))
+
+
+@pytest.fixture(scope="module")
+def qwen2_sliding(tmp_path_factory):
+    """Qwen2 with use_sliding_window: transformers decides per layer which ones slide."""
+    tok = random_tokenizer(encoder_decoder=False)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("qwen2")
+    config = _decoder_config(
+        Qwen2Config, tok, sliding_window=WINDOW, use_sliding_window=True, max_window_layers=1
+    )
+    return _save(folder, Qwen2ForCausalLM(config), tok, dict(eos_token_id=None))
+
+
+def _generate_with_attentions(model, tok, prompt, new_tokens):
+    enc = tok(prompt, return_tensors="pt")
+    return model.generate(
+        **enc, max_new_tokens=new_tokens, do_sample=False, output_attentions=True, return_dict_in_generate=True
+    )
+
+
+@pytest.mark.parametrize("fixture", ["mistral", "qwen2_sliding"])
+def test_sliding_window_rows_know_their_key_positions(request, fixture):
+    from tracer.plots import generation as g
+
+    model, tok = models.load(request.getfixturevalue(fixture))
+    tr = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=4)
+    out = _generate_with_attentions(model, tok, PROMPT, 4)
+    assert tr.sequence_ids == out.sequences[0].tolist()
+    prompt_len = len(tr.prompt_ids)
+    assert prompt_len > WINDOW
+    # Mistral slides on every layer; Qwen2 on the layers its config lists as sliding.
+    n_layers = model.config.num_hidden_layers
+    layer_types = getattr(model.config, "layer_types", None) or ["sliding_attention"] * n_layers
+    assert "sliding_attention" in layer_types
+    for step, attentions in zip(tr.steps, out.attentions, strict=True):
+        for layer, kind in enumerate(layer_types):
+            ours = step.attention("self", layer)
+            np.testing.assert_allclose(ours, attentions[layer][0].numpy(), atol=1e-6)
+            seen_after = prompt_len + step.index
+            k_len = ours.shape[-1]
+            if step.index > 0 and kind == "sliding_attention":
+                assert k_len == WINDOW
+            assert step.key_positions("self", layer).tolist() == list(range(seen_after - k_len, seen_after))
+    # The cache after the run, as transformers left it: kept vs seen per layer.
+    cache = model(
+        **tok(PROMPT, return_tensors="pt"), past_key_values=None, use_cache=True
+    ).past_key_values  # a fresh prefill of the prompt: the same cache as after step 0
+    for record, layer in zip(tr.steps[0].cache, cache.layers, strict=True):
+        assert record.key_shape == tuple(layer.keys.shape)
+        assert record.positions_seen == layer.get_seq_length() == prompt_len
+
+    last = tr.steps[-1]
+    sliding = layer_types.index("sliding_attention")
+    first = prompt_len + last.index - WINDOW
+    fig = g.attention_figure(tr, last.index, "self", sliding, 0)
+    assert fig.layout.xaxis.ticktext[0].startswith(f"{first}: ")
+    matrix, _, _, _ = g.stitched_attention(tr, "self", sliding)
+    row = prompt_len + last.index - 1  # the newest token's row
+    assert np.isnan(matrix[0, row, :first]).all()
+    np.testing.assert_allclose(matrix[0, row, first : row + 1], last.attention("self", sliding)[0, 0], atol=0)
+    story = g.step_story(tr, last.index)
+    assert f"attended to {WINDOW} keys, positions {first} to {row}" in story
+    table = g.cache_shapes_table(tr, last.index)
+    slid = table[table["layer"] == sliding].iloc[0]
+    assert (slid["seq_len"], slid["positions seen"]) == (WINDOW - 1, row + 1)
+
+
+class _StalePositionsMistral(MistralForCausalLM):
+    """Numbers the fed tokens from 0 on every step (models/scenarios/stale_positions.py, on Mistral)."""
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        fed = model_inputs["input_ids"]  # [batch, fed_len]
+        model_inputs["position_ids"] = torch.arange(fed.shape[1])[None, :]
+        return model_inputs
+
+
+def test_the_doctor_places_the_fed_token_after_the_positions_seen(mistral):
+    model = _StalePositionsMistral.from_pretrained(mistral, attn_implementation="eager").eval()
+    tok = models.load(mistral)[1]
+    report = tracer.check_cache(model, tok, PROMPT, max_new_tokens=3)
+    assert not report.consistent and report.first_divergent_step == 1
+    prompt_len = len(report.cached.prompt_ids)
+    positions = next(s for s in report.suspects if s.kind == "positions")
+    assert f"belong at [{prompt_len}]" in positions.reason  # not at the 3 positions a layer keeps
+    assert f"has already seen {prompt_len} positions" in report.summary
+
+
+# -- 3. inputs_embeds ------------------------------------------------------------------------
+
+
+def test_a_prompt_fed_as_embeddings_is_traced_and_shown(mistral):
+    from tracer.plots import generation as g
+
+    model, tok = models.load(mistral)
+    tr = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=3, feed_embeddings=True)
+    enc = tok(PROMPT, return_tensors="pt")
+    embeds = model.get_input_embeddings()(enc["input_ids"])
+    expected = model.generate(input_ids=enc["input_ids"], inputs_embeds=embeds, max_new_tokens=3)
+    assert tr.error is None and tr.sequence_ids == expected[0].tolist()
+    prompt_len, hidden = len(tr.prompt_ids), model.config.hidden_size
+    first, second = tr.steps[0], tr.steps[1]
+    assert (first.fed_name, first.fed_shape) == ("inputs_embeds", (1, prompt_len, hidden))
+    assert (second.fed_name, second.fed_shape) == ("input_ids", (1, 1))
+    assert tr.settings["feed"] == "inputs_embeds"
+    assert "as embeddings" in g.step_story(tr, 0) and "[None" not in g.step_story(tr, 0)
+    assert "inputs_embeds [1, 7" not in g.step_story(tr, 1)
+    assert "input_ids [1, 1] → " not in "".join(g.prepare_inputs_changes(tr, 1))  # no crash, real changes
+    assert any(c.startswith("inputs_embeds") for c in g.prepare_inputs_changes(tr, 1))
+    assert g.cache_on_off_table(tr)["cache on"].tolist() == [prompt_len, 1, 1]
+    assert g.steps_table(tr)["fed shape"][0] == f"[1, {prompt_len}, {hidden}]"
+    for step in range(len(tr.steps)):
+        g.call_flow_figure(tr, step), g.prepare_inputs_table(tr, step), g.call_flow_table(tr, step)
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+def _app_on_folder(folder):
+    from tests.test_app import new_app
+
+    at = new_app()
+    at.sidebar.selectbox(key="model").set_value(ui.LOCAL_FOLDER).run()
+    at.sidebar.text_input(key="folder").input(str(folder)).run()
+    at.sidebar.text_area(key="prompt").input(SOURCE)
+    at.sidebar.slider(key="max_new_tokens").set_value(3)
+    return at
+
+
+def test_the_app_refuses_a_checkpoints_beams_and_traces_greedy_over_its_settings(bart_large_style):
+    from tests.test_app import PAGES, assert_clean, messages, on_page
+
+    at = _app_on_folder(bart_large_style)
+    at.sidebar.button(key="run").click().run()
+    assert "num_beams=4 from the checkpoint's generation_config.json" in messages(at.sidebar.error)
+    at.sidebar.radio(key="decoding").set_value(ui.GREEDY).run()
+    at.sidebar.button(key="run").click().run()
+    assert_clean(at)
+    on_page(at, "pages/overview.py")
+    table = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    row = table[table["setting"] == "no_repeat_ngram_size"].iloc[0]
+    assert (row["value"], row["from"]) == ("3", "the model's generation_config")
+    assert table[table["setting"] == "num_beams"].iloc[0]["from"] == "your choice"
+    for page in PAGES:
+        on_page(at, page)
+        assert_clean(at)
+
+
+def test_the_app_feeds_the_prompt_as_embeddings_on_every_page(mistral):
+    from tests.test_app import PAGES, assert_clean, messages, on_page
+
+    at = _app_on_folder(mistral)
+    at.sidebar.toggle(key="feed_embeddings").set_value(True).run()
+    at.sidebar.button(key="run").click().run()
+    assert_clean(at)
+    for page in PAGES:
+        on_page(at, page)
+        assert_clean(at)
+        if page == "pages/step_replay.py":
+            assert "as embeddings" in messages(at.markdown)
+            at.button(key="next_step").click().run()
+            assert_clean(at)
+            assert "input_ids [1, 1]" in messages(at.markdown)
