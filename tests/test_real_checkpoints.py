@@ -289,7 +289,11 @@ def qwen2_sliding(tmp_path_factory):
 def _generate_with_attentions(model, tok, prompt, new_tokens):
     enc = tok(prompt, return_tensors="pt")
     return model.generate(
-        **enc, max_new_tokens=new_tokens, do_sample=False, output_attentions=True, return_dict_in_generate=True
+        **enc,
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        output_attentions=True,
+        return_dict_in_generate=True,
     )
 
 
