@@ -20,6 +20,7 @@ with flow_col:
 with token_col:
     st.subheader("Next token")
     st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")
+    st.caption(f"End-of-sequence ids of this run: {ui.view(g.eos_text)}. Choosing one stops generate().")
 
 st.subheader("What prepare_inputs_for_generation returned")
 changes = ui.view(g.prepare_inputs_changes, step)
@@ -31,3 +32,7 @@ st.dataframe(ui.view(g.prepare_inputs_table, step), hide_index=True, width="stre
 
 with st.expander("Every recorded call, exactly (hook point, Hugging Face module, inputs, outputs)"):
     st.dataframe(ui.view(g.call_flow_table, step), hide_index=True, width="stretch")
+
+st.subheader("What transformers 5.x does here")
+st.caption("Live values of this step, each with why; the lesson notes describe 4.x, where some differ.")
+st.dataframe(ui.view(g.live_values_table, step), hide_index=True, width="stretch")

@@ -218,6 +218,8 @@ def test_an_eos_on_the_last_allowed_step_is_an_eos_stop(instruct_llama):
 
         assert "eos ids" in g.trace_summary(tr)
         assert f"end-of-sequence id {free[2]}" in g.step_story(tr, len(tr.steps) - 1)
+        chosen_bar = g.topk_figure(tr, len(tr.steps) - 1).data[0].y[0]  # greedy: the top bar
+        assert chosen_bar.endswith("(eos)")
 
         shorter = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=last - 1, do_sample=False)
         assert shorter.stop["reason"] == "max_new_tokens"
@@ -440,3 +442,63 @@ def test_the_app_feeds_the_prompt_as_embeddings_on_every_page(mistral):
             at.button(key="next_step").click().run()
             assert_clean(at)
             assert "input_ids [1, 1]" in messages(at.markdown)
+
+
+# -- 4. what 5.x changed, as live values; the call flow's embeddings, MLPs and final_logits_bias
+
+
+def test_live_values_are_what_generate_passed(instruct_llama):
+    from tracer.plots import generation as g
+
+    model, tok = models.load(instruct_llama)
+    enc = tok(PROMPT, return_tensors="pt")
+    assert enc["attention_mask"].all()  # the tokenizer gives a mask of ones: generate() drops it
+    tr = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=2, do_sample=False)
+    prompt_len, hidden = len(tr.prompt_ids), model.config.hidden_size
+    # A training-style forward: lm_head sees every position.
+    seen = []
+    handle = model.lm_head.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    try:
+        model(**enc)
+    finally:
+        handle.remove()
+    assert seen == [(1, prompt_len, hidden)]
+    first = g.live_values_table(tr, 0).set_index("argument")["this step"]
+    assert first["logits_to_keep"] == f"1; lm_head sees [1, 1, {hidden}]"
+    assert first["cache_position"] == "absent"
+    assert first["past_key_values"] == "DynamicCache(seq_len=0)"
+    assert first["attention_mask"] == "called with None; fed None"
+    assert first["is_first_iteration"] == "True"
+    later = g.live_values_table(tr, 1).set_index("argument")["this step"]
+    assert later["past_key_values"] == f"DynamicCache(seq_len={prompt_len})"
+    assert later["is_first_iteration"] != "True"
+
+
+def test_the_call_flow_shows_embeddings_mlps_and_final_logits_bias(bart_large_style, instruct_llama):
+    from tracer.plots import generation as g
+
+    model, tok = models.load(instruct_llama)
+    tr = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=2, do_sample=False)
+    prompt_len, hidden = len(tr.prompt_ids), model.config.hidden_size
+    flow = {n.title: n.detail for n in g.call_flow(tr, 0)}
+    assert (
+        flow["decoder.embed_tokens"]
+        == f"input_ids [1, {prompt_len}] → embeddings [1, {prompt_len}, {hidden}]"
+    )
+    inner = model.config.intermediate_size
+    assert flow["decoder.layers.1.mlp"] == (
+        f"hidden [1, {prompt_len}, {hidden}] → [1, {prompt_len}, {inner}] → [1, {prompt_len}, {hidden}]"
+    )
+    assert "final_logits_bias" not in flow
+
+    model, tok = models.load(bart_large_style)
+    tr = tracer.trace_generation(model, tok, SOURCE, max_new_tokens=2, num_beams=1)
+    titles = [n.title for n in g.call_flow(tr, 1)]
+    assert titles.index("final_logits_bias") == titles.index("lm_head") + 1
+    vocab = model.final_logits_bias.shape[-1]
+    bias = next(n for n in g.call_flow(tr, 1) if n.title == "final_logits_bias")
+    assert bias.detail == f"logits [1, 1, {vocab}] + final_logits_bias [1, {vocab}]"
+    ffn = model.config.decoder_ffn_dim
+    mlp = next(n for n in g.call_flow(tr, 1) if n.title == "decoder.layers.0.mlp")
+    assert mlp.module.endswith("layers.0.fc1 .. model.decoder.layers.0.fc2")
+    assert f"[1, 1, {ffn}]" in mlp.detail

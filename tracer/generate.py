@@ -191,7 +191,7 @@ def pack_trace(
         steps=steps,
         error=rec.error,
         settings=settings,
-        config=config_summary(config, rec.layout),
+        config=config_summary(config, rec.layout, model),
         token_texts={i: token_text(i) for i in sorted(seen_ids)},
         capture=rec.budget.summary(),
         stop=stop or {},
@@ -299,7 +299,12 @@ def token_texter(tok):
     return token_text
 
 
-def config_summary(config, layout) -> dict[str, Any]:
+def _buffer_shape(model, name: str) -> list[int] | None:
+    buffer = getattr(model, name, None)
+    return list(buffer.shape) if isinstance(buffer, torch.Tensor) else None
+
+
+def config_summary(config, layout, model=None) -> dict[str, Any]:
     """The few config numbers a trace keeps (layers, heads, sizes), the same keys for every family."""
 
     def first(*keys):
@@ -317,6 +322,8 @@ def config_summary(config, layout) -> dict[str, Any]:
         "hidden_size": hidden,
         "head_dim": first("head_dim") or (hidden // num_heads if hidden and num_heads else None),
         "vocab_size": first("vocab_size"),
+        "ffn_dim": first("intermediate_size", "decoder_ffn_dim"),  # the decoder MLP's inner width
+        "final_logits_bias": _buffer_shape(model, "final_logits_bias"),
         "max_positions": first("max_position_embeddings"),
         "model_type": getattr(config, "model_type", ""),
     }

@@ -318,6 +318,17 @@ _OUT_KEYS = ("logits", "last_hidden_state", "attn_weights", "output", "output[0]
 
 def _event_detail(tr: Trace, step: Step, event: Event) -> str:
     kind = event.attention_kind
+    if event.name in (names.DECODER_EMBED, names.ENCODER_EMBED):
+        ids, out = event.inputs.get("arg0"), event.outputs.get("output")
+        if isinstance(ids, TensorInfo) and isinstance(out, TensorInfo):
+            return f"input_ids {_shape(ids)} → embeddings {_shape(out)}"
+    parsed = names.parse_layer(event.name)
+    if parsed is not None and parsed[2] == "mlp":
+        hidden, out = event.inputs.get("hidden_states"), event.outputs.get("output")
+        ffn = tr.config.get("ffn_dim")
+        if isinstance(hidden, TensorInfo) and isinstance(out, TensorInfo):
+            inner = f" → [{', '.join(map(str, hidden.shape[:-1]))}, {ffn}]" if ffn else ""
+            return f"hidden {_shape(hidden)}{inner} → {_shape(out)}"
     if event.name == names.PREPARE_INPUTS:
         before = _first_tensor(event.inputs, ("input_ids",))
         after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids", "inputs_embeds"))
@@ -352,9 +363,10 @@ def _event_detail(tr: Trace, step: Step, event: Event) -> str:
 def _event_depth(event: Event) -> int:
     if event.name in (names.PREPARE_INPUTS, names.FORWARD, names.CHOOSE_TOKEN, names.ENCODER):
         return 1
-    if event.attention_kind is not None:
+    parsed = names.parse_layer(event.name)
+    if event.attention_kind is not None or (parsed is not None and parsed[2] == "mlp"):
         return 3
-    return 2  # decoder.layers.{i}, lm_head
+    return 2  # decoder.layers.{i}, the embeddings, lm_head
 
 
 def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
@@ -374,6 +386,18 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
                 failed=event.error is not None,
             )
         )
+        bias = tr.config.get("final_logits_bias")
+        if event.name == names.LM_HEAD and bias and event.error is None:
+            # BART's forward adds a (1, vocab) buffer to lm_head's logits: no module, so no hook.
+            logits = event.outputs.get("output")
+            nodes.append(
+                FlowNode(
+                    "final_logits_bias",
+                    f"logits {_shape(logits)} + final_logits_bias {_shape_of(tuple(bias))}",
+                    2,
+                    f"{tr.model_class}.forward (a buffer added after lm_head)",
+                )
+            )
     failed_here = tr.error is not None and tr.error.step == step.index
     if failed_here:
         nodes.append(FlowNode("error", str(tr.error), 0, failed=True))
@@ -394,7 +418,7 @@ def _stop_reason(tr: Trace) -> str:
         token_id = tr.stop.get("token_id")
         if token_id is not None:
             text = text.replace(f"id {token_id}", f"id {token_id} ({show_token(tr.token_text(token_id))})", 1)
-        return f"{text}; eos ids {eos_text(tr)}" if tr.stop.get("reason") != "eos" else text
+        return f"{text} (eos ids: {eos_text(tr)})"
     return "not recorded (a trace from an older Stepwise)"
 
 
@@ -549,6 +573,69 @@ def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Step replay: what transformers 5.x does that the (4.x) lesson notes describe otherwise
+
+
+def live_values_table(tr: Trace, step_index: int) -> pd.DataFrame:
+    """Five things generate() does in transformers 5.x, each as this step's recorded value and why."""
+    step = tr.steps[step_index]
+    args, fed = step.prepare_inputs_args, step.prepare_inputs
+    lm_head = step.event(names.LM_HEAD)
+    lm_in = None if lm_head is None else _first_tensor(lm_head.inputs, ("hidden_states",))
+    keep = fed.get("logits_to_keep", args.get("logits_to_keep"))
+    forward = step.event(names.FORWARD)
+    mask_key = "decoder_attention_mask" if tr.encoder_decoder else "attention_mask"
+    fed_mask = fed.get(mask_key)
+    if fed_mask is None and forward is not None:
+        fed_mask = forward.inputs.get(mask_key)
+    if tr.encoder_decoder:
+        mask_row = (
+            "attention_mask, decoder_attention_mask",
+            f"source mask {_value_text(args.get('attention_mask', 'None'))}; decoder mask "
+            f"{_value_text(fed_mask) if fed_mask is not None else 'None'}",
+            "The source's mask stays (the encoder and cross-attention read it); generate() gives the "
+            "decoder no mask of ones: its causal mask is built inside the model.",
+        )
+    else:
+        mask_row = (
+            "attention_mask",
+            f"called with {_value_text(args.get('attention_mask', 'None'))}; fed "
+            f"{_value_text(fed_mask) if fed_mask is not None else 'None'}",
+            "A mask of all ones (no padding) says nothing the causal mask does not: generate() drops it "
+            "and passes None, and the model builds its causal mask alone.",
+        )
+    rows = [
+        (
+            "logits_to_keep",
+            f"{keep if keep is not None else 'not passed'}; lm_head sees "
+            f"{_shape(lm_in[1]) if lm_in else 'nothing recorded'}",
+            "generate() needs only the last position's logits, so lm_head runs on [1, 1, hidden] even at "
+            "the prefill; a training forward computes logits for every position, [1, T, hidden].",
+        ),
+        (
+            "cache_position",
+            _value_text(fed["cache_position"]) if "cache_position" in fed else "absent",
+            "transformers 5.x no longer passes cache_position to its models: the cache counts its own "
+            "positions (the lesson notes, written for 4.x, still show it).",
+        ),
+        (
+            "past_key_values",
+            _value_text(args.get("past_key_values", "None")),
+            "With the cache on, generate() builds an empty cache object before step 0 and passes it, "
+            "not None: a check `past_key_values is None` never sees the first step in 5.x.",
+        ),
+        mask_row,
+        (
+            "is_first_iteration",
+            _value_text(args.get("is_first_iteration", "False (not passed)")),
+            "generate() marks the prefill call, so prepare_inputs_for_generation uses inputs_embeds "
+            "(and inputs such as pixel_values) on the first step only.",
+        ),
+    ]
+    return pd.DataFrame(rows, columns=["argument", "this step", "why"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Step replay: the token choice and the plain-language account
 
 
@@ -557,7 +644,8 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
     step = tr.steps[step_index]
     if not step.topk:
         return _empty_figure("No token was chosen at this step.")
-    tokens = [show_token(t.text) for t in step.topk]
+    eos = set(tr.eos_token_ids)
+    tokens = [show_token(t.text) + (" (eos)" if t.token_id in eos else "") for t in step.topk]
     probs = [t.prob for t in step.topk]
     colors = [CHOSEN_COLOR if t.token_id == step.chosen_id else OTHER_COLOR for t in step.topk]
     labels = [html.escape(f"{i + 1}. {tok}") for i, tok in enumerate(tokens)]
