@@ -42,12 +42,25 @@ def _open(page, title: str) -> None:
 
 
 def _figure(page, key: str):
-    """The one plotly figure a page shows under `key`, once plotly has drawn it."""
+    """The one plotly figure a page shows under `key`, once plotly has drawn it.
+
+    While Streamlit swaps a figure for a new one, the old and the new can both be in the page for
+    a moment (seen on a busy machine): wait until exactly one is left.
+    """
     from playwright.sync_api import expect
 
     figure = page.locator(f".st-key-{key} .js-plotly-plot")
+    expect(figure).to_have_count(1)
     expect(figure).to_be_visible()
     return figure
+
+
+def _expect_title(page, key: str, text: str) -> None:
+    """The figure under `key` is titled with `text` (and is the only figure there)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(f".st-key-{key} .gtitle").filter(has_text=text)).to_have_count(1)
+    _figure(page, key)
 
 
 def _heads(model: str) -> int:
@@ -117,10 +130,9 @@ def test_a_bart_trace_shows_cross_attention_in_the_browser(page):
     head.click()
     page.get_by_role("option", name="head 0", exact=True).click()
     expect(head).to_have_value("head 0")
-    step_figure = _figure(page, "attention_head")
-    expect(step_figure.locator(".gtitle")).to_contain_text("head 0: cross-attention")
-    expect(step_figure.locator("g.hm image")).to_have_count(1)
-    expect(_figure(page, "attention_run").locator(".gtitle")).to_contain_text("cross-attention")
+    _expect_title(page, "attention_head", "head 0: cross-attention")
+    expect(_figure(page, "attention_head").locator("g.hm image")).to_have_count(1)
+    _expect_title(page, "attention_run", "head 0: cross-attention")
     _idle(page)
     _no_exception(page)
     page.screenshot(path=SHOTS / "attention_bart.png", full_page=True)

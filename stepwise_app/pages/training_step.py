@@ -13,8 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
-if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run on its own: find tracer and models
+if __package__ in (None, "") and str(Path(__file__).resolve().parents[2]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run on its own: find tracer and models
 
 import models
 import tracer
@@ -25,7 +25,7 @@ from tracer.plots import training as plots
 from tracer.training import default_pairs
 
 try:
-    import ui  # the app's shared helpers: one cached model per name for every page and session
+    from stepwise_app import ui  # the app's helpers: one cached model per name for every session
 except ImportError:  # the page on its own, without the app
     ui = None
 

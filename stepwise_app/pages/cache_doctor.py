@@ -13,7 +13,7 @@ from models import scenarios
 from tracer.plots import doctor as d
 
 try:  # the app's shared helper: the sidebar's model and prompt, the cached model loader
-    import ui
+    from stepwise_app import ui
 except ImportError:  # the page runs on its own
     ui = None
 

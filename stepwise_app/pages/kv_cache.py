@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-import ui
+from stepwise_app import ui
 from tracer.plots import generation as g
 
 st.title("KV cache")
