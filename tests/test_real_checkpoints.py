@@ -25,8 +25,8 @@ from transformers import (
 
 import models
 import tracer
-import ui
 from models.random_models import _special_ids, random_tokenizer
+from stepwise_app import ui
 from tests.test_app import navigation_app  # noqa: F401 - an autouse fixture the app tests need
 from tracer.__main__ import main as cli_main
 from tracer.errors import StepwiseInputError, TracingNotSupported
