@@ -131,6 +131,16 @@ def test_the_checkpoints_other_settings_apply_and_are_recorded(bart_large_style)
     for key, source in tr.settings["sources"].items():
         assert tr.settings[key] == getattr(resolved, key), key
         assert source in ("caller", "checkpoint", "transformers default")
+    # A GenerationConfig passed by the caller counts as the caller's, field by field, as in generate().
+    own = GenerationConfig(num_beams=1, no_repeat_ngram_size=2)
+    tr = tracer.trace_generation(model, tok, SOURCE, max_new_tokens=6, generation_config=own)
+    expected = model.generate(**enc, max_new_tokens=6, generation_config=own)
+    assert tr.sequence_ids == expected[0].tolist()
+    assert (tr.settings["no_repeat_ngram_size"], tr.settings["sources"]["no_repeat_ngram_size"]) == (
+        2,
+        "caller",
+    )
+    assert tr.settings["sources"]["early_stopping"] == "checkpoint"
 
 
 def test_an_instruct_checkpoint_samples_with_its_own_temperature_and_top_p(instruct_llama):
@@ -344,6 +354,10 @@ def test_sliding_window_rows_know_their_key_positions(request, fixture):
     table = g.cache_shapes_table(tr, last.index)
     slid = table[table["layer"] == sliding].iloc[0]
     assert (slid["seq_len"], slid["positions seen"]) == (WINDOW - 1, row + 1)
+    # The trace file keeps positions seen and the stop record.
+    back = tracer.trace_from_bytes(tr.to_bytes())
+    assert back.stop == tr.stop and back.steps[-1].cache == last.cache
+    assert back.steps[-1].key_positions("self", sliding).tolist() == list(range(first, row + 1))
 
 
 class _StalePositionsMistral(MistralForCausalLM):
