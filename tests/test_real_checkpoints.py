@@ -516,3 +516,19 @@ def test_the_call_flow_shows_embeddings_mlps_and_final_logits_bias(bart_large_st
     mlp = next(n for n in g.call_flow(tr, 1) if n.title == "decoder.layers.0.mlp")
     assert mlp.module.endswith("layers.0.fc1 .. model.decoder.layers.0.fc2")
     assert f"[1, 1, {ffn}]" in mlp.detail
+
+
+def test_the_summary_names_the_sampling_settings_someone_set(instruct_llama):
+    from tracer.plots import generation as g
+
+    model, tok = models.load(instruct_llama)
+    tr = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=2, seed=5)
+    assert "sampling (temperature 0.6, top_p 0.9, seed 5)" in g.trace_summary(tr)
+
+
+def test_a_setting_at_its_off_value_is_not_refused(instruct_llama):
+    model, tok = models.load(instruct_llama)
+    tr = tracer.trace_generation(model, tok, PROMPT, max_new_tokens=2, do_sample=False, guidance_scale=1.0)
+    assert tr.error is None and tr.settings["sources"]["guidance_scale"] == "caller"
+    with pytest.raises(TracingNotSupported, match=r"guidance_scale=1.5 from your arguments; leave guidance"):
+        tracer.trace_generation(model, tok, PROMPT, max_new_tokens=2, guidance_scale=1.5)

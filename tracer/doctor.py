@@ -250,8 +250,6 @@ def check_cache(
     """
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
-    if isinstance(prompt, list | tuple):
-        encode_prompt(tok, prompt, input_ids)  # the "batches are not traced yet" error
     if model_kwargs.get("do_sample") or model_kwargs.get("num_beams", 1) != 1:
         raise StepwiseInputError(
             "The cache doctor compares greedy runs (one token per step, the most likely one): drop "

@@ -147,11 +147,23 @@ def resolve_settings(
     return ResolvedSettings(values, sources)
 
 
+# Settings that switch their feature on only above a threshold (guidance_scale 1.0 is no guidance).
+_ACTIVE_ABOVE = {"guidance_scale": 1.0, "penalty_alpha": 0.0, "prompt_lookup_num_tokens": 0}
+
+
+def _active(key: str, value: Any, traced_value: Any) -> bool:
+    if value is None or value is False or value == traced_value:
+        return False
+    if key in _ACTIVE_ABOVE:
+        return value > _ACTIVE_ABOVE[key]
+    return True
+
+
 def refuse_untraceable(settings: ResolvedSettings) -> None:
     """TracingNotSupported for the first setting Stepwise does not trace, naming its source and the fix."""
     for key, (feature, traced_value, what) in UNTRACEABLE.items():
         value = settings.values.get(key)
-        if value is None or value == traced_value or (traced_value is None and value is False):
+        if not _active(key, value, traced_value):
             continue
         if key == "num_beams" and settings.values.get("do_sample"):
             what = "sampling"

@@ -159,7 +159,16 @@ def trace_summary(tr: Trace) -> str:
     """One line: model, architecture, decoding and cache settings, steps, and the error if any."""
     s = tr.settings
     if s.get("do_sample"):
-        decoding = f"sampling (temperature {s.get('temperature')}, seed {s.get('seed')})"
+        # top_k and top_p only when someone set them: transformers' defaults (50, 1.0) go unsaid.
+        sources = s.get("sources") or {}
+        parts = [f"temperature {s.get('temperature')}"]
+        parts += [
+            f"{key} {s[key]}"
+            for key in ("top_k", "top_p")
+            if sources.get(key) in ("caller", "checkpoint") and s.get(key) is not None
+        ]
+        parts.append(f"seed {s.get('seed')}")
+        decoding = f"sampling ({', '.join(parts)})"
     else:
         decoding = "greedy"
     cache = "cache on" if s.get("use_cache", True) else "cache off"
