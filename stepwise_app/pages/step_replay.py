@@ -20,7 +20,7 @@ with flow_col:
 with token_col:
     st.subheader("Next token")
     st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")
-    st.caption(f"End-of-sequence ids of this run: {ui.view(g.eos_text)}. Choosing one stops generate().")
+    st.caption(ui.view(g.eos_line))
 
 st.subheader("What prepare_inputs_for_generation returned")
 changes = ui.view(g.prepare_inputs_changes, step)

@@ -185,6 +185,13 @@ def trace_summary(tr: Trace) -> str:
     return text
 
 
+def eos_line(tr: Trace) -> str:
+    """A sentence on the run's end-of-sequence ids, for the step replay."""
+    if not tr.eos_token_ids:
+        return "This run has no end-of-sequence id: max_new_tokens (or another stopping criterion) ends it."
+    return f"End-of-sequence ids of this run: {eos_text(tr)}. Choosing one stops generate()."
+
+
 def eos_text(tr: Trace) -> str:
     """The run's end-of-sequence ids with their tokens: "2 (</s>)", or "none"."""
     ids = tr.eos_token_ids
@@ -735,15 +742,16 @@ def step_story(tr: Trace, step_index: int) -> str:
         )
     if step.index == 0:
         what = "only the decoder start token" if tr.encoder_decoder else f"the whole prompt of {fed} tokens"
+        how = ""
         if step.fed_name == "inputs_embeds":
-            what += " as embeddings (their rows of the embedding table, not their ids)"
+            how = " as embeddings, their rows of the embedding table rather than their ids,"
         if use_cache:
             lines.append(
-                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed "
+                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed{how} "
                 f"({fed_shape}). Each of the {n_layers} layers stored their keys and values in the cache."
             )
         else:
-            lines.append(f"Step 0: the cache is off, so {what} was fed ({fed_shape}).")
+            lines.append(f"Step 0: the cache is off, so {what} was fed{how} ({fed_shape}).")
         if step.fed_name == "inputs_embeds":
             lines.append(
                 "generate() uses inputs_embeds on the first step only: from step 1 it feeds the new "
