@@ -36,6 +36,7 @@ CHOSEN_COLOR = "#e8590c"
 OTHER_COLOR = "#8da9c4"
 ERROR_COLOR = "#fa5252"
 HEATMAP_SCALE = "Blues"
+LAYER_COLORS = ("#1c7ed6", "#e8590c", "#2f9e44", "#9c36b5", "#f08c00", "#0c8599", "#c2255c", "#5c940d")
 KIND_TITLES = {
     "self": "decoder self-attention",
     "cross": "cross-attention (decoder → encoder)",
@@ -1046,7 +1047,9 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
     dash = {"self": "solid", "cross": "dash"}
     for (kind, layer), part in table.groupby(["kind", "layer"], sort=True):
         name = f"layer {layer} {kind}" if tr.encoder_decoder else f"layer {layer}"
-        common = dict(mode="lines+markers", line=dict(dash=dash.get(kind, "solid")), legendgroup=name)
+        color = LAYER_COLORS[int(layer) % len(LAYER_COLORS)]  # a layer's lines share its color
+        line = dict(dash=dash.get(kind, "solid"), color=color)
+        common = dict(mode="lines+markers", line=line, legendgroup=name)
         fig.add_trace(go.Scatter(x=part["step"], y=part["seq_len"], name=name, **common), row=1, col=1)
         if (part["seen"] != part["seq_len"]).any():  # a sliding-window layer: kept < seen
             fig.add_trace(
@@ -1055,7 +1058,7 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
                     y=part["seen"],
                     name=f"{name}, positions seen",
                     mode="lines",
-                    line=dict(dash="dot"),
+                    line=dict(dash="dot", color=color),
                     legendgroup=name,
                 ),
                 row=1,
