@@ -1,8 +1,11 @@
-"""The command line: record a trace, show a saved one, ask the cache doctor.
+"""The command line: record a trace, show a saved one, ask the cache doctor, start the app.
 
     python -m tracer record --model tiny-llama --prompt "tom has a red ball ." --out run.trace
     python -m tracer show run.trace [--json]
     python -m tracer doctor --model NAME_OR_PATH --prompt TEXT
+    python -m tracer app [streamlit options]
+
+Installed, the same commands are the `stepwise` command (`stepwise record ...`, `stepwise app`).
 
 Exit codes: 0 success, 1 the trace recorded a model error (or the doctor found a cache problem),
 2 bad usage or input (the message goes to stderr).
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 EXIT_OK, EXIT_MODEL_ERROR, EXIT_USAGE = 0, 1, 2
@@ -24,8 +29,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m tracer", description="Record and replay generate(), step by step.")
+def build_parser(prog: str = "python -m tracer") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Record and replay generate(), step by step.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     record = commands.add_parser("record", help="trace one generate() run and save it")
@@ -71,12 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("broken", "fixed", "tempting"),
         help="with --scenario: the buggy model (default), its fix, or the tempting wrong fix",
     )
+
+    commands.add_parser(
+        "app",
+        help="start the Streamlit app (needs the app extra: pip install 'stepwise[app]')",
+        description="Start the Streamlit app. Options after `app` go to `streamlit run`, "
+        "e.g. --server.port 8502.",
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"record": _record, "show": _show, "doctor": _doctor}
+def main(argv: list[str] | None = None, prog: str = "python -m tracer") -> int:
+    parser = build_parser(prog)
+    args, streamlit_options = parser.parse_known_args(argv)  # only `app` takes options it does not know
+    if streamlit_options and args.command != "app":
+        parser.error(f"unrecognized arguments: {' '.join(streamlit_options)}")
+    args.streamlit_options = streamlit_options
+    handlers = {"record": _record, "show": _show, "doctor": _doctor, "app": _app}
     try:
         return handlers[args.command](args)
     except ValueError as exc:  # every input problem the tracer and models raise is a ValueError
@@ -131,6 +147,29 @@ def _doctor(args) -> int:
     from tracer import doctor
 
     return doctor.cli(args)
+
+
+def _app(args) -> int:
+    # The app is the stepwise_app package beside tracer; Streamlit runs its app.py as a script, in a
+    # process of its own, and that file's folder holds the app's settings (.streamlit/config.toml).
+    if find_spec("streamlit") is None or find_spec("stepwise_app") is None:
+        print(
+            "error: the app needs Streamlit, which the app extra installs: pip install 'stepwise[app]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    app_file = Path(find_spec("stepwise_app").origin).parent / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app_file), *args.streamlit_options]
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # Ctrl-C reaches Streamlit too: let it shut down, then report its code
+        return process.wait()
+
+
+def console() -> int:
+    """The `stepwise` command that installing Stepwise puts on the PATH: the same as `python -m tracer`."""
+    return main(prog="stepwise")
 
 
 def trace_summary(tr) -> dict:

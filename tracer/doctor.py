@@ -166,6 +166,11 @@ class CacheReport:
     cached: Trace = field(repr=False)
     uncached: Trace = field(repr=False)
 
+    def _repr_html_(self) -> str:  # Jupyter: a report that ends a cell shows this summary
+        from tracer.notebook import report_html
+
+        return report_html(self)
+
     @property
     def divergent(self) -> StepComparison | None:
         step = self.first_divergent_step

@@ -195,6 +195,11 @@ class Step:
     chosen_id: int | None  # None when the step failed before a token was chosen
     chosen_prob: float | None = None
 
+    def _repr_html_(self) -> str:  # Jupyter: a step that ends a cell shows this summary
+        from tracer.notebook import step_html
+
+        return step_html(self)
+
     @property
     def complete(self) -> bool:
         return self.chosen_id is not None
@@ -333,6 +338,11 @@ class Trace:
     # | "error", "token_id": the eos id chosen or None, "detail": plain words}; {} if not recorded.
     stop: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def _repr_html_(self) -> str:  # Jupyter: a trace that ends a cell shows this summary
+        from tracer.notebook import trace_html
+
+        return trace_html(self)
 
     @property
     def num_layers(self) -> int:
