@@ -532,3 +532,18 @@ def test_a_setting_at_its_off_value_is_not_refused(instruct_llama):
     assert tr.error is None and tr.settings["sources"]["guidance_scale"] == "caller"
     with pytest.raises(TracingNotSupported, match=r"guidance_scale=1.5 from your arguments; leave guidance"):
         tracer.trace_generation(model, tok, PROMPT, max_new_tokens=2, guidance_scale=1.5)
+
+
+def test_the_length_defaults_to_what_generate_makes(instruct_llama, bart_large_style):
+    model, tok = models.load(instruct_llama)
+    tr = tracer.trace_generation(model, tok, PROMPT, do_sample=False)
+    expected = model.generate(**tok(PROMPT, return_tensors="pt"), do_sample=False)
+    assert tr.sequence_ids == expected[0].tolist()
+    assert tr.settings["sources"]["max_new_tokens"] == "transformers default"
+
+    model, tok = models.load(bart_large_style)
+    model.generation_config.max_length = 5  # a checkpoint's max_length counts the decoder start token
+    tr = tracer.trace_generation(model, tok, SOURCE, num_beams=1)
+    expected = model.generate(**tok(SOURCE, return_tensors="pt"), num_beams=1)
+    assert tr.sequence_ids == expected[0].tolist() and len(tr.generated_ids) == 4
+    assert tr.settings["sources"]["max_new_tokens"] == "checkpoint"

@@ -50,9 +50,6 @@ _SHOWN_DEFAULTS = (
     "repetition_penalty",
     "no_repeat_ngram_size",
 )
-# generate() with no length set makes this many new tokens (GenerationConfig's max_length default).
-DEFAULT_NEW_TOKENS = 20
-
 # Settings Stepwise does not trace yet: (what they do, the value that traces, what is then traced).
 UNTRACEABLE: dict[str, tuple[str, Any, str]] = {
     "num_beams": ("Beam search", 1, "greedy search (or sampling with do_sample=True)"),
@@ -122,6 +119,7 @@ def resolve_settings(
         for k, v in model.generation_config.to_dict().items()
         if v is not None and k not in _NOT_SETTINGS and k not in caller
     }
+    # transformers' own table of global defaults (no public accessor; generate() reads the same one).
     defaults = GenerationConfig._get_default_generation_params()
 
     values: dict[str, Any] = {}
@@ -134,14 +132,15 @@ def resolve_settings(
             values[key], sources[key] = value, source
 
     # max_new_tokens as generate() derives it: max_new_tokens wins over max_length, else
-    # max_length counts the start, else 20 new tokens within the model's positions.
+    # max_length counts the start, else the default max_length (20) of new tokens, within the
+    # model's positions.
     if values.get("max_new_tokens") is None:
         if values.get("max_length") is not None:
             values["max_new_tokens"] = int(values["max_length"]) - input_len
             sources["max_new_tokens"] = sources["max_length"]
         else:
             limit = getattr(model.config, "max_position_embeddings", None)
-            total = DEFAULT_NEW_TOKENS + input_len
+            total = int(defaults["max_length"]) + input_len
             values["max_new_tokens"] = (min(total, limit) if limit else total) - input_len
             sources["max_new_tokens"] = DEFAULT
     return ResolvedSettings(values, sources)
