@@ -35,6 +35,8 @@ import tracer
 from tracer.plots import generation
 
 LOCAL_FOLDER = "Local checkpoint folder…"
+# Decoding choices: the model's own generation_config (as generate() runs it), or one forced.
+MODEL_DECODING, GREEDY, SAMPLING = "model's own", "greedy", "sampling"
 MAX_NEW_TOKENS = 64
 KEEP_TRACES = 4  # per session: the current one and a few earlier ones (cache on vs off)
 # Traces behind links (?trace=…), for every session together: the newest are kept.
@@ -101,25 +103,32 @@ def run_trace(
     *,
     max_new_tokens: int = 8,
     use_cache: bool = True,
-    do_sample: bool = False,
-    temperature: float = 1.0,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
     seed: int | None = None,
+    feed_embeddings: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tracer.Trace:
-    """Trace `prompt` on the shared model `model_name`. Safe to call from several sessions at once."""
+    """Trace `prompt` on the shared model `model_name`. Safe to call from several sessions at once.
+
+    `do_sample` None keeps the model's own decoding (its generation_config); True or False picks
+    sampling or greedy search (with num_beams=1, over a checkpoint's beams).
+    """
     model, tok = load_model(model_name)
     _one_torch_thread()
+    forced = {} if do_sample is None else {"do_sample": do_sample, "num_beams": 1}
     return tracer.trace_generation(
         model,
         tok,
         prompt,
         max_new_tokens=max_new_tokens,
         use_cache=use_cache,
-        do_sample=do_sample,
         temperature=temperature,
         seed=seed,
+        feed_embeddings=feed_embeddings,
         model_name=Path(model_name).name if model_name not in models.available() else model_name,
         progress=progress,
+        **forced,
     )
 
 
@@ -408,11 +417,23 @@ def sidebar() -> None:
         )
         max_new = st.slider("Max new tokens", 1, MAX_NEW_TOKENS, 8, key="max_new_tokens")
         use_cache = st.toggle("Use the KV cache", value=True, key="use_cache")
-        decoding = st.radio("Decoding", ["greedy", "sampling"], horizontal=True, key="decoding")
-        temperature, seed = 1.0, None
-        if decoding == "sampling":
+        decoding = st.radio(
+            "Decoding",
+            [MODEL_DECODING, GREEDY, SAMPLING],
+            horizontal=True,
+            key="decoding",
+            help="model's own: the checkpoint's generation_config, as generate() uses it",
+        )
+        temperature, seed = None, None
+        if decoding == SAMPLING:
             temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key="temperature")
             seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+        feed_embeddings = st.toggle(
+            "Feed the prompt as embeddings",
+            value=False,
+            key="feed_embeddings",
+            help="step 0 feeds inputs_embeds [1, P, hidden], later steps input_ids [1, 1]",
+        )
         with run_area:
             if st.button("Run trace", type="primary", key="run", width="stretch"):
                 name = folder.strip() if model == LOCAL_FOLDER else model
@@ -421,9 +442,10 @@ def sidebar() -> None:
                     st.session_state.get("prompt", ""),
                     max_new,
                     use_cache,
-                    decoding == "sampling",
+                    None if decoding == MODEL_DECODING else decoding == SAMPLING,
                     temperature,
                     seed,
+                    feed_embeddings,
                 )
             message = st.session_state.get("message")
             if message:
@@ -433,7 +455,16 @@ def sidebar() -> None:
         st.caption("Stepwise: watch a transformer generate, one step at a time.")
 
 
-def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool, temperature, seed) -> None:
+def _run(
+    name: str,
+    prompt: str,
+    max_new: int,
+    use_cache: bool,
+    do_sample: bool | None,
+    temperature,
+    seed,
+    feed_embeddings: bool = False,
+) -> None:
     st.session_state.pop("message", None)
     if not name:
         _say("error", "Type the path of a local checkpoint folder (it holds config.json and *.safetensors).")
@@ -467,6 +498,7 @@ def _run(name: str, prompt: str, max_new: int, use_cache: bool, do_sample: bool,
             do_sample=do_sample,
             temperature=temperature,
             seed=seed,
+            feed_embeddings=feed_embeddings,
             progress=progress,
         )
     except (models.ModelLoadError, tracer.StepwiseInputError) as exc:  # TracingNotSupported too

@@ -75,7 +75,8 @@ def test_run_a_trace_and_replay_it_in_the_browser(page):
     expect(sidebar.get_by_role("combobox", name="Model")).to_have_value("tiny-llama")
     sidebar.get_by_role("button", name="Run trace", exact=True).click()
     expect(sidebar.get_by_text(re.compile(r"^Traced \d+ steps\.$"))).to_be_visible()
-    expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()  # the one steps table
+    expect(page.locator(".st-key-steps_table")).to_be_visible()
+    expect(page.locator(".st-key-settings_table")).to_be_visible()
     _idle(page)
     _no_exception(page)
     page.screenshot(path=SHOTS / "overview.png", full_page=True)

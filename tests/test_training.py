@@ -98,10 +98,12 @@ def test_bart_events_in_call_order(bart):
     model, tok = bart
     tt = traced(model, tok, SOURCE, TARGET)
     layers = range(model.config.decoder_layers)
-    expected = [names.FORWARD, names.SHIFT_TOKENS_RIGHT, names.ENCODER]
+    expected = [names.FORWARD, names.SHIFT_TOKENS_RIGHT, names.ENCODER, names.ENCODER_EMBED]
     expected += [names.encoder_self_attn(i) for i in range(model.config.encoder_layers)]
+    expected.append(names.DECODER_EMBED)
     for i in layers:
         expected += [names.decoder_layer(i), names.decoder_self_attn(i), names.decoder_cross_attn(i)]
+        expected.append(names.decoder_mlp(i))
     expected += [names.LM_HEAD, names.LOSS]
     assert [e.name for e in tt.events] == expected
     shift = tt.event(names.SHIFT_TOKENS_RIGHT)

@@ -38,11 +38,26 @@ def build_parser(prog: str = "python -m tracer") -> argparse.ArgumentParser:
         "--model", required=True, help="a built-in name (tiny-llama, ...) or a checkpoint folder"
     )
     record.add_argument("--prompt", required=True)
-    record.add_argument("--max-new-tokens", type=int, default=16)
+    # Generation settings left out come from the model's generation_config, as in generate().
+    record.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's own")
     record.add_argument("--no-cache", action="store_true", help="generate with use_cache=False")
-    record.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    decoding = record.add_mutually_exclusive_group()
+    decoding.add_argument(
+        "--sample", dest="do_sample", action="store_true", default=None, help="sample (do_sample=True)"
+    )
+    decoding.add_argument(
+        "--greedy", dest="do_sample", action="store_false", help="greedy search (num_beams=1)"
+    )
     record.add_argument("--seed", type=int, default=None, help="seed for sampling (recorded in the trace)")
-    record.add_argument("--temperature", type=float, default=1.0)
+    record.add_argument("--temperature", type=float, default=None)
+    record.add_argument("--top-k", type=int, default=None)
+    record.add_argument("--top-p", type=float, default=None)
+    record.add_argument(
+        "--num-beams", type=int, default=None, help="1 overrides a checkpoint's beam search (not traced)"
+    )
+    record.add_argument(
+        "--feed-embeddings", action="store_true", help="feed the prompt as inputs_embeds at step 0"
+    )
     record.add_argument("--out", required=True, help="the trace file to write")
 
     show = commands.add_parser("show", help="print a saved trace, one row per step")
@@ -90,16 +105,23 @@ def _record(args) -> int:
     import tracer
 
     model, tok = models.load(args.model)
+    extra = {} if args.num_beams is None else {"num_beams": args.num_beams}
+    if args.do_sample is False and args.num_beams is None:
+        extra["num_beams"] = 1  # --greedy is greedy search, whatever the checkpoint's beams
     tr = tracer.trace_generation(
         model,
         tok,
         args.prompt,
         max_new_tokens=args.max_new_tokens,
-        use_cache=not args.no_cache,
-        do_sample=args.sample,
+        use_cache=False if args.no_cache else None,
+        do_sample=args.do_sample,
         seed=args.seed,
         temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        feed_embeddings=args.feed_embeddings,
         model_name=args.model,
+        **extra,
     )
     path = tr.save(args.out)
     print(step_table(tr))
@@ -193,6 +215,9 @@ def trace_summary(tr) -> dict:
         "prompt_ids": tr.prompt_ids,
         "sequence_ids": tr.sequence_ids,
         "error": None if tr.error is None else vars(tr.error),
+        "settings": tr.settings,
+        "eos_token_ids": tr.eos_token_ids,
+        "stop": tr.stop,
         "steps": [
             {
                 "index": s.index,
@@ -232,6 +257,9 @@ def step_table(tr) -> str:
     if tr.error is not None:
         rows.append(f"error at {tr.error}")
     rows.append(f"output: {' '.join(tr.tokens(tr.sequence_ids))}")
+    if tr.stop:
+        eos = ", ".join(map(str, tr.eos_token_ids)) or "none"
+        rows.append(f"stopped: {tr.stop.get('detail', '')} (eos ids: {eos})")
     return "\n".join(rows)
 
 

@@ -58,5 +58,7 @@ st.plotly_chart(
 )
 st.caption(
     f"Head {stitched_head}: every step's rows in one matrix, the current step's outlined. Blank cells "
-    "were never computed (a query does not see later tokens)."
+    "are masked keys: later tokens (computed, then given weight 0 by the causal mask) and, on a "
+    "sliding-window layer, positions the window has left behind. Row labels say what each "
+    "position's row wrote (fed → chosen)."
 )

@@ -13,7 +13,8 @@ st.subheader("Growth")
 if tr.encoder_decoder:
     st.caption(
         "Solid: each decoder layer's self-attention cache, one position longer per step. Dashed: the "
-        "cross-attention cache, the encoder's keys and values, filled at step 0 and fixed after."
+        "cross-attention cache, each decoder layer's own key and value projections of the encoder "
+        "output, filled at step 0 and fixed after."
     )
 st.plotly_chart(ui.view(g.cache_growth_figure), config={"displayModeBar": False}, key="cache_growth")
 
@@ -23,7 +24,11 @@ shapes = ui.view(g.cache_shapes_table, step)
 if shapes.empty:
     st.info("Nothing is cached after this step: the cache is off in this trace.")
 else:
-    st.caption("Shapes are [batch, kv_heads, seq, head_dim]; *grew by* counts positions added by this step.")
+    st.caption(
+        "Shapes are [batch, kv_heads, seq, head_dim]; *seq_len* counts the positions a layer keeps, "
+        "*positions seen* all it has seen (more on a sliding-window layer, which keeps only the last "
+        "W-1); *grew by* counts positions added to what it keeps by this step."
+    )
     st.dataframe(shapes, hide_index=True, width="stretch")
 
 st.subheader("Cache on vs off")

@@ -27,6 +27,7 @@ def step_view() -> None:
     with token_col:
         st.subheader("Next token")
         st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")
+        st.caption(ui.view(g.eos_line))
 
     st.subheader("What prepare_inputs_for_generation returned")
     changes = ui.view(g.prepare_inputs_changes, step)
@@ -36,7 +37,15 @@ def step_view() -> None:
         st.markdown(f"Nothing changed shape since step {step - 1}.")
     st.dataframe(ui.view(g.prepare_inputs_table, step), hide_index=True, width="stretch")
 
-    with st.expander("Every recorded call, exactly (hook point, Hugging Face module, inputs, outputs)"):
+    st.subheader("What transformers 5.x does here")
+    st.caption("Live values of this step, each with why; the lesson notes describe 4.x, where some differ.")
+    st.dataframe(ui.view(g.live_values_table, step), hide_index=True, width="stretch")
+
+    # A toggle, not an expander: an expander's table is built and sent on every step change even
+    # while it is closed, and this is the largest table of the page.
+    if st.toggle(
+        "Every recorded call, exactly (hook point, Hugging Face module, inputs, outputs)", key="all_calls"
+    ):
         st.dataframe(ui.view(g.call_flow_table, step), hide_index=True, width="stretch")
 
 
