@@ -84,8 +84,9 @@ def test_run_a_trace_and_replay_it_in_the_browser(page):
     _open(page, "Step replay")
     page.get_by_role("button", name="Next ▶", exact=True).click()
     expect(page.get_by_text(re.compile(r"so only the new token"))).to_be_visible()
-    _figure(page, "call_flow")
-    _figure(page, "topk")
+    # Both figures show step 1 (the fragment redraws them one after the other).
+    expect(_figure(page, "call_flow").get_by_text(re.compile(r"^step 1 \(decode\)"))).to_have_count(1)
+    _expect_title(page, "topk", "Step 1: next-token distribution")
     _idle(page)
     _no_exception(page)
     page.screenshot(path=SHOTS / "step_replay.png", full_page=True)
