@@ -25,8 +25,8 @@ from transformers import (
 
 import models
 import tracer
-from models.random_models import _special_ids, random_tokenizer
 from stepwise_app import ui
+from tests.checkpoints import decoder_config, encoder_decoder_config, random_tokenizer, save_checkpoint
 from tests.test_app import navigation_app  # noqa: F401 - an autouse fixture the app tests need
 from tracer.__main__ import main as cli_main
 from tracer.errors import StepwiseInputError, TracingNotSupported
@@ -35,62 +35,26 @@ PROMPT = "the cat sat on the mat and the dog ran to the park"
 SOURCE = "march one two three"
 
 
-def _save(folder, model, tok, generation: dict | None = None):
-    if generation is not None:
-        model.generation_config = GenerationConfig(**{**model.generation_config.to_dict(), **generation})
-    model.save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def _decoder_config(config_cls, tok, **extra):
-    return config_cls(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        **_special_ids(tok),
-        **extra,
-    )
-
-
 @pytest.fixture(scope="module")
 def bart_large_style(tmp_path_factory):
     """bart-large's generation_config.json: beams, no repeated trigrams, early stopping; 4 encoder
     heads but 2 decoder heads (the config must report both)."""
     tok = random_tokenizer(encoder_decoder=True)
-    config = BartConfig(
-        vocab_size=len(tok),
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=48,
-        max_position_embeddings=16,
-        decoder_start_token_id=tok.eos_token_id,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        **_special_ids(tok),
+    config = encoder_decoder_config(
+        BartConfig, tok, decoder_attention_heads=2, decoder_ffn_dim=48, max_position_embeddings=16
     )
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("bart-large-style")
     generation = dict(num_beams=4, no_repeat_ngram_size=3, early_stopping=True, eos_token_id=None)
-    return _save(folder, BartForConditionalGeneration(config), tok, generation)
+    return save_checkpoint(folder, BartForConditionalGeneration, config, tok, generation)
 
 
 @pytest.fixture(scope="module")
 def instruct_llama(tmp_path_factory):
     """An instruct Llama's generation_config.json: sampling at temperature 0.6 with top_p 0.9."""
     tok = random_tokenizer(encoder_decoder=False)
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("instruct-llama")
     generation = dict(do_sample=True, temperature=0.6, top_p=0.9, eos_token_id=None)
-    return _save(folder, LlamaForCausalLM(_decoder_config(LlamaConfig, tok)), tok, generation)
+    return save_checkpoint(folder, LlamaForCausalLM, decoder_config(LlamaConfig, tok), tok, generation)
 
 
 def _counting_forwards(model):
@@ -265,8 +229,7 @@ def test_the_config_reports_encoder_and_decoder_heads(bart_large_style):
 
 def test_load_keeps_a_half_precision_checkpoints_dtype_with_auto(tmp_path):
     tok = random_tokenizer(encoder_decoder=False)
-    model = LlamaForCausalLM(_decoder_config(LlamaConfig, tok)).to(torch.bfloat16)
-    _save(tmp_path, model, tok)
+    save_checkpoint(tmp_path, LlamaForCausalLM, decoder_config(LlamaConfig, tok), tok, dtype=torch.bfloat16)
     assert models.load(tmp_path)[0].dtype == torch.float32  # the default: exact cache comparisons
     assert models.load(tmp_path, dtype="auto")[0].dtype == torch.bfloat16
 
@@ -280,22 +243,20 @@ WINDOW = 4
 def mistral(tmp_path_factory):
     """Mistral with a sliding window of 4: its cache keeps the last 3 positions per layer."""
     tok = random_tokenizer(encoder_decoder=False)
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("mistral")
-    model = MistralForCausalLM(_decoder_config(MistralConfig, tok, sliding_window=WINDOW))
-    return _save(folder, model, tok, dict(eos_token_id=None))
+    config = decoder_config(MistralConfig, tok, sliding_window=WINDOW)
+    return save_checkpoint(folder, MistralForCausalLM, config, tok, dict(eos_token_id=None))
 
 
 @pytest.fixture(scope="module")
 def qwen2_sliding(tmp_path_factory):
     """Qwen2 with use_sliding_window: transformers decides per layer which ones slide."""
     tok = random_tokenizer(encoder_decoder=False)
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("qwen2")
-    config = _decoder_config(
+    config = decoder_config(
         Qwen2Config, tok, sliding_window=WINDOW, use_sliding_window=True, max_window_layers=1
     )
-    return _save(folder, Qwen2ForCausalLM(config), tok, dict(eos_token_id=None))
+    return save_checkpoint(folder, Qwen2ForCausalLM, config, tok, dict(eos_token_id=None))
 
 
 def _generate_with_attentions(model, tok, prompt, new_tokens):
