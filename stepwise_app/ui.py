@@ -32,7 +32,6 @@ import streamlit as st
 
 import models
 import tracer
-from tracer.plots import generation
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 # Decoding choices: the model's own generation_config (as generate() runs it), or one forced.
@@ -239,23 +238,49 @@ def counterpart(tr: tracer.Trace) -> tracer.Trace | None:
     return None
 
 
-@st.cache_resource(max_entries=4096, show_spinner=False)
-def _build(name: str, trace_id: str, args: tuple, other_id: str | None, _tr, _other) -> Any:
-    # Keyed by the trace's id (unique per run or upload), never by its content: hashing a
-    # trace's arrays on every redraw would cost more than building the figure. A resource, not
-    # data: st.cache_data pickles each figure when it is stored and unpickles it on every redraw
-    # (about 20 ms per plotly figure); pages only read what is built here, never change it.
-    builder = getattr(generation, name)
-    return builder(_tr, *args) if other_id is None else builder(_tr, *args, other=_other)
+class FigureCache:
+    """Figures and tables already built, shared by every session: the newest `max_entries`.
+
+    Keyed by the builder, the trace's id (unique per run or upload) and the arguments, never by
+    the trace's content: hashing a trace's arrays on every redraw would cost more than building
+    the figure. A plain dict behind a lock, because a page asks for half a dozen views on every
+    redraw: a hit here costs microseconds, where st.cache_resource spent about a millisecond per
+    call on its own bookkeeping, and st.cache_data also pickled every figure. Pages only read what
+    is built here, never change it.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._built: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._built:
+                self._built.move_to_end(key)
+                return self._built[key]
+        value = build()  # outside the lock: two sessions may build the same view once each
+        with self._lock:
+            self._built[key] = value
+            while len(self._built) > self.max_entries:
+                self._built.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+
+FIGURES = FigureCache(max_entries=4096)
 
 
 def view(builder: Callable, *args, other: tracer.Trace | None = None) -> Any:
-    """`builder(current trace, *args)` from tracer.plots.generation, cached per trace and arguments."""
+    """`builder(current trace, *args)`, any builder of tracer.plots, cached per trace and arguments."""
     trace_id, tr = current()
-    other_id = None
-    if other is not None:
-        other_id = next((i for i, t in st.session_state["traces"].items() if t is other), None)
-    return _build(builder.__name__, trace_id, tuple(args), other_id, tr, other)
+    name = (builder.__module__, builder.__qualname__)
+    if other is None:
+        return FIGURES.get((name, trace_id, args), lambda: builder(tr, *args))
+    other_id = next((i for i, t in st.session_state["traces"].items() if t is other), None)
+    return FIGURES.get((name, trace_id, args, other_id), lambda: builder(tr, *args, other=other))
 
 
 def narrow_screen() -> bool:

@@ -128,3 +128,21 @@ def test_the_server_starts_without_an_outside_lookup_and_without_a_file_watcher(
     finally:
         monkeypatch.undo()
         config.get_config_options(force_reparse=True)
+
+
+def test_the_figure_cache_builds_each_view_once_and_keeps_the_newest():
+    cache = ui.FigureCache(max_entries=2)
+    builds = []
+
+    def build(name):
+        builds.append(name)
+        return name.upper()
+
+    assert cache.get(("a",), lambda: build("a")) == "A"
+    assert cache.get(("a",), lambda: build("a")) == "A"  # a hit: not built again
+    cache.get(("b",), lambda: build("b"))
+    cache.get(("a",), lambda: build("a"))  # a is now the newest
+    cache.get(("c",), lambda: build("c"))  # evicts b, the oldest
+    assert len(cache) == 2
+    cache.get(("b",), lambda: build("b"))
+    assert builds == ["a", "b", "c", "b"]
