@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import models  # noqa: E402
 import tracer  # noqa: E402
-import ui  # noqa: E402
+from stepwise_app import ui  # noqa: E402
 from tracer.plots import generation as g  # noqa: E402
 
 # See tests/test_app.py: keep AppTest in st.navigation mode although a pages/ folder exists.
@@ -60,7 +60,7 @@ def main() -> None:
     tr = tracer.trace_generation(model, tok, prompt, max_new_tokens=args.steps, model_name=args.model)
     print(f"{args.model}: traced {len(tr.steps)} steps in {time.perf_counter() - start:.1f} s")
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "stepwise_app" / "app.py"), default_timeout=120).run()
     at.sidebar.file_uploader(key="upload").upload("bench.trace", tr.to_bytes())
     at.run()
     steps = [int(i * (len(tr.steps) - 1) / (args.visits - 1)) for i in range(args.visits)]

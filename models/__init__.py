@@ -14,13 +14,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from models import random_models
-
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 
+
+# torch and transformers are imported when a model is built, not with this module: the app lists
+# the models and draws its first page while they load.
+def _build_random_llama() -> tuple:
+    from models.random_models import build_random_llama
+
+    return build_random_llama()
+
+
+def _build_random_bart() -> tuple:
+    from models.random_models import build_random_bart
+
+    return build_random_bart()
+
+
 BUILT_IN: dict[str, Callable[[], tuple]] = {
-    "random-llama": random_models.build_random_llama,
-    "random-bart": random_models.build_random_bart,
+    "random-llama": _build_random_llama,
+    "random-bart": _build_random_bart,
 }
 SHIPPED = ("tiny-llama", "tiny-bart")
 
@@ -56,8 +69,12 @@ def available() -> list[str]:
     return shipped + list(BUILT_IN)
 
 
-def load(name_or_path: str | Path):
-    """Return `(model, tokenizer)` for a built-in name, a shipped checkpoint or a local folder."""
+def load(name_or_path: str | Path, *, dtype: str = "float32"):
+    """Return `(model, tokenizer)` for a built-in name, a shipped checkpoint or a local folder.
+
+    `dtype="auto"` keeps a folder's own dtype (a bfloat16 checkpoint stays bfloat16, half the
+    memory); the default float32 keeps cached and uncached runs comparable to rounding noise.
+    """
     name = str(name_or_path)
     if name in BUILT_IN:
         return BUILT_IN[name]()
@@ -68,12 +85,12 @@ def load(name_or_path: str | Path):
                 f"The shipped model {name!r} is not in {folder}. Train it with "
                 f"`python -m models.train {name}`, or pick one of: {', '.join(available())}."
             )
-        return load_folder(folder)
-    return load_folder(Path(name))
+        return load_folder(folder, dtype=dtype)
+    return load_folder(Path(name), dtype=dtype)
 
 
-def load_folder(folder: Path):
+def load_folder(folder: Path, *, dtype: str = "float32"):
     """Load a local Hugging Face checkpoint folder offline (safetensors, eager attention)."""
     from models.local import load_checkpoint_folder
 
-    return load_checkpoint_folder(folder)
+    return load_checkpoint_folder(folder, dtype=dtype)

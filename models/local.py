@@ -136,10 +136,16 @@ def check_tokenizer(folder: Path) -> None:
         )
 
 
-def load_checkpoint_folder(folder: Path):
-    """`(model, tokenizer)` from a local folder of a supported family: eval mode, float32, eager attention."""
+def load_checkpoint_folder(folder: Path, *, dtype: str = "float32"):
+    """`(model, tokenizer)` from a local folder of a supported family: eval mode, eager attention.
+
+    `dtype` is "float32" (the default: in bfloat16, cached and uncached runs can pick different
+    tokens) or "auto" (the checkpoint's own dtype, e.g. bfloat16 at half the memory).
+    """
     from models import ModelLoadError
 
+    if dtype not in ("float32", "auto"):
+        raise ModelLoadError(f"dtype must be 'float32' or 'auto' (the checkpoint's own); got {dtype!r}.")
     folder = Path(folder).expanduser()
     config = read_config(folder)
     arch = check_family(config, folder)
@@ -154,8 +160,7 @@ def load_checkpoint_folder(folder: Path):
             use_safetensors=True,
             trust_remote_code=False,
             attn_implementation="eager",  # the only attention that returns its weights
-            # float32 on CPU: in bfloat16, cached and uncached runs can pick different tokens.
-            dtype=torch.float32,
+            dtype=torch.float32 if dtype == "float32" else "auto",
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"Could not load the model in {folder}: {exc}") from exc

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from tracer import i18n  # noqa: E402
 
-SOURCES = ["app.py", "ui.py", "pages/*.py", "tracer/*.py", "tracer/plots/*.py"]
+SOURCES = ["stepwise_app/*.py", "stepwise_app/pages/*.py", "tracer/*.py", "tracer/plots/*.py"]
 KEYWORDS = {"_": None, "N_": None}
 
 

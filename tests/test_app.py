@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import models
 import tracer
-import ui
+from stepwise_app import ui
 from tests.tracefactory import make_trace
 
 PAGES = ("pages/overview.py", "pages/step_replay.py", "pages/attention.py", "pages/kv_cache.py")
@@ -34,7 +34,7 @@ def navigation_app(monkeypatch):
 
 
 def new_app() -> AppTest:
-    return AppTest.from_file("../app.py", default_timeout=120).run()
+    return AppTest.from_file("../stepwise_app/app.py", default_timeout=120).run()
 
 
 def run_trace(

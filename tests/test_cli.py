@@ -30,6 +30,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_record_then_show_as_a_separate_process(tmp_path):
     out = tmp_path / "run.trace"
     result = run_cli(

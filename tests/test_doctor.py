@@ -19,7 +19,7 @@ from models import scenarios
 from models.random_models import build_random_llama
 from tracer import names
 from tracer.__main__ import main
-from tracer.doctor import Tolerance, check_scenario, compare_traces, trace_loop
+from tracer.doctor import Tolerance, compare_traces, trace_loop
 from tracer.trace import CaptureSummary, Event, Step, Trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def reports():
-    return {case: check_scenario(*case, max_new_tokens=6) for case in CASES}
+    return {case: scenarios.check(*case, max_new_tokens=6) for case in CASES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +361,7 @@ def test_cli_bad_usage_is_exit_2(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_json_and_real_process():
     result = subprocess.run(
         [

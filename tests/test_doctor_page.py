@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from models import scenarios
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "cache_doctor.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "stepwise_app" / "pages" / "cache_doctor.py")
 TIMEOUT = 60  # the first run imports transformers and builds a model
 
 

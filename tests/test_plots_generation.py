@@ -158,7 +158,7 @@ def test_attention_figure_is_the_steps_rows_with_tokens_on_both_axes():
     heat = fig.data[0]
     assert isinstance(heat, go.Heatmap)
     np.testing.assert_array_equal(np.asarray(heat.z), tr.steps[2].attention("self", 0)[1])
-    assert list(fig.layout.yaxis.ticktext) == ["4: w11"]  # the one query of decode step 2
+    assert list(fig.layout.yaxis.ticktext) == ["4: w11 → w12"]  # decode step 2: fed w11, wrote w12
     assert list(fig.layout.xaxis.ticktext) == ["0: w4", "1: w5", "2: w6", "3: w10", "4: w11"]
     assert "weight %{z" in heat.hovertemplate and "customdata[0]" in heat.hovertemplate
     assert heat.customdata[0][3][1] == "3: w10"
@@ -198,7 +198,8 @@ def test_stitched_self_attention_is_lower_triangular_with_one_row_per_position(u
     lower = np.tril_indices(t_len)
     assert not np.isnan(matrix[:, lower[0], lower[1]]).any()
     np.testing.assert_allclose(np.nansum(matrix, axis=-1), 1.0, rtol=1e-6)
-    assert queries == keys and queries[3] == "3: w10"
+    # Keys are positions; a query row also says what it wrote (prompt rows 0-1 wrote nothing).
+    assert queries[:2] == keys[:2] and keys[3] == "3: w10" and queries[3] == "3: w10 → w11"
     assert row_step == ([0, 0, 0, 1, 2, 3] if use_cache else [3] * t_len)
 
 
@@ -207,7 +208,7 @@ def test_stitched_cross_attention_has_the_source_on_the_key_axis():
     matrix, queries, keys, row_step = g.stitched_attention(tr, "cross", 1)
     assert matrix.shape == (2, 3, 5)
     assert keys == [f"{i}: w{4 + i}" for i in range(5)]
-    assert queries == ["0: </s>", "1: w10", "2: w11"]
+    assert queries == ["0: </s> → w10", "1: w10 → w11", "2: w11 → w12"]
     assert row_step == [0, 1, 2]
     enc, eq, ek, _ = g.stitched_attention(tr, "encoder", 0)
     assert enc.shape == (2, 5, 5) and eq == ek
@@ -234,7 +235,10 @@ def test_cache_growth_bart_cross_fixed_and_self_growing():
     assert self0["seq_len"].tolist() == [1, 2, 3, 4]
     assert cross0["seq_len"].tolist() == [5, 5, 5, 5]
     fig = g.cache_growth_figure(tr)
-    assert {t.name for t in fig.data} == {"layer 0 self", "layer 1 self", "layer 0 cross", "layer 1 cross"}
+    # Both layers grew alike: one line per kind, named after both, the cross line below the top.
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert legend == ["layers 0, 1 cross", "layers 0, 1 self"]
+    assert fig.layout.yaxis.range[1] > 5
     shapes = g.cache_shapes_table(tr, 2).set_index(["layer", "kind"])
     assert shapes.loc[(0, "self"), "key shape"] == "[1, 2, 3, 4]"
     assert shapes.loc[(0, "self"), "grew by"] == 1 and shapes.loc[(0, "cross"), "grew by"] == 0

@@ -14,16 +14,6 @@ from tracer.errors import StepwiseInputError, TracingNotSupported
 PROMPT = "the cat sat on the mat"
 
 
-@pytest.fixture(scope="module")
-def llama():
-    return models.load("random-llama")
-
-
-@pytest.fixture(scope="module")
-def bart():
-    return models.load("random-bart")
-
-
 def plain_generate(model, tok, prompt, **kwargs):
     enc = tok(prompt, return_tensors="pt")
     return model.generate(**enc, num_beams=1, **kwargs)
@@ -222,8 +212,9 @@ def test_llama_events_in_true_call_order(llama):
     tr = traced(model, tok, PROMPT, max_new_tokens=2)
     per_layer = []
     for i in range(model.config.num_hidden_layers):
-        per_layer += [names.decoder_layer(i), names.decoder_self_attn(i)]
-    expected = [names.PREPARE_INPUTS, names.FORWARD, *per_layer, names.LM_HEAD, names.CHOOSE_TOKEN]
+        per_layer += [names.decoder_layer(i), names.decoder_self_attn(i), names.decoder_mlp(i)]
+    expected = [names.PREPARE_INPUTS, names.FORWARD, names.DECODER_EMBED, *per_layer]
+    expected += [names.LM_HEAD, names.CHOOSE_TOKEN]
     for step in tr.steps:
         assert [e.name for e in step.events] == expected
     attn = tr.steps[1].event(names.decoder_self_attn(1))
@@ -243,10 +234,12 @@ def test_bart_encoder_runs_once_before_the_first_prepare_inputs(bart):
     tr = traced(model, tok, PROMPT, max_new_tokens=3)
     src_len = len(tok(PROMPT)["input_ids"])
     n = model.config.decoder_layers
-    encoder_part = [names.ENCODER] + [names.encoder_self_attn(i) for i in range(model.config.encoder_layers)]
-    decoder_part = []
+    encoder_part = [names.ENCODER, names.ENCODER_EMBED]
+    encoder_part += [names.encoder_self_attn(i) for i in range(model.config.encoder_layers)]
+    decoder_part = [names.DECODER_EMBED]
     for i in range(n):
         decoder_part += [names.decoder_layer(i), names.decoder_self_attn(i), names.decoder_cross_attn(i)]
+        decoder_part.append(names.decoder_mlp(i))
     tail = [names.PREPARE_INPUTS, names.FORWARD, *decoder_part, names.LM_HEAD, names.CHOOSE_TOKEN]
     assert [e.name for e in tr.steps[0].events] == encoder_part + tail
     for step in tr.steps[1:]:
@@ -325,13 +318,14 @@ def test_a_model_that_raises_mid_generation_keeps_every_step_before_it(request, 
         failing.restore()
     assert tr.error is not None
     assert (tr.error.step, tr.error.type, tr.error.message) == (2, "RuntimeError", "shape mismatch: boom")
-    assert tr.error.where == names.decoder_layer(1)
+    assert tr.error.where == names.decoder_mlp(1)  # the innermost hook point that was running
     assert [s.complete for s in tr.steps] == [True, True, False]
     failed = tr.steps[2]
     recorded = [e.name for e in failed.events]
-    assert recorded[:3] == [names.PREPARE_INPUTS, names.FORWARD, names.decoder_layer(0)]
+    assert recorded[:4] == [names.PREPARE_INPUTS, names.FORWARD, names.DECODER_EMBED, names.decoder_layer(0)]
     assert names.LM_HEAD not in recorded
     assert failed.event(names.decoder_layer(1)).error == "raised"
+    assert failed.event(names.decoder_mlp(1)).error == "raised"
     assert failed.has_attention("self", 1)  # the layer's attention ran before its MLP failed
     assert tr.sequence_ids == tr.start_ids + [s.chosen_id for s in tr.steps[:2]]
     # And the model still generates normally afterwards.
@@ -347,7 +341,11 @@ def test_a_crash_in_the_bart_encoder_is_step_zero(bart):
     finally:
         failing.restore()
     assert tr.error.step == 0 and tr.error.where == names.ENCODER
-    assert [e.name for e in tr.steps[0].events][:2] == [names.ENCODER, names.encoder_self_attn(0)]
+    assert [e.name for e in tr.steps[0].events][:3] == [
+        names.ENCODER,
+        names.ENCODER_EMBED,
+        names.encoder_self_attn(0),
+    ]
     assert tr.sequence_ids == [model.generation_config.decoder_start_token_id]
 
 
@@ -403,7 +401,7 @@ def test_bad_input_gets_a_clear_error(llama, kwargs, error, message):
 def test_bart_decoder_positions_are_checked(bart):
     model, tok = bart
     with pytest.raises(StepwiseInputError, match="decoder positions"):
-        traced(model, tok, PROMPT, max_new_tokens=model.config.max_position_embeddings)
+        traced(model, tok, PROMPT, max_new_tokens=model.config.max_position_embeddings + 1)
 
 
 def test_an_unsupported_architecture_names_the_supported_ones():

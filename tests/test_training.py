@@ -12,7 +12,6 @@ from transformers import LlamaModel
 from transformers.models.bart import modeling_bart
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-import models
 import tracer
 from models.random_models import build_random_bart
 from tracer import names
@@ -21,16 +20,6 @@ from tracer.training import IGNORE_INDEX, TRAINER_EVENT_ORDER
 
 SOURCE, TARGET = "the cat sat on the mat", "a dog ran"
 PROMPT, ANSWER = "the cat sat on the", "mat ."
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return models.load("random-llama")
-
-
-@pytest.fixture(scope="module")
-def bart():
-    return models.load("random-bart")
 
 
 def hooks_of(model) -> dict:
@@ -109,10 +98,12 @@ def test_bart_events_in_call_order(bart):
     model, tok = bart
     tt = traced(model, tok, SOURCE, TARGET)
     layers = range(model.config.decoder_layers)
-    expected = [names.FORWARD, names.SHIFT_TOKENS_RIGHT, names.ENCODER]
+    expected = [names.FORWARD, names.SHIFT_TOKENS_RIGHT, names.ENCODER, names.ENCODER_EMBED]
     expected += [names.encoder_self_attn(i) for i in range(model.config.encoder_layers)]
+    expected.append(names.DECODER_EMBED)
     for i in layers:
         expected += [names.decoder_layer(i), names.decoder_self_attn(i), names.decoder_cross_attn(i)]
+        expected.append(names.decoder_mlp(i))
     expected += [names.LM_HEAD, names.LOSS]
     assert [e.name for e in tt.events] == expected
     shift = tt.event(names.SHIFT_TOKENS_RIGHT)

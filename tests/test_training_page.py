@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "training_step.py")
+PAGE = str(ROOT / "stepwise_app" / "pages" / "training_step.py")
 TIMEOUT = 60  # the first run imports transformers' Trainer and loads a model
 
 
@@ -88,7 +88,7 @@ def test_page_on_its_own_asks_for_the_model():
 
 
 def test_page_inside_the_app():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(ROOT / "stepwise_app" / "app.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/training_step.py").run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]

@@ -194,6 +194,8 @@ def make_trace(
             "do_sample": do_sample,
             "seed": 7 if do_sample else None,
             "temperature": 0.8 if do_sample else None,
+            "eos_token_id": 2,
+            "sources": {"max_new_tokens": "caller", "do_sample": "caller", "eos_token_id": "checkpoint"},
         },
         config={
             "num_layers": layers,
@@ -206,4 +208,9 @@ def make_trace(
         },
         token_texts={i: ("</s>" if i == 2 else f"w{i}") for i in sorted(all_ids)},
         capture=CaptureSummary(budget_bytes=1 << 20),
+        stop=(
+            {"reason": "error", "token_id": None, "detail": "the model raised"}
+            if error is not None
+            else {"reason": "max_new_tokens", "token_id": None, "detail": f"max_new_tokens={steps} reached"}
+        ),
     )

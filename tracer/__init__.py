@@ -8,28 +8,49 @@
 This package imports no Streamlit: it works in notebooks, scripts and CI.
 """
 
-from tracer.doctor import CacheReport, assert_cache_consistent, check_cache
-from tracer.generate import StepwiseInputError, TracingNotSupported, trace_generation
-from tracer.trace import (
-    CacheLayer,
-    CaptureSummary,
-    Event,
-    Step,
-    TensorInfo,
-    TopToken,
-    Trace,
-    TraceError,
-    TraceFileError,
-    load_trace,
-    trace_from_bytes,
-)
-from tracer.training import (
-    TrainerEvent,
-    TrainerStepTrace,
-    TrainingTrace,
-    trace_trainer_step,
-    trace_training_step,
-)
+import importlib
+from typing import Any
+
+# Each public name and the module that defines it. They are imported on first use (PEP 562), so
+# `import tracer.plots.generation` or `import tracer.trace` does not pull in torch and transformers:
+# the app draws its first page while they load.
+_EXPORTS = {
+    "CacheReport": "tracer.doctor",
+    "assert_cache_consistent": "tracer.doctor",
+    "check_cache": "tracer.doctor",
+    "StepwiseInputError": "tracer.errors",
+    "TracingNotSupported": "tracer.errors",
+    "trace_generation": "tracer.generate",
+    "CacheLayer": "tracer.trace",
+    "CaptureSummary": "tracer.trace",
+    "Event": "tracer.trace",
+    "Step": "tracer.trace",
+    "TensorInfo": "tracer.trace",
+    "TopToken": "tracer.trace",
+    "Trace": "tracer.trace",
+    "TraceError": "tracer.trace",
+    "TraceFileError": "tracer.trace",
+    "load_trace": "tracer.trace",
+    "trace_from_bytes": "tracer.trace",
+    "TrainerEvent": "tracer.training",
+    "TrainerStepTrace": "tracer.training",
+    "TrainingTrace": "tracer.training",
+    "trace_trainer_step": "tracer.training",
+    "trace_training_step": "tracer.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tracer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "CacheLayer",

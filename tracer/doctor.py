@@ -29,9 +29,7 @@ compared. Plain Python: no Streamlit here.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tracer import names
+from tracer import names, positions
 from tracer.errors import StepwiseInputError
 from tracer.generate import encode_prompt, pack_trace, token_texter, trace_generation
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
@@ -166,6 +164,11 @@ class CacheReport:
     cached: Trace = field(repr=False)
     uncached: Trace = field(repr=False)
 
+    def _repr_html_(self) -> str:  # Jupyter: a report that ends a cell shows this summary
+        from tracer.notebook import report_html
+
+        return report_html(self)
+
     @property
     def divergent(self) -> StepComparison | None:
         step = self.first_divergent_step
@@ -250,6 +253,15 @@ def check_cache(
     """
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
+    if model_kwargs.get("do_sample") or model_kwargs.get("num_beams", 1) != 1:
+        raise StepwiseInputError(
+            "The cache doctor compares greedy runs (one token per step, the most likely one): drop "
+            "do_sample=True and num_beams; the other settings come from the model's generation_config."
+        )
+    # Greedy search is the doctor's method, passed as the caller's settings (and recorded so); the
+    # rest (no_repeat_ngram_size, eos ids, ...) comes from the model's generation_config, as in generate().
+    greedy = {"do_sample": False, "num_beams": 1}
+    model_kwargs = {k: v for k, v in model_kwargs.items() if k not in greedy}
     common = dict(input_ids=input_ids, max_new_tokens=max_new_tokens, model_name=model_name)
 
     def run(use_cache: bool, extra: dict[str, Any]) -> Trace:
@@ -263,6 +275,7 @@ def check_cache(
             prompt,
             use_cache=use_cache,
             capture_attention=False,
+            **greedy,
             **common,
             **model_kwargs,
             **extra,
@@ -524,7 +537,7 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
             want = list(range(before, before + fed))
             if got != want:
                 add("cached", key, info.shape, "positions", (
-                    f"{key} {got} at step {step}, but the cache already holds {before} positions, so the "
+                    f"{key} {got} at step {step}, but the cache has already seen {before} positions, so the "
                     f"fed token(s) belong at {want}: the positions do not advance with the cache."
                 ))  # fmt: skip
 
@@ -537,7 +550,7 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
         if info.shape[-1] != before + fed:
             add("cached", key, info.shape, "mask", (
                 f"{key} {list(info.shape)} at step {step} covers {info.shape[-1]} positions, but the cache "
-                f"holds {before} and {fed} token(s) are fed ({before + fed} in all): the mask was not "
+                f"has seen {before} and {fed} token(s) are fed ({before + fed} in all): the mask was not "
                 "extended, so the newest positions count as padding."
             ))  # fmt: skip
 
@@ -570,11 +583,7 @@ def _side_inputs(step: Step) -> list[tuple[str, TensorInfo]]:
 
 
 def _fed_len(step: Step) -> int | None:
-    shape = step.fed_shape
-    if shape:
-        return int(shape[-1])
-    embeds = step.prepare_inputs.get("inputs_embeds")
-    return int(embeds.shape[1]) if isinstance(embeds, TensorInfo) and len(embeds.shape) == 3 else None
+    return step.fed_len
 
 
 def _fed_input(step: Step, key: str):
@@ -587,13 +596,17 @@ def _fed_input(step: Step, key: str):
 
 
 def _cache_len_before(tr: Trace, step: int) -> int | None:
-    """Self-attention positions the cache held when `step` started (None with the cache off)."""
+    """Self-attention positions the cache had seen when `step` started (None with the cache off).
+
+    Positions seen, not kept: a sliding-window layer keeps only the last W-1, but the fed tokens'
+    positions and the mask continue after every position seen.
+    """
     event = tr.steps[step].event(names.decoder_self_attn(0))
-    if event is not None and "cache_len_before" in event.inputs:
-        return _int(event.inputs["cache_len_before"])
+    if event is not None and positions.KEPT_BEFORE in event.inputs:
+        return positions.seen_before(event.inputs)
     if step == 0:
         return 0
-    return tr.steps[step - 1].cache_seq_len("self")
+    return tr.steps[step - 1].cache_seen("self")
 
 
 def _int(value) -> int | None:
@@ -704,62 +717,7 @@ def _tok(tr: Trace, token_id: int | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line: python -m tracer doctor ...
-
-
-def check_scenario(name: str, variant: str = "broken", max_new_tokens: int = 8) -> CacheReport:
-    """Build a cache-bug scenario from models.scenarios and check it."""
-    from models import scenarios
-
-    setup = scenarios.build(name, variant)
-    return check_cache(
-        setup.model,
-        setup.tok,
-        max_new_tokens=max_new_tokens,
-        model_name=f"{name} ({variant})",
-        **setup.check_kwargs(),
-    )
-
-
-def cli(args) -> int:
-    """`python -m tracer doctor`: 0 consistent, 1 not, 2 bad usage (a ValueError, turned into 2 by main)."""
-    from models import scenarios
-
-    if args.list_scenarios:
-        for s in scenarios.all_scenarios():
-            print(f"{s.name:<20} {s.title}")
-            variants = ", ".join(f"{v} ({s.notes.get(v, '')})" for v in s.variants)
-            print(f"{'':<20} variants: {variants}")
-        return 0
-    variant = getattr(args, "variant", None)
-    if args.scenario and args.model:
-        raise ValueError("Give --model or --scenario, not both: a scenario brings its own model.")
-    if args.scenario:
-        if args.prompt:
-            raise ValueError(f"Scenario {args.scenario!r} brings its own prompt: drop --prompt.")
-        report = check_scenario(args.scenario, variant or "broken", args.max_new_tokens)
-    elif args.model:
-        if variant:
-            raise ValueError("--variant goes with --scenario.")
-        if not args.prompt:
-            raise ValueError("Give the prompt to check: --prompt TEXT.")
-        import models
-
-        model, tok = models.load(args.model)
-        report = check_cache(
-            model, tok, args.prompt, max_new_tokens=args.max_new_tokens, model_name=args.model
-        )
-    else:
-        raise ValueError(
-            "Tell the doctor what to check: --model NAME_OR_PATH --prompt TEXT, or --scenario NAME "
-            "(see --list-scenarios)."
-        )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report_text(report))
-    sys.stdout.flush()
-    return 0 if report.consistent else 1
+# The report as text (the command line prints it)
 
 
 def report_text(report: CacheReport) -> str:

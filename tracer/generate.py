@@ -15,7 +15,9 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tracer.errors import StepwiseInputError, TracingNotSupported
+from tracer.generation_settings import refuse_untraceable, resolve_settings, split_generation_kwargs
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
+from tracer.stopping import StopWatch
 from tracer.trace import Trace
 
 __all__ = ["StepwiseInputError", "TracingNotSupported", "trace_generation"]
@@ -27,13 +29,14 @@ def trace_generation(
     prompt: str | None = None,
     *,
     input_ids: torch.Tensor | None = None,
-    max_new_tokens: int = 16,
-    use_cache: bool = True,
-    do_sample: bool = False,
+    max_new_tokens: int | None = None,
+    use_cache: bool | None = None,
+    do_sample: bool | None = None,
     seed: int | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
+    feed_embeddings: bool = False,
     capture_attention: bool = True,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     model_name: str | None = None,
@@ -42,10 +45,18 @@ def trace_generation(
 ) -> Trace:
     """Trace `model.generate()` on one prompt, step by step.
 
-    Give `prompt` (text, with `tok`) or `input_ids` ([1, prompt_len] or [prompt_len]). Extra
-    keyword arguments (e.g. `pixel_values`) go to `generate()` unchanged. `budget_bytes` caps the
-    captured arrays (attention grows as T^3 with the cache off); past it, events keep shapes only
-    and `trace.capture` says what was left out.
+    Give `prompt` (text, with `tok`) or `input_ids` ([1, prompt_len] or [prompt_len]). Generation
+    settings left as None come from the model's own `generation_config`, exactly as in
+    `generate()`; the ones given (here or as extra keyword arguments such as
+    `no_repeat_ngram_size=3`) override it field by field. `trace.settings` records every setting
+    in force and `trace.settings["sources"]` where each came from. Settings Stepwise does not
+    trace (beam search, several sequences) raise TracingNotSupported before anything runs.
+
+    `feed_embeddings=True` feeds the prompt as `inputs_embeds` (the model's own embeddings of
+    its ids): step 0 then feeds `inputs_embeds [1, P, hidden]`, later steps `input_ids [1, 1]`.
+    Other extra keyword arguments (e.g. `pixel_values`) go to `generate()` unchanged.
+    `budget_bytes` caps the captured arrays (attention grows as T^3 with the cache off); past
+    it, events keep shapes only and `trace.capture` says what was left out.
 
     `progress`, if given, is called with the number of finished steps after each token choice
     (the app's progress bar); it runs inside generate(), so it should be quick.
@@ -54,40 +65,54 @@ def trace_generation(
     step before it complete and the failing step's events up to the failure.
     """
     input_ids, attention_mask, prompt_text = encode_prompt(tok, prompt, input_ids)
-    _check_settings(model, input_ids, max_new_tokens, do_sample, temperature, model_kwargs)
-    model_kwargs.pop("num_beams", None)  # checked to be 1 above, and set below
-    if do_sample and seed is None:
+    for unsupported in ("streamer", "stopping_criteria", "assistant_model"):
+        if unsupported in model_kwargs:
+            raise TracingNotSupported(f"Tracing with {unsupported}= is not supported yet.")
+    generation_config = model_kwargs.pop("generation_config", None)
+    overrides, model_kwargs = split_generation_kwargs(model_kwargs)
+    named = dict(max_new_tokens=max_new_tokens, use_cache=use_cache, do_sample=do_sample)
+    named |= dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    overrides |= {key: value for key, value in named.items() if value is not None}
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    start_len = 1 if encoder_decoder else int(input_ids.shape[1])  # what the decoder starts from
+    resolved = resolve_settings(model, overrides, input_len=start_len, generation_config=generation_config)
+    refuse_untraceable(resolved)
+    values = resolved.values
+    max_new_tokens = values["max_new_tokens"]
+    do_sample_now = bool(values.get("do_sample"))
+    _check_settings(model, input_ids, max_new_tokens, do_sample_now, values.get("temperature"))
+    if feed_embeddings or "inputs_embeds" in model_kwargs:
+        given = model_kwargs.get("inputs_embeds")
+        model_kwargs["inputs_embeds"] = _prompt_embeddings(model, input_ids, given)
+    if values.get("do_sample") and seed is None:
         seed = secrets.randbelow(2**31)  # recorded, so a sampled trace can be replayed exactly
 
+    # The caller's own settings as given (generate() merges them with the model's, field by field),
+    # the length as resolved, and what the recorder needs: the stopping criterion below reads the
+    # processed scores, which need return_dict_in_generate and output_scores.
     generate_kwargs: dict[str, Any] = {
+        **overrides,
         "max_new_tokens": max_new_tokens,
-        "use_cache": use_cache,
-        "do_sample": do_sample,
-        "num_beams": 1,
-        # The stopping criterion below reads the processed scores, which need these two.
         "return_dict_in_generate": True,
         "output_scores": True,
     }
-    if do_sample:
-        generate_kwargs["temperature"] = temperature
-        if top_k is not None:
-            generate_kwargs["top_k"] = top_k
-        if top_p is not None:
-            generate_kwargs["top_p"] = top_p
+    if generation_config is not None:
+        generate_kwargs["generation_config"] = generation_config
     if attention_mask is not None:
         generate_kwargs["attention_mask"] = attention_mask
 
     token_text = token_texter(tok)
     prompt_ids = input_ids[0].tolist()
+    stop_watch = StopWatch(resolved.eos_token_ids(), start_len + max_new_tokens)
     with Recorder(
         model, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
     ) as rec:
-        criteria = [rec.stopping_criteria()]
+        criteria = [rec.stopping_criteria(), stop_watch]
         if progress is not None:
             criteria.append(_Progress(progress))
         generate_kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         try:
-            if do_sample:
+            if values.get("do_sample"):
                 torch.manual_seed(seed)
             output = model.generate(input_ids=input_ids, **generate_kwargs, **model_kwargs)
             sequence_ids = output.sequences[0].tolist()
@@ -95,18 +120,50 @@ def trace_generation(
             rec.fail(exc)
             start = rec.start_ids if rec.start_ids is not None else _default_start(model, prompt_ids)
             sequence_ids = start + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
-    settings = {
-        "max_new_tokens": max_new_tokens,
-        "use_cache": use_cache,
-        "do_sample": do_sample,
+    settings = {key: _jsonable(value) for key, value in values.items()}
+    settings |= {
         "seed": seed,
-        "temperature": temperature if do_sample else None,
-        "top_k": top_k,
-        "top_p": top_p,
+        "feed": "inputs_embeds" if "inputs_embeds" in model_kwargs else "input_ids",
         "capture_attention": capture_attention,
         "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
+        "sources": dict(resolved.sources),
     }
-    return pack_trace(model, rec, model_name, prompt_text, prompt_ids, sequence_ids, settings, token_text)
+    stop = stop_watch.reason(failed=rec.error is not None, max_new_tokens=max_new_tokens)
+    return pack_trace(
+        model, rec, model_name, prompt_text, prompt_ids, sequence_ids, settings, token_text, stop=stop
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """A setting as JSON-ready data (the trace file's metadata is JSON): objects become their text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, bool | int | float | str) for v in value):
+        return list(value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return describe(value)
+
+
+def _prompt_embeddings(model, input_ids: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
+    """The prompt as inputs_embeds [1, P, hidden]: the caller's, or the model's own embeddings of the ids."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise TracingNotSupported(
+            "Feeding the prompt as embeddings is traced for decoder-only models: in generate() an "
+            "encoder-decoder model's inputs_embeds go to its encoder, and the decoder is fed ids from "
+            "the first step. Feed the prompt as input_ids."
+        )
+    if given is None:
+        with torch.no_grad():
+            return model.get_input_embeddings()(input_ids)  # [1, P, hidden]
+    if not isinstance(given, torch.Tensor) or given.dim() != 3 or given.shape[:2] != input_ids.shape:
+        shape = list(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
+        raise StepwiseInputError(
+            f"inputs_embeds must be [1, prompt_len, hidden] beside the prompt's input_ids "
+            f"{list(input_ids.shape)}; got {shape}. Give the ids of the same prompt too (they label "
+            "its positions), or pass feed_embeddings=True to embed the ids with the model's own table."
+        )
+    return given
 
 
 def pack_trace(
@@ -118,6 +175,7 @@ def pack_trace(
     sequence_ids: list[int],
     settings: dict[str, Any],
     token_text,
+    stop: dict[str, Any] | None = None,
 ) -> Trace:
     """The Trace of a finished (or failed) recording: its steps, texts of every id seen, the config."""
     steps = rec.frozen_steps()
@@ -133,9 +191,10 @@ def pack_trace(
         steps=steps,
         error=rec.error,
         settings=settings,
-        config=config_summary(config, rec.layout),
+        config=config_summary(config, rec.layout, model),
         token_texts={i: token_text(i) for i in sorted(seen_ids)},
         capture=rec.budget.summary(),
+        stop=stop or {},
     )
 
 
@@ -154,6 +213,11 @@ class _Progress(StoppingCriteria):
 
 def encode_prompt(tok, prompt: str | None, input_ids: torch.Tensor | None):
     """[1, prompt_len] ids, their attention mask (or None), and the prompt text."""
+    if isinstance(prompt, list | tuple):
+        raise TracingNotSupported(
+            f"Batches of several prompts are not traced yet (got a list of {len(prompt)}): "
+            "trace one prompt at a time, as a string."
+        )
     if (prompt is None) == (input_ids is None):
         raise StepwiseInputError("Give either a prompt (text, with its tokenizer) or input_ids, not both.")
     if prompt is not None:
@@ -182,47 +246,37 @@ def encode_prompt(tok, prompt: str | None, input_ids: torch.Tensor | None):
     return input_ids, None, text
 
 
-def _check_settings(model, input_ids, max_new_tokens, do_sample, temperature, model_kwargs) -> None:
-    if (
-        model_kwargs.get("num_beams", 1) != 1
-        or getattr(model_kwargs.get("generation_config"), "num_beams", 1) > 1
-    ):
-        raise TracingNotSupported(
-            "Beam search is not traced yet: Stepwise traces greedy decoding and sampling (num_beams=1)."
-        )
-    for unsupported in ("streamer", "stopping_criteria", "assistant_model"):
-        if unsupported in model_kwargs:
-            raise TracingNotSupported(f"Tracing with {unsupported}= is not supported yet.")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise StepwiseInputError(
-            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
-        )
-    if do_sample and not temperature > 0:
-        raise StepwiseInputError(f"Sampling needs a temperature above 0; got {temperature!r}.")
-
+def _check_settings(model, input_ids, max_new_tokens, do_sample: bool, temperature) -> None:
     config = model.config
     max_positions = getattr(config, "max_position_embeddings", None)
-    if not max_positions:
-        return
     prompt_len = int(input_ids.shape[1])
     name = type(model).__name__
-    if prompt_len > max_positions:
+    if max_positions and prompt_len > max_positions:
         raise StepwiseInputError(
             f"The prompt is {prompt_len} tokens long, but {name} has only {max_positions} positions: "
             f"shorten the prompt to at most {max_positions} tokens."
         )
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise StepwiseInputError(
+            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
+        )
+    if do_sample and not (temperature is not None and temperature > 0):
+        raise StepwiseInputError(f"Sampling needs a temperature above 0; got {temperature!r}.")
+    if not max_positions:
+        return
+    # The last chosen token is never fed, so a run feeds its start and all new tokens but one.
     if getattr(config, "is_encoder_decoder", False):
-        decoder_len = 1 + max_new_tokens  # the decoder start token, then one token per step
+        decoder_len = max_new_tokens  # the decoder start token, then every new token but the last
         if decoder_len > max_positions:
             raise StepwiseInputError(
                 f"max_new_tokens={max_new_tokens} needs {decoder_len} decoder positions, but {name} has "
-                f"{max_positions}: lower max_new_tokens to at most {max_positions - 1}."
+                f"{max_positions}: lower max_new_tokens to at most {max_positions}."
             )
-    elif prompt_len + max_new_tokens > max_positions:
+    elif prompt_len + max_new_tokens - 1 > max_positions:
         raise StepwiseInputError(
-            f"The prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) is more than the "
-            f"{max_positions} positions {name} has: lower max_new_tokens to at most "
-            f"{max_positions - prompt_len}, or shorten the prompt."
+            f"The prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) needs "
+            f"{prompt_len + max_new_tokens - 1} positions, more than the {max_positions} {name} has: lower "
+            f"max_new_tokens to at most {max_positions - prompt_len + 1}, or shorten the prompt."
         )
 
 
@@ -245,22 +299,31 @@ def token_texter(tok):
     return token_text
 
 
-def config_summary(config, layout) -> dict[str, Any]:
+def _buffer_shape(model, name: str) -> list[int] | None:
+    buffer = getattr(model, name, None)
+    return list(buffer.shape) if isinstance(buffer, torch.Tensor) else None
+
+
+def config_summary(config, layout, model=None) -> dict[str, Any]:
     """The few config numbers a trace keeps (layers, heads, sizes), the same keys for every family."""
 
     def first(*keys):
         return next((getattr(config, k) for k in keys if getattr(config, k, None) is not None), None)
 
-    num_heads = first("num_attention_heads", "decoder_attention_heads")
+    # BART's num_attention_heads is an alias of encoder_attention_heads: read the decoder's own first.
+    num_heads = first("decoder_attention_heads", "num_attention_heads")
     hidden = first("hidden_size", "d_model")
     return {
         "num_layers": layout.num_layers,
         "encoder_layers": len(layout.encoder_self_attn),
-        "num_heads": num_heads,
+        "num_heads": num_heads,  # the decoder's
+        "encoder_heads": first("encoder_attention_heads") if layout.encoder_self_attn else None,
         "num_kv_heads": first("num_key_value_heads") or num_heads,
         "hidden_size": hidden,
         "head_dim": first("head_dim") or (hidden // num_heads if hidden and num_heads else None),
         "vocab_size": first("vocab_size"),
+        "ffn_dim": first("intermediate_size", "decoder_ffn_dim"),  # the decoder MLP's inner width
+        "final_logits_bias": _buffer_shape(model, "final_logits_bias"),
         "max_positions": first("max_position_embeddings"),
         "model_type": getattr(config, "model_type", ""),
     }

@@ -14,12 +14,17 @@ path of each place is kept beside the name in `Event.module`.
 | decoder.layers.{i}.cross_attn  | none                       | model.decoder.layers[i].encoder_attn |
 | lm_head                        | lm_head                    | lm_head (+ final_logits_bias)        |
 | generate.choose_token          | the token choice in generate() after the logits processors        |
+| encoder.embed_tokens           | none                       | model.encoder.embed_tokens           |
+| decoder.embed_tokens           | model.embed_tokens         | model.decoder.embed_tokens           |
+| decoder.layers.{i}.mlp         | model.layers[i].mlp        | model.decoder.layers[i].fc1 .. fc2   |
 
 `forward` and `decoder.layers.{i}` are additions to the design's table: the cache doctor compares
 each decoder block's output between a cached and an uncached run, and the final logits are the
 model's output (BART adds `final_logits_bias` after lm_head), so both are recorded as events.
 `generate.choose_token` marks the end of a step: the distribution the token was drawn from and
-the token itself.
+the token itself. The embeddings and each decoder block's MLP are recorded (shapes only) so the
+call flow shows every stage a token passes through; BART has no MLP module, so its MLP event
+opens when `fc1` is called and closes when `fc2` returns.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ PREPARE_INPUTS = "generate.prepare_inputs"
 FORWARD = "forward"
 ENCODER = "encoder"
 LM_HEAD = "lm_head"
+ENCODER_EMBED = "encoder.embed_tokens"
+DECODER_EMBED = "decoder.embed_tokens"
 CHOOSE_TOKEN = "generate.choose_token"
 
 # Training (tracer/training.py) uses the same vocabulary for its own places.
@@ -53,10 +60,14 @@ def decoder_cross_attn(layer: int) -> str:
     return f"decoder.layers.{layer}.cross_attn"
 
 
+def decoder_mlp(layer: int) -> str:
+    return f"decoder.layers.{layer}.mlp"
+
+
 # Which attention a name holds, as `Step.attention(kind, layer)` asks for it.
 ATTENTION_KINDS = ("self", "cross", "encoder")
 _ATTENTION_NAME = {"self": decoder_self_attn, "cross": decoder_cross_attn, "encoder": encoder_self_attn}
-_LAYER_RE = re.compile(r"^(encoder|decoder)\.layers\.(\d+)(?:\.(self_attn|cross_attn))?$")
+_LAYER_RE = re.compile(r"^(encoder|decoder)\.layers\.(\d+)(?:\.(self_attn|cross_attn|mlp))?$")
 
 
 def attention_name(kind: str, layer: int) -> str:
@@ -78,7 +89,7 @@ def parse_layer(name: str) -> tuple[str, int, str | None] | None:
 def attention_kind(name: str) -> str | None:
     """ "self", "cross" or "encoder" for an attention hook-point name, else None."""
     parsed = parse_layer(name)
-    if parsed is None or parsed[2] is None:
+    if parsed is None or parsed[2] not in ("self_attn", "cross_attn"):
         return None
     stack, _, part = parsed
     if stack == "encoder":

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from transformers import StoppingCriteria
 
-from tracer import names
+from tracer import names, positions
 from tracer.errors import SUPPORTED_LAYOUTS, TracingNotSupported
 from tracer.trace import CacheLayer, CaptureSummary, Event, Step, TensorInfo, TopToken, TraceError, Value
 
@@ -61,6 +61,11 @@ class ModelLayout:
     decoder_self_attn: list[nn.Module]
     decoder_cross_attn: list[nn.Module]
     lm_head: nn.Module
+    # The token embeddings and each decoder block's MLP as (first module, last module): Llama's
+    # `mlp` is one module, BART's MLP runs from fc1 to fc2. None / empty where a model has none.
+    encoder_embed: nn.Module | None = None
+    decoder_embed: nn.Module | None = None
+    decoder_mlps: tuple[tuple[nn.Module, nn.Module], ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -94,8 +99,33 @@ def detect_layout(model: nn.Module) -> ModelLayout:
             f"Stepwise cannot trace {cls}: no lm_head or no decoder layers. It traces {SUPPORTED_LAYOUTS}."
         )
     return ModelLayout(
-        arch, encoder, encoder_self_attn, decoder_layers, decoder_self_attn, decoder_cross_attn, lm_head
+        arch,
+        encoder,
+        encoder_self_attn,
+        decoder_layers,
+        decoder_self_attn,
+        decoder_cross_attn,
+        lm_head,
+        encoder_embed=getattr(encoder, "embed_tokens", None),
+        decoder_embed=getattr(decoder, "embed_tokens", None),
+        decoder_mlps=_mlps(decoder_layers),
     )
+
+
+def _mlps(blocks: list[nn.Module]) -> tuple[tuple[nn.Module, nn.Module], ...]:
+    """Each block's MLP as (first, last) module: `mlp` (Llama), or `fc1` .. `fc2` (BART); () if unknown."""
+    spans = []
+    for block in blocks:
+        mlp = getattr(block, "mlp", None)
+        if isinstance(mlp, nn.Module):
+            spans.append((mlp, mlp))
+        elif isinstance(getattr(block, "fc1", None), nn.Module) and isinstance(
+            getattr(block, "fc2", None), nn.Module
+        ):
+            spans.append((block.fc1, block.fc2))
+        else:
+            return ()
+    return tuple(spans)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +191,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
             keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
             if not isinstance(keys, torch.Tensor) or keys.dim() < 2:
                 continue  # a layer the run has not written yet
+            _, seen = positions.layer_lengths(layer)
             records.append(
                 CacheLayer(
                     layer=index,
@@ -169,6 +200,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
                     value_shape=tuple(values.shape),
                     seq_len=int(keys.shape[-2]),
                     nbytes=int(keys.numel() * keys.element_size() + values.numel() * values.element_size()),
+                    seen=seen,
                 )
             )
     return records
@@ -347,8 +379,12 @@ class Recorder:
         self._hook(model, names.FORWARD, on_post=self._on_forward)
         if layout.encoder is not None:
             self._hook(layout.encoder, names.ENCODER)
+            if layout.encoder_embed is not None:
+                self._hook(layout.encoder_embed, names.ENCODER_EMBED)
             for i, attn in enumerate(layout.encoder_self_attn):
                 self._hook(attn, names.encoder_self_attn(i), on_post=self._on_attention)
+        if layout.decoder_embed is not None:
+            self._hook(layout.decoder_embed, names.DECODER_EMBED)
         for i, block in enumerate(layout.decoder_layers):
             self._hook(block, names.decoder_layer(i), on_post=self._on_block)
             self._hook(layout.decoder_self_attn[i], names.decoder_self_attn(i), on_post=self._on_attention)
@@ -356,6 +392,9 @@ class Recorder:
                 self._hook(
                     layout.decoder_cross_attn[i], names.decoder_cross_attn(i), on_post=self._on_attention
                 )
+            if layout.decoder_mlps:
+                first, last = layout.decoder_mlps[i]
+                self._hook(first, names.decoder_mlp(i), last=last)
         self._hook(layout.lm_head, names.LM_HEAD)
 
     def _uninstall(self) -> None:
@@ -507,8 +546,14 @@ class Recorder:
 
     # -- hooks ----------------------------------------------------------------------------
 
-    def _hook(self, module: nn.Module, name: str, on_post=None) -> None:
+    def _hook(self, module: nn.Module, name: str, on_post=None, last: nn.Module | None = None) -> None:
+        """Record each call of `module` as an event `name`; with `last`, the event spans from the call
+        of `module` to the return of `last` (BART's MLP: fc1 .. fc2)."""
         path = self._module_names.get(id(module), type(module).__name__) or type(module).__name__
+        if last is not None and last is not module:
+            path = f"{path} .. {self._module_names.get(id(last), type(last).__name__)}"
+        last = module if last is None else last
+        key = id(module)
 
         cache_kind = "cross" if names.attention_kind(name) == "cross" else "self"
 
@@ -516,10 +561,10 @@ class Recorder:
             event = _OpenEvent(name, path, inputs=self._call_inputs(cache_kind, mod, args, kwargs))
             target = self.current.events if self._in_step() else self._preamble
             target.append(event)
-            self._open_calls.setdefault(id(mod), []).append(event)
+            self._open_calls.setdefault(key, []).append(event)
 
         def post(mod, args, kwargs, output):
-            calls = self._open_calls.get(id(mod))
+            calls = self._open_calls.get(key)
             if not calls:
                 return
             event = calls.pop()
@@ -533,8 +578,16 @@ class Recorder:
             if on_post is not None:
                 on_post(event, output)
 
+        def first_raised(mod, args, kwargs, output):
+            if output is None:  # the span's first module raised: `last` will never close the event
+                post(mod, args, kwargs, None)
+
         self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-        self._handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+        if last is not module:
+            self._handles.append(
+                module.register_forward_hook(first_raised, with_kwargs=True, always_call=True)
+            )
+        self._handles.append(last.register_forward_hook(post, with_kwargs=True, always_call=True))
 
     def _in_step(self) -> bool:
         # Events between a step's token choice and the next prepare_inputs call (none in generate()
@@ -554,7 +607,10 @@ class Recorder:
         layer_idx = getattr(module, "layer_idx", None)
         if cache is not None and layer_idx is not None:
             # The cache is shared by all layers and updated as they run: read this layer's own length.
-            inputs["cache_len_before"] = str(self._layer_cache_len(cache, cache_kind, layer_idx))
+            kept, seen = self._layer_cache_lens(cache, cache_kind, layer_idx)
+            inputs[positions.KEPT_BEFORE] = str(kept)
+            if seen != kept:  # a sliding-window layer: it keeps fewer positions than it has seen
+                inputs[positions.SEEN_BEFORE] = str(seen)
         return inputs
 
     def _summarize_shared(self, value: Any) -> Value:
@@ -569,15 +625,15 @@ class Recorder:
         return record
 
     @staticmethod
-    def _layer_cache_len(cache: Any, kind: str, layer_idx: int) -> int:
+    def _layer_cache_lens(cache: Any, kind: str, layer_idx: int) -> tuple[int, int]:
+        """(positions kept, positions seen) by one layer's cache of `kind`."""
         part = cache
         if hasattr(cache, "self_attention_cache"):  # EncoderDecoderCache
             part = cache.cross_attention_cache if kind == "cross" else cache.self_attention_cache
         layers = getattr(part, "layers", [])
         if layer_idx >= len(layers):
-            return 0
-        keys = getattr(layers[layer_idx], "keys", None)
-        return int(keys.shape[-2]) if isinstance(keys, torch.Tensor) and keys.dim() >= 2 else 0
+            return 0, 0
+        return positions.layer_lengths(layers[layer_idx])
 
     @staticmethod
     def _outputs(output: Any) -> dict[str, Value]:

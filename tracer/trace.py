@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors_bytes
 from safetensors.numpy import save as save_safetensors_bytes
 
-from tracer import names
+from tracer import names, positions
 
 FORMAT_NAME = "stepwise-trace"
 FORMAT_VERSION = 1
@@ -127,8 +127,13 @@ class CacheLayer:
     kind: str  # "self" | "cross"
     key_shape: tuple[int, ...]
     value_shape: tuple[int, ...]
-    seq_len: int
+    seq_len: int  # positions kept
     nbytes: int
+    seen: int | None = None  # positions seen so far: more than kept on a sliding-window layer
+
+    @property
+    def positions_seen(self) -> int:
+        return self.seq_len if self.seen is None else self.seen
 
     def to_json(self) -> dict:
         return {
@@ -138,6 +143,7 @@ class CacheLayer:
             "value_shape": list(self.value_shape),
             "seq_len": self.seq_len,
             "nbytes": self.nbytes,
+            "seen": self.seen,
         }
 
     @staticmethod
@@ -149,6 +155,7 @@ class CacheLayer:
             value_shape=tuple(data["value_shape"]),
             seq_len=int(data["seq_len"]),
             nbytes=int(data["nbytes"]),
+            seen=None if data.get("seen") is None else int(data["seen"]),
         )
 
 
@@ -188,6 +195,11 @@ class Step:
     chosen_id: int | None  # None when the step failed before a token was chosen
     chosen_prob: float | None = None
 
+    def _repr_html_(self) -> str:  # Jupyter: a step that ends a cell shows this summary
+        from tracer.notebook import step_html
+
+        return step_html(self)
+
     @property
     def complete(self) -> bool:
         return self.chosen_id is not None
@@ -207,30 +219,65 @@ class Step:
             raise KeyError(f"Step {self.index}, {name}: {reason}.")
         return event.tensors["attention"][batch]
 
+    def key_positions(self, kind: str, layer: int) -> np.ndarray:
+        """The absolute positions [k_len] of the keys of attention `kind` in `layer` at this step.
+
+        0..k_len-1 except on a sliding-window layer, whose decode rows see only the last W positions.
+        """
+        event = self.event(names.attention_name(kind, layer))
+        weights = None if event is None else event.outputs.get("attn_weights")
+        if not isinstance(weights, TensorInfo):
+            raise KeyError(f"Step {self.index} has no {names.attention_name(kind, layer)} weights.")
+        q_len, k_len = weights.shape[-2:]
+        return positions.key_positions(kind, event.inputs, q_len, k_len)
+
     def has_attention(self, kind: str, layer: int) -> bool:
         event = self.event(names.attention_name(kind, layer))
         return event is not None and "attention" in event.tensors
 
     @property
+    def fed_name(self) -> str | None:
+        """What the decoder was fed at this step: "input_ids" (Llama), "decoder_input_ids" (BART), or
+        "inputs_embeds" (a prompt fed as embeddings: generate() uses them on the first step only)."""
+        for name in ("input_ids", "decoder_input_ids", "inputs_embeds"):
+            if isinstance(self.prepare_inputs.get(name), TensorInfo):
+                return name
+        return None
+
+    @property
     def fed(self) -> TensorInfo | None:
-        """What the decoder was fed at this step: input_ids (Llama) or decoder_input_ids (BART)."""
-        info = self.prepare_inputs.get("input_ids") or self.prepare_inputs.get("decoder_input_ids")
-        return info if isinstance(info, TensorInfo) else None
+        """The tensor the decoder was fed: ids [batch, seq], or embeddings [batch, seq, hidden]."""
+        name = self.fed_name
+        return None if name is None else self.prepare_inputs[name]
 
     @property
     def fed_ids(self) -> list[int] | None:
-        """The token ids the decoder was fed at this step (batch 0), when recorded."""
+        """The token ids the decoder was fed at this step (batch 0); None for embeddings or unrecorded."""
         fed = self.fed
-        return None if fed is None or fed.values is None else fed.array()[0].tolist()
+        if fed is None or fed.values is None or self.fed_name == "inputs_embeds":
+            return None
+        return fed.array()[0].tolist()
 
     @property
     def fed_shape(self) -> tuple[int, ...] | None:
         return None if self.fed is None else self.fed.shape
 
+    @property
+    def fed_len(self) -> int | None:
+        """How many positions were fed at this step (ids or embeddings: the sequence dimension)."""
+        shape = self.fed_shape
+        return int(shape[1]) if shape and len(shape) >= 2 else None
+
     def cache_seq_len(self, kind: str = "self") -> int | None:
         """Positions held by layer 0's cache of `kind` after this step; None with the cache off."""
         layer0 = next((c for c in self.cache if c.kind == kind), None)
         return None if layer0 is None else layer0.seq_len
+
+    def cache_seen(self, kind: str = "self") -> int | None:
+        """Positions the cache of `kind` has seen after this step (all layers; more than any sliding
+        layer keeps); None with the cache off."""
+        layers = [c.positions_seen for c in self.cache if c.kind == kind]
+        return max(layers) if layers else None
 
     @property
     def logits(self) -> np.ndarray | None:
@@ -287,7 +334,15 @@ class Trace:
     config: dict[str, Any]  # num_layers, num_heads, num_kv_heads, hidden_size, vocab_size, ...
     token_texts: dict[int, str]  # text of every id that appears in the trace
     capture: CaptureSummary
+    # Why the run ended (tracer/stopping.py): {"reason": "eos" | "max_new_tokens" | "other criterion"
+    # | "error", "token_id": the eos id chosen or None, "detail": plain words}; {} if not recorded.
+    stop: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def _repr_html_(self) -> str:  # Jupyter: a trace that ends a cell shows this summary
+        from tracer.notebook import trace_html
+
+        return trace_html(self)
 
     @property
     def num_layers(self) -> int:
@@ -305,6 +360,14 @@ class Trace:
     @property
     def generated_ids(self) -> list[int]:
         return [s.chosen_id for s in self.steps if s.chosen_id is not None]
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The end-of-sequence ids the run stopped on (one or several; none if it had none)."""
+        value = self.settings.get("eos_token_id")
+        if value is None:
+            return []
+        return [int(value)] if isinstance(value, int) else [int(v) for v in value]
 
     def token_text(self, token_id: int) -> str:
         return self.token_texts.get(int(token_id), f"<{int(token_id)}>")
@@ -363,6 +426,7 @@ class Trace:
             "config": self.config,
             "token_texts": {str(k): v for k, v in self.token_texts.items()},
             "capture": vars(self.capture),
+            "stop": self.stop,
         }
         header = {
             "format": FORMAT_NAME,
@@ -483,6 +547,7 @@ def _trace_from_json(meta: dict, arrays: dict[str, np.ndarray], version: int) ->
         config=dict(meta["config"]),
         token_texts={int(k): v for k, v in meta["token_texts"].items()},
         capture=CaptureSummary(**meta["capture"]),
+        stop=dict(meta.get("stop") or {}),
         format_version=version,
     )
 

@@ -11,7 +11,8 @@ with and without the cache. The scenario also says where the doctor must find th
 (`expected`), explains it, and carries the code of each variant (read from the very functions that
 run, so the page never shows code that differs from what was checked).
 
-This package imports nothing from tracer: data flows from models to the tracer, not back.
+`check(name, variant)` runs the doctor on a built variant. Data flows from models to the tracer:
+this package uses the tracer's public `check_cache`, and the tracer never imports models.
 """
 
 from __future__ import annotations
@@ -109,3 +110,17 @@ def build(name: str, variant: str = "broken") -> Setup:
             f"Scenario {name!r} has no variant {variant!r}: choose one of {', '.join(scenario.variants)}."
         )
     return scenario.build(variant)
+
+
+def check(name: str, variant: str = "broken", max_new_tokens: int = 8):
+    """Build a variant of a scenario and run the cache doctor on it: a `tracer.CacheReport`."""
+    from tracer import check_cache  # the tracer is the heavier import; the registry needs none of it
+
+    setup = build(name, variant)
+    return check_cache(
+        setup.model,
+        setup.tok,
+        max_new_tokens=max_new_tokens,
+        model_name=f"{name} ({variant})",
+        **setup.check_kwargs(),
+    )

@@ -58,13 +58,15 @@ def logit_diff_figure(report: CacheReport) -> go.Figure:
         )
     )
     if any(v is not None for v in limits):
+        # Markers too: a run that crashed early leaves one compared step, and one point draws no line.
         fig.add_trace(
             go.Scatter(
                 x=x,
                 y=limits,
-                mode="lines",
+                mode="lines+markers",
                 name="noise limit (tolerance)",
                 line={"color": COLORS["limit"], "dash": "dash"},
+                marker={"color": COLORS["limit"], "size": 7, "symbol": "line-ew-open"},
             )
         )
     step = report.first_divergent_step
@@ -142,7 +144,19 @@ def steps_table(report: CacheReport) -> pd.DataFrame:
                 "noise limit": r.logit_limit,
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # Whole positions, blank where the cache was off: a float column showed "10.000000".
+    table["cache after"] = table["cache after"].astype("Int64")
+    return table
+
+
+def largest_logit_diff(report: CacheReport) -> str:
+    """The largest logit difference as the chart shows it: below its log floor, "< 1e-12"."""
+    finite = [x for x in report.max_logit_diff if x == x]  # NaN where a step was not compared
+    if not finite:
+        return "-"
+    largest = max(finite)
+    return f"< {LOG_FLOOR:.0e}" if largest < LOG_FLOOR else f"{largest:.2e}"
 
 
 def fed_at_step_table(report: CacheReport, step: int) -> pd.DataFrame:

@@ -35,7 +35,10 @@ GENERATED_COLOR = "#ffe3b3"  # tokens the model chose
 CHOSEN_COLOR = "#e8590c"
 OTHER_COLOR = "#8da9c4"
 ERROR_COLOR = "#fa5252"
+LABEL_COLOR = "#212529"  # tick labels and bar text: as dark as body text, for a projector
+LAYER_COLORS = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f59f00", "#0c8599", "#c2255c", "#5c940d"]
 HEATMAP_SCALE = "Blues"
+LAYER_COLORS = ("#1c7ed6", "#e8590c", "#2f9e44", "#9c36b5", "#f08c00", "#0c8599", "#c2255c", "#5c940d")
 KIND_TITLES = {
     "self": "decoder self-attention",
     "cross": "cross-attention (decoder → encoder)",
@@ -80,9 +83,8 @@ def step_end(tr: Trace, step: Step) -> int:
 
 
 def fed_count(step: Step) -> int | None:
-    """Tokens the decoder was fed at this step (the last dimension of input_ids)."""
-    shape = step.fed_shape
-    return None if not shape else int(shape[-1])
+    """Positions the decoder was fed at this step, as ids or as embeddings."""
+    return step.fed_len
 
 
 def _labels(tr: Trace, ids: list[int], start: int = 0) -> list[str]:
@@ -94,14 +96,34 @@ def _decoder_ids(tr: Trace, end: int) -> list[int]:
     return ids + [-1] * (end - len(ids))  # a failed step may reach past what was returned
 
 
-def _key_query_ids(tr: Trace, step: Step, kind: str, q_len: int, k_len: int) -> tuple[list[int], list[int]]:
-    """(query token ids, key token ids) of an attention matrix of this step."""
+def _decoder_labels(tr: Trace, positions, *, queries: bool) -> list[str]:
+    """Labels of decoder positions ("2: 1999"); a query row that wrote a token says so ("2: 1999 → 06").
+
+    The row at position p computes the distribution of the token at p + 1: from the last start
+    position on, that token is one the run wrote.
+    """
+    positions = [int(p) for p in positions]
+    ids = _decoder_ids(tr, max(positions, default=-1) + 2)
+    first_writer = len(tr.start_ids) - 1
+    labels = []
+    for p in positions:
+        label = f"{p}: {show_token(tr.token_text(ids[p]))}"
+        if queries and p >= first_writer and p + 1 < len(tr.sequence_ids):
+            label += f" → {show_token(tr.token_text(ids[p + 1]))}"
+        labels.append(label)
+    return labels
+
+
+def _attention_labels(tr: Trace, step: Step, kind: str, layer: int) -> tuple[list[str], list[str]]:
+    """(query labels, key labels) of one attention matrix of this step, by absolute position."""
+    q_len, k_len = step.attention(kind, layer).shape[-2:]
     if kind == "encoder":
-        return tr.prompt_ids[:q_len], tr.prompt_ids[:k_len]
+        return _labels(tr, tr.prompt_ids[:q_len]), _labels(tr, tr.prompt_ids[:k_len])
     end = step_end(tr, step)
-    queries = _decoder_ids(tr, end)[end - q_len : end]
-    keys = tr.prompt_ids[:k_len] if kind == "cross" else _decoder_ids(tr, k_len)
-    return queries, keys
+    queries = _decoder_labels(tr, range(end - q_len, end), queries=True)
+    if kind == "cross":
+        return queries, _labels(tr, tr.prompt_ids[:k_len])
+    return queries, _decoder_labels(tr, step.key_positions(kind, layer), queries=False)
 
 
 def attention_kinds(tr: Trace) -> list[str]:
@@ -114,6 +136,8 @@ def num_heads(tr: Trace, kind: str = "self") -> int:
         for layer in range(tr.num_layers):
             if step.has_attention(kind, layer):
                 return int(step.attention(kind, layer).shape[0])
+    if kind == "encoder" and tr.config.get("encoder_heads"):
+        return int(tr.config["encoder_heads"])
     return int(tr.config.get("num_heads") or 0)
 
 
@@ -138,7 +162,16 @@ def trace_summary(tr: Trace) -> str:
     """One line: model, architecture, decoding and cache settings, steps, and the error if any."""
     s = tr.settings
     if s.get("do_sample"):
-        decoding = f"sampling (temperature {s.get('temperature')}, seed {s.get('seed')})"
+        # top_k and top_p only when someone set them: transformers' defaults (50, 1.0) go unsaid.
+        sources = s.get("sources") or {}
+        parts = [f"temperature {s.get('temperature')}"]
+        parts += [
+            f"{key} {s[key]}"
+            for key in ("top_k", "top_p")
+            if sources.get(key) in ("caller", "checkpoint") and s.get(key) is not None
+        ]
+        parts.append(f"seed {s.get('seed')}")
+        decoding = f"sampling ({', '.join(parts)})"
     else:
         decoding = "greedy"
     cache = "cache on" if s.get("use_cache", True) else "cache off"
@@ -148,7 +181,49 @@ def trace_summary(tr: Trace) -> str:
     )
     if tr.error is not None:
         text += f"; failed at step {tr.error.step}"
+    elif tr.stop:
+        text += f"; stopped: {tr.stop.get('detail', '')}"
+    if "eos_token_id" in tr.settings:
+        text += f"; eos ids {eos_text(tr)}"
     return text
+
+
+def eos_line(tr: Trace) -> str:
+    """A sentence on the run's end-of-sequence ids, for the step replay."""
+    if not tr.eos_token_ids:
+        return "This run has no end-of-sequence id: max_new_tokens (or another stopping criterion) ends it."
+    return f"End-of-sequence ids of this run: {eos_text(tr)}. Choosing one stops generate()."
+
+
+def eos_text(tr: Trace) -> str:
+    """The run's end-of-sequence ids with their tokens: "2 (</s>)", or "none"."""
+    ids = tr.eos_token_ids
+    return ", ".join(f"{i} ({show_token(tr.token_text(i))})" for i in ids) or "none"
+
+
+# Where a setting came from, in the words the app shows (tracer/generation_settings.py's sources).
+_SOURCE_WORDS = {
+    "caller": "your choice",
+    "checkpoint": "the model's generation_config",
+    "transformers default": "transformers default",
+}
+
+
+def settings_table(tr: Trace) -> pd.DataFrame:
+    """Every generation setting in force for the run, its value and where it came from."""
+    sources = tr.settings.get("sources") or {}
+    rows = [
+        {"setting": key, "value": _setting_text(tr, key), "from": _SOURCE_WORDS.get(source, source)}
+        for key, source in sources.items()
+    ]
+    return pd.DataFrame(rows, columns=["setting", "value", "from"])
+
+
+def _setting_text(tr: Trace, key: str) -> str:
+    value = tr.settings.get(key)
+    if key == "eos_token_id":
+        return eos_text(tr)
+    return str(value)
 
 
 def token_strip_html(tr: Trace) -> str:
@@ -189,6 +264,8 @@ def steps_table(tr: Trace) -> pd.DataFrame:
     for step in tr.steps:
         fed = step.fed_ids
         fed_text = " ".join(show_token(tr.token_text(t)) for t in fed) if fed is not None else ""
+        if step.fed_name == "inputs_embeds":
+            fed_text = f"embeddings of {_n(step.fed_len or 0, 'token')} (inputs_embeds)"
         if len(fed_text) > 60:
             fed_text = fed_text[:57] + "..."
         rows.append(
@@ -260,9 +337,20 @@ _OUT_KEYS = ("logits", "last_hidden_state", "attn_weights", "output", "output[0]
 
 def _event_detail(tr: Trace, step: Step, event: Event) -> str:
     kind = event.attention_kind
+    if event.name in (names.DECODER_EMBED, names.ENCODER_EMBED):
+        ids, out = event.inputs.get("arg0"), event.outputs.get("output")
+        if isinstance(ids, TensorInfo) and isinstance(out, TensorInfo):
+            return f"input_ids {_shape(ids)} → embeddings {_shape(out)}"
+    parsed = names.parse_layer(event.name)
+    if parsed is not None and parsed[2] == "mlp":
+        hidden, out = event.inputs.get("hidden_states"), event.outputs.get("output")
+        ffn = tr.config.get("ffn_dim")
+        if isinstance(hidden, TensorInfo) and isinstance(out, TensorInfo):
+            inner = f" → [{', '.join(map(str, hidden.shape[:-1]))}, {ffn}]" if ffn else ""
+            return f"hidden {_shape(hidden)}{inner} → {_shape(out)}"
     if event.name == names.PREPARE_INPUTS:
         before = _first_tensor(event.inputs, ("input_ids",))
-        after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids"))
+        after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids", "inputs_embeds"))
         if before and after:
             return f"sequence {_shape(before[1])} → feeds {after[0]} {_shape(after[1])}"
     if event.name == names.CHOOSE_TOKEN:
@@ -294,9 +382,10 @@ def _event_detail(tr: Trace, step: Step, event: Event) -> str:
 def _event_depth(event: Event) -> int:
     if event.name in (names.PREPARE_INPUTS, names.FORWARD, names.CHOOSE_TOKEN, names.ENCODER):
         return 1
-    if event.attention_kind is not None:
+    parsed = names.parse_layer(event.name)
+    if event.attention_kind is not None or (parsed is not None and parsed[2] == "mlp"):
         return 3
-    return 2  # decoder.layers.{i}, lm_head
+    return 2  # decoder.layers.{i}, the embeddings, lm_head
 
 
 def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
@@ -316,6 +405,18 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
                 failed=event.error is not None,
             )
         )
+        bias = tr.config.get("final_logits_bias")
+        if event.name == names.LM_HEAD and bias and event.error is None:
+            # BART's forward adds a (1, vocab) buffer to lm_head's logits: no module, so no hook.
+            logits = event.outputs.get("output")
+            nodes.append(
+                FlowNode(
+                    "final_logits_bias",
+                    f"logits {_shape(logits)} + final_logits_bias {_shape_of(tuple(bias))}",
+                    2,
+                    f"{tr.model_class}.forward (a buffer added after lm_head)",
+                )
+            )
     failed_here = tr.error is not None and tr.error.step == step.index
     if failed_here:
         nodes.append(FlowNode("error", str(tr.error), 0, failed=True))
@@ -328,23 +429,53 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
 
 
 def _stop_reason(tr: Trace) -> str:
-    last = tr.steps[-1] if tr.steps else None
+    """Why generate() ended, as recorded (tracer/stopping.py); older traces say less."""
     if tr.error is not None:
         return "the model raised"
-    max_new = tr.settings.get("max_new_tokens")
-    if last is not None and len(tr.generated_ids) >= (max_new or 0):
-        return f"max_new_tokens={max_new} reached"
-    return "end-of-sequence token chosen"
+    if tr.stop:
+        text = tr.stop.get("detail", "")
+        token_id = tr.stop.get("token_id")
+        if token_id is not None:
+            text = text.replace(f"id {token_id}", f"id {token_id} ({show_token(tr.token_text(token_id))})", 1)
+        return f"{text} (eos ids: {eos_text(tr)})"
+    return "not recorded (a trace from an older Stepwise)"
+
+
+# The step replay's two figures are rebuilt at every step a session visits: plotly's checking of
+# every property took most of their time (call flow 13 ms of 16), and the property names here are
+# fixed, so these are built unchecked. tests/test_plots_generation.py validates what they build.
+UNCHECKED = {"_validate": False}
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` characters, broken after a comma, an arrow or a space."""
+    lines: list[str] = []
+    while len(text) > width:
+        cut = max(text.rfind(sep, 0, width + 1) for sep in (", ", " → ", " ", "; "))
+        cut = width if cut <= 0 else cut + 1
+        lines.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [*lines, text] if text else lines
+
+
+FLOW_LINE = 38  # characters per line of a call-flow box: fits a phone's width at 12 px monospace
 
 
 def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
-    """The call flow as a diagram: one box per call (name, then its shapes), indented by nesting."""
+    """The call flow as a diagram: one box per call (name, then its shapes), indented by nesting.
+
+    Each box holds its whole detail, wrapped to a phone's width, so nothing is cut on any screen.
+    """
     nodes = call_flow(tr, step_index)
-    row_h = 46  # pixels per box: two lines of text
+    line_h = 17  # pixels per line of text
     indent = 0.04
     shapes, annotations = [], []
+    texts = [[node.title, *_wrap(node.detail, FLOW_LINE - 2 * node.depth)] for node in nodes]
+    # y runs downwards in lines: each box is its lines plus half a line of padding above and below.
+    tops = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]]).tolist()
+    total = tops[-1] + len(texts[-1]) + 1 if nodes else 1
     for i, node in enumerate(nodes):
-        y0, y1 = -i - 0.88, -i - 0.08
+        y1, y0 = -tops[i] - 0.1, -tops[i] - len(texts[i]) - 0.9
         x0 = node.depth * indent
         fill = "#fff0f0" if node.failed else ("#f1f3f5" if node.depth == 0 else "#ffffff")
         line = ERROR_COLOR if node.failed else ("#868e96" if node.depth == 0 else "#4dabf7")
@@ -371,7 +502,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
                 )
             )
         color = ERROR_COLOR if node.failed else "#212529"
-        detail = node.detail if len(node.detail) <= 90 else node.detail[:87] + "..."
+        title, *detail = texts[i]
         annotations.append(
             dict(
                 x=x0 + 0.03,
@@ -382,7 +513,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
                 yanchor="middle",
                 showarrow=False,
                 align="left",
-                text=f"<b>{html.escape(node.title)}</b>" + (f"<br>{html.escape(detail)}" if detail else ""),
+                text="<br>".join([f"<b>{html.escape(title)}</b>", *map(html.escape, detail)]),
                 font=dict(family="monospace", size=12, color=color),
             )
         )
@@ -390,22 +521,24 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
         # Invisible points carry the hover text: the Hugging Face module path and the full detail.
         go.Scatter(
             x=[0.5] * len(nodes),
-            y=[-i - 0.48 for i in range(len(nodes))],
+            y=[-tops[i] - (len(texts[i]) + 1) / 2 for i in range(len(nodes))],
             mode="markers",
             marker=dict(opacity=0),
             hovertext=[f"{n.title}<br>{html.escape(n.module)}<br>{html.escape(n.detail)}" for n in nodes],
             hoverinfo="text",
             showlegend=False,
-        )
+            **UNCHECKED,
+        ),
+        **UNCHECKED,
     )
     fig.update_layout(
         shapes=shapes,
         annotations=annotations,
-        height=row_h * len(nodes) + 10,
+        height=line_h * total + 10,
         margin=dict(l=2, r=2, t=2, b=2),
         plot_bgcolor="white",
         xaxis=dict(visible=False, range=[0, 1], fixedrange=True),
-        yaxis=dict(visible=False, range=[-len(nodes), 0], fixedrange=True),
+        yaxis=dict(visible=False, range=[-total, 0], fixedrange=True),
     )
     return fig
 
@@ -475,7 +608,9 @@ def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
     for key in list(now) + [k for k in before if k not in now]:
         a, b = before.get(key), now.get(key)
         if isinstance(a, TensorInfo) or isinstance(b, TensorInfo):
-            if a is None or b is None or a.shape != b.shape:
+            # A tensor on one side may be absent or a plain value (None) on the other.
+            same = isinstance(a, TensorInfo) and isinstance(b, TensorInfo) and a.shape == b.shape
+            if not same:
                 changes.append(
                     f"{key} {_shape(a) if a is not None else 'absent'} → "
                     f"{_shape(b) if b is not None else 'absent'}"
@@ -483,6 +618,69 @@ def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
         elif a != b:
             changes.append(f"{key} {a} → {b}")
     return changes
+
+
+# ---------------------------------------------------------------------------------------------
+# Step replay: what transformers 5.x does that the (4.x) lesson notes describe otherwise
+
+
+def live_values_table(tr: Trace, step_index: int) -> pd.DataFrame:
+    """Five things generate() does in transformers 5.x, each as this step's recorded value and why."""
+    step = tr.steps[step_index]
+    args, fed = step.prepare_inputs_args, step.prepare_inputs
+    lm_head = step.event(names.LM_HEAD)
+    lm_in = None if lm_head is None else _first_tensor(lm_head.inputs, ("hidden_states",))
+    keep = fed.get("logits_to_keep", args.get("logits_to_keep"))
+    forward = step.event(names.FORWARD)
+    mask_key = "decoder_attention_mask" if tr.encoder_decoder else "attention_mask"
+    fed_mask = fed.get(mask_key)
+    if fed_mask is None and forward is not None:
+        fed_mask = forward.inputs.get(mask_key)
+    if tr.encoder_decoder:
+        mask_row = (
+            "attention_mask, decoder_attention_mask",
+            f"source mask {_value_text(args.get('attention_mask', 'None'))}; decoder mask "
+            f"{_value_text(fed_mask) if fed_mask is not None else 'None'}",
+            "The source's mask stays (the encoder and cross-attention read it); generate() gives the "
+            "decoder no mask of ones: its causal mask is built inside the model.",
+        )
+    else:
+        mask_row = (
+            "attention_mask",
+            f"called with {_value_text(args.get('attention_mask', 'None'))}; fed "
+            f"{_value_text(fed_mask) if fed_mask is not None else 'None'}",
+            "A mask of all ones (no padding) says nothing the causal mask does not: generate() drops it "
+            "and passes None, and the model builds its causal mask alone.",
+        )
+    rows = [
+        (
+            "logits_to_keep",
+            f"{keep if keep is not None else 'not passed'}; lm_head sees "
+            f"{_shape(lm_in[1]) if lm_in else 'nothing recorded'}",
+            "generate() needs only the last position's logits, so lm_head runs on [1, 1, hidden] even at "
+            "the prefill; a training forward computes logits for every position, [1, T, hidden].",
+        ),
+        (
+            "cache_position",
+            _value_text(fed["cache_position"]) if "cache_position" in fed else "absent",
+            "transformers 5.x no longer passes cache_position to its models: the cache counts its own "
+            "positions (the lesson notes, written for 4.x, still show it).",
+        ),
+        (
+            "past_key_values",
+            _value_text(args.get("past_key_values", "None")),
+            "With the cache on, generate() builds an empty cache object before step 0 and passes it, "
+            "not None: a check `past_key_values is None` never sees the first step in 5.x.",
+        ),
+        mask_row,
+        (
+            "is_first_iteration",
+            _value_text(args.get("is_first_iteration", "False (not passed)")),
+            "generate() marks the prefill call, so prepare_inputs_for_generation uses inputs_embeds "
+            "(and inputs such as pixel_values) on the first step only.",
+        ),
+    ]
+    return pd.DataFrame(rows, columns=["argument", "this step", "why"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,7 +692,8 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
     step = tr.steps[step_index]
     if not step.topk:
         return _empty_figure("No token was chosen at this step.")
-    tokens = [show_token(t.text) for t in step.topk]
+    eos = set(tr.eos_token_ids)
+    tokens = [show_token(t.text) + (" (eos)" if t.token_id in eos else "") for t in step.topk]
     probs = [t.prob for t in step.topk]
     colors = [CHOSEN_COLOR if t.token_id == step.chosen_id else OTHER_COLOR for t in step.topk]
     labels = [html.escape(f"{i + 1}. {tok}") for i, tok in enumerate(tokens)]
@@ -508,16 +707,57 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
             textposition="outside",
             customdata=[[t.token_id] for t in step.topk],
             hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",
-        )
+            **UNCHECKED,
+        ),
+        **UNCHECKED,
     )
     fig.update_layout(
-        height=320,
-        margin=dict(l=10, r=40, t=30, b=10),
-        title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=14)),
-        xaxis=dict(title="probability", range=[0, max(probs) * 1.25 or 1]),
-        yaxis=dict(autorange="reversed", type="category"),
+        height=360,
+        margin=dict(l=10, r=50, t=30, b=10),
+        title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=15)),
+        # Read from the back of a classroom: labels as large and dark as the text around them.
+        font=dict(size=15, color=LABEL_COLOR),
+        xaxis=dict(title="probability", range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
+        yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=LABEL_COLOR)),
     )
     return fig
+
+
+def _cache_before_words(tr: Trace, step: Step) -> str:
+    """ "The cache already holds 7 positions", or, on sliding-window layers, what it saw and kept."""
+    previous = tr.steps[step.index - 1] if step.index > 0 else None
+    seen = previous.cache_seen("self") if previous is not None else None
+    if seen is None:
+        seen = step.index - 1 + len(tr.start_ids)
+    kept = sorted({c.seq_len for c in previous.cache if c.kind == "self"}) if previous is not None else []
+    if kept and kept[0] < seen:
+        return (
+            f"The cache has seen {_n(seen, 'position')} but its sliding-window layers keep only the last "
+            f"{kept[0]}"
+        )
+    return f"The cache already holds {_n(seen, 'position')}"
+
+
+def _keys_words(tr: Trace, step: Step) -> str:
+    """Which keys the new token's query attended to, per layer, by absolute position."""
+    spans = {}
+    for layer in range(tr.num_layers):
+        event = step.event(names.decoder_self_attn(layer))
+        if event is not None and isinstance(event.outputs.get("attn_weights"), TensorInfo):
+            positions = step.key_positions("self", layer)
+            spans.setdefault((int(positions[0]), int(positions[-1])), []).append(layer)
+    if not spans:
+        return ""
+    parts = []
+    for (first, last), layers in spans.items():
+        count = last - first + 1
+        plural = "s" if len(layers) > 1 else ""
+        who = "Its query" if len(spans) == 1 else f"In layer{plural} {', '.join(map(str, layers))} its query"
+        parts.append(
+            f"{who} attended to {_n(count, 'key')}, positions {first} to {last}: "
+            f"the {count - 1} cached and its own."
+        )
+    return " ".join(parts)
 
 
 def step_story(tr: Trace, step_index: int) -> str:
@@ -527,9 +767,8 @@ def step_story(tr: Trace, step_index: int) -> str:
     fed = fed_count(step)
     fed_ids = step.fed_ids or []
     fed_words = " ".join(show_token(tr.token_text(t)) for t in fed_ids)
-    fed_shape = _shape_of(step.fed_shape)
+    fed_shape = f"{step.fed_name or 'input_ids'} {_shape_of(step.fed_shape)}"
     n_layers = tr.num_layers
-    end = step_end(tr, step)
     lines = []
 
     if tr.encoder_decoder and step.index == 0 and step.event(names.ENCODER) is not None:
@@ -539,23 +778,29 @@ def step_story(tr: Trace, step_index: int) -> str:
         )
     if step.index == 0:
         what = "only the decoder start token" if tr.encoder_decoder else f"the whole prompt of {fed} tokens"
+        how = ""
+        if step.fed_name == "inputs_embeds":
+            how = " as embeddings, their rows of the embedding table rather than their ids,"
         if use_cache:
             lines.append(
-                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed "
-                f"(input ids {fed_shape}). Each of the {n_layers} layers stored their keys and values "
-                "in the cache."
+                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed{how} "
+                f"({fed_shape}). Each of the {n_layers} layers stored their keys and values in the cache."
             )
         else:
-            lines.append(f"Step 0: the cache is off, so {what} was fed (input ids {fed_shape}).")
+            lines.append(f"Step 0: the cache is off, so {what} was fed{how} ({fed_shape}).")
+        if step.fed_name == "inputs_embeds":
+            lines.append(
+                "generate() uses inputs_embeds on the first step only: from step 1 it feeds the new "
+                "token's input_ids [1, 1]."
+            )
     elif use_cache:
-        cached = step.index - 1 + len(tr.start_ids)
         lines.append(
-            f"The cache already holds {_n(cached, 'position')}, so only the new token **{fed_words}** was "
-            f"fed (input ids {fed_shape}). Its query attended to {end} keys: the {cached} cached and its own."
+            f"{_cache_before_words(tr, step)}, so only the new token **{fed_words}** was fed ({fed_shape}). "
+            f"{_keys_words(tr, step)}"
         )
     else:
         lines.append(
-            f"The cache is **off**, so all {fed} tokens so far were fed again (input ids {fed_shape}) "
+            f"The cache is **off**, so all {fed} tokens so far were fed again ({fed_shape}) "
             "and every layer recomputed keys and values for every position; only the last position's "
             "logits choose the next token."
         )
@@ -584,7 +829,15 @@ def step_story(tr: Trace, step_index: int) -> str:
             how = f"Greedy decoding took the most likely token, **{token}** ({_pct(step.chosen_prob)})."
         lines.append(how)
         after = step.cache_seq_len("self")
-        if after is not None:
+        kept = sorted({c.seq_len for c in step.cache if c.kind == "self"})
+        seen = step.cache_seen("self")
+        if after is not None and kept[0] < (seen or 0):
+            others = f", the other layers all {seen}" if kept[-1] == seen else ""
+            lines.append(
+                f"After the step the cache has seen {_n(seen, 'position')}; its sliding-window layers keep "
+                f"the last {kept[0]} of them{others}. {token} is appended."
+            )
+        elif after is not None:
             lines.append(
                 f"After the step the cache holds {_n(after, 'position')} per layer; {token} is appended."
             )
@@ -642,11 +895,8 @@ def step_attention(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """This step's attention [heads, q_len, k_len] with query and key labels ("7: mia")."""
     step = tr.steps[step_index]
-    att = step.attention(kind, layer)
-    q_len, k_len = att.shape[-2:]
-    q_ids, k_ids = _key_query_ids(tr, step, kind, q_len, k_len)
-    q_start = 0 if kind == "encoder" else step_end(tr, step) - q_len
-    return att, _labels(tr, q_ids, q_start), _labels(tr, k_ids)
+    queries, keys = _attention_labels(tr, step, kind, layer)
+    return step.attention(kind, layer), queries, keys
 
 
 def _attention_title(tr: Trace, step_index: int, kind: str, layer: int, head: int | None) -> str:
@@ -672,34 +922,58 @@ def attention_figure(tr: Trace, step_index: int, kind: str, layer: int, head: in
     return fig
 
 
-def attention_heads_figure(tr: Trace, step_index: int, kind: str, layer: int) -> go.Figure:
-    """Every head of one layer at one step, side by side (four per row)."""
+def attention_heads_figure(
+    tr: Trace, step_index: int, kind: str, layer: int, narrow: bool = False
+) -> go.Figure:
+    """Every head of one layer at one step; `narrow` for a phone: one head per row, fewer labels.
+
+    A step that computed one query (a cached decode step) shows one matrix, a row per head: each
+    row is that head's weights for the newest token. Otherwise one heatmap per head, two per row,
+    the query labels only left of the first of each row (they would lie over the neighbour's keys).
+    """
     step = tr.steps[step_index]
     if not step.has_attention(kind, layer):
         return _empty_figure(_missing_attention(tr, step, kind, layer))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
     heads = att.shape[0]
-    cols = min(4, heads)
+    title = dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14))
+    if len(queries) == 1:
+        fig = go.Figure(_heatmap(att[:, 0, :], [f"head {h} ← {queries[0]}" for h in range(heads)], keys))
+        fig.update_layout(
+            title=title,
+            height=150 + 34 * heads,
+            margin=dict(l=10, r=10, t=40, b=10),
+            xaxis=dict(title="key (attended to)", tickangle=-60, **_axis_ticks(keys, 10 if narrow else 24)),
+            yaxis=dict(
+                autorange="reversed",
+                tickvals=list(range(heads)),
+                ticktext=[f"head {h}" for h in range(heads)],
+            ),
+        )
+        fig.update_xaxes(tickfont=dict(size=12, color=LABEL_COLOR))
+        fig.update_yaxes(tickfont=dict(size=13, color=LABEL_COLOR))
+        return fig
+    cols = 1 if narrow else min(2, heads)
     rows = int(np.ceil(heads / cols))
+    max_ticks = 10 if narrow else 16
     fig = make_subplots(
         rows=rows,
         cols=cols,
         subplot_titles=[f"head {h}" for h in range(heads)],
-        horizontal_spacing=0.03,
-        vertical_spacing=0.08,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        vertical_spacing=min(0.12, 0.5 / rows),
     )
     for h in range(heads):
         fig.add_trace(_heatmap(att[h], queries, keys, showscale=h == 0), row=h // cols + 1, col=h % cols + 1)
-    few_q = len(queries) <= 12
-    fig.update_xaxes(**_axis_ticks(keys, 12))
-    fig.update_yaxes(autorange="reversed", **_axis_ticks(queries, 12), showticklabels=few_q)
-    fig.update_yaxes(showticklabels=True, col=1)
-    panel = max(120, min(320, 60 + 14 * len(queries)))
-    fig.update_layout(
-        title=dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14)),
-        height=rows * panel + 80,
-        margin=dict(l=10, r=10, t=60, b=10),
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(keys, max_ticks))
+    fig.update_yaxes(
+        autorange="reversed", tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(queries, max_ticks)
     )
+    fig.update_yaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=True, col=1)
+    panel = max(180, min(360, 80 + 16 * len(queries)))
+    fig.update_layout(title=title, height=rows * panel + 90, margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
 
@@ -719,11 +993,13 @@ def _missing_attention(tr: Trace, step: Step, kind: str, layer: int) -> str:
 def stitched_attention(
     tr: Trace, kind: str, layer: int
 ) -> tuple[np.ndarray, list[str], list[str], list[int]]:
-    """The whole attention matrix stitched from every step: [heads, T, K], NaN where nothing was computed.
+    """The whole attention matrix stitched from every step: [heads, T, K], columns by absolute position.
 
     With the cache on, step 0 gives the prompt's rows and each decode step adds one row; with
-    the cache off each step recomputes every row, and the latest step's rows are kept. Returns
-    (matrix, query labels, key labels, row_step) where row_step[r] is the step that computed row r.
+    the cache off each step recomputes every row, and the latest step's rows are kept. A cell is
+    NaN (blank) where the row has no such key: a later position (the causal mask gives it weight
+    0), or one a sliding-window layer no longer keeps. Returns (matrix, query labels, key
+    labels, row_step) where row_step[r] is the step that computed row r.
     """
     if kind == "encoder":
         step = tr.steps[0] if tr.steps else None
@@ -743,21 +1019,28 @@ def stitched_attention(
     for step, att in pieces:  # [heads, q_len, k_len]
         end = step_end(tr, step)
         q_len, k = att.shape[-2:]
-        matrix[:, end - q_len : end, :k] = att
+        columns = step.key_positions(kind, layer) if kind == "self" else np.arange(k)
+        rows = slice(end - q_len, end)
+        matrix[:, rows, :] = np.nan  # a cache-off step replaces the rows an earlier step computed
+        matrix[:, rows, columns] = att
         for r in range(end - q_len, end):
             row_step[r] = step.index
     if kind == "self":  # a query never sees later keys (the causal mask): blank, not a zero weight
         above = np.triu_indices(t_len, k=1, m=k_len)
         matrix[:, above[0], above[1]] = np.nan
-    queries = _labels(tr, _decoder_ids(tr, t_len))
-    keys = _labels(tr, tr.prompt_ids[:k_len]) if kind == "cross" else queries[:k_len]
+    queries = _decoder_labels(tr, range(t_len), queries=True)
+    if kind == "cross":
+        keys = _labels(tr, tr.prompt_ids[:k_len])
+    else:
+        keys = _decoder_labels(tr, range(k_len), queries=False)
     return matrix, queries, keys, row_step
 
 
 def stitched_attention_figure(
-    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None
+    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None, narrow: bool = False
 ) -> go.Figure:
-    """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined."""
+    """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined
+    (`narrow`: fewer labels, for a phone)."""
     matrix, queries, keys, row_step = stitched_attention(tr, kind, layer)
     if matrix.size == 0:
         return _empty_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
@@ -772,15 +1055,17 @@ def stitched_attention_figure(
             y1=max(rows) + 0.5,
             line=dict(color=CHOSEN_COLOR, width=2),
         )
+    height = max(300, min(900, 160 + 16 * len(queries)))
     title = f"Layer {layer}, head {head}: {KIND_TITLES[kind]} over the whole run"
     if kind != "encoder":
         title += " (each step adds its rows)" if tr.settings.get("use_cache", True) else " (last step's rows)"
     fig.update_layout(
         title=dict(text=title, font=dict(size=14)),
-        height=max(300, min(800, 140 + 12 * len(queries))),
+        height=height,
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key", **_axis_ticks(keys)),
-        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries)),
+        xaxis=dict(title="key", **_axis_ticks(keys, 10 if narrow else 40)),
+        # A labelled row needs 16 px, or its label lies on the next one's.
+        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries, (height - 160) // 16)),
     )
     return fig
 
@@ -797,6 +1082,7 @@ def cache_table(tr: Trace) -> pd.DataFrame:
             "layer": c.layer,
             "kind": c.kind,
             "seq_len": c.seq_len,
+            "seen": c.positions_seen,
             "bytes": c.nbytes,
             "key shape": _shape_of(c.key_shape),
             "value shape": _shape_of(c.value_shape),
@@ -805,43 +1091,74 @@ def cache_table(tr: Trace) -> pd.DataFrame:
         for c in s.cache
     ]
     return pd.DataFrame(
-        rows, columns=["step", "layer", "kind", "seq_len", "bytes", "key shape", "value shape"]
+        rows, columns=["step", "layer", "kind", "seq_len", "seen", "bytes", "key shape", "value shape"]
     )
 
 
 def cache_growth_figure(tr: Trace) -> go.Figure:
-    """Cache length and bytes per layer over the steps; BART's cross cache beside its self cache."""
+    """Cache length (top) and bytes (below) per layer over the steps; BART's cross cache dashed.
+
+    Layers whose cache grew alike draw as one line named after all of them ("layers 0, 1, 2"), so
+    every legend entry has a line of its own; a line keeps its colour in both charts.
+    """
     table = cache_table(tr)
     if table.empty:
         return _empty_figure("The cache is off in this trace: nothing is kept between steps.")
     fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("positions held (seq_len)", "memory per layer"),
-        horizontal_spacing=0.1,
+        rows=2,
+        cols=1,
+        subplot_titles=("positions kept (seq_len) and seen", "memory per layer"),
+        vertical_spacing=0.16,
     )
     dash = {"self": "solid", "cross": "dash"}
+    series: dict[tuple, list[int]] = {}  # (kind, steps, kept, seen, bytes) -> layers that grew so
     for (kind, layer), part in table.groupby(["kind", "layer"], sort=True):
-        name = f"layer {layer} {kind}" if tr.encoder_decoder else f"layer {layer}"
-        common = dict(mode="lines+markers", line=dict(dash=dash.get(kind, "solid")), legendgroup=name)
-        fig.add_trace(go.Scatter(x=part["step"], y=part["seq_len"], name=name, **common), row=1, col=1)
+        key = (kind, tuple(part["step"]), tuple(part["seq_len"]), tuple(part["seen"]), tuple(part["bytes"]))
+        series.setdefault(key, []).append(int(layer))
+    for i, ((kind, steps, lengths, seen, sizes), layers) in enumerate(series.items()):
+        name = ("layer " if len(layers) == 1 else "layers ") + ", ".join(map(str, layers))
+        if tr.encoder_decoder:
+            name += f" {kind}"
+        color = LAYER_COLORS[i % len(LAYER_COLORS)]  # a group's lines (kept, seen, bytes) share its color
+        common = dict(
+            mode="lines+markers",
+            line=dict(dash=dash.get(kind, "solid"), color=color),
+            marker=dict(color=color),
+            legendgroup=name,
+        )
+        fig.add_trace(go.Scatter(x=steps, y=lengths, name=name, **common), row=1, col=1)
+        if seen != lengths:  # a sliding-window layer: it keeps fewer positions than it has seen
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=seen,
+                    name=f"{name}, positions seen",
+                    mode="lines",
+                    line=dict(dash="dot", color=color),
+                    legendgroup=name,
+                ),
+                row=1,
+                col=1,
+            )
         fig.add_trace(
             go.Scatter(
-                x=part["step"],
-                y=part["bytes"],
+                x=steps,
+                y=sizes,
                 name=name,
                 showlegend=False,
-                customdata=[human_bytes(int(b)) for b in part["bytes"]],
+                customdata=[human_bytes(int(b)) for b in sizes],
                 hovertemplate="step %{x}<br>%{customdata}<extra>" + name + "</extra>",
                 **common,
             ),
-            row=1,
-            col=2,
+            row=2,
+            col=1,
         )
-    fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="positions", row=1, col=1)
-    fig.update_yaxes(title_text="bytes", row=1, col=2)
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    # Room above the highest line: BART's fixed cross cache is the top one and sat on the frame.
+    top = max(table["seq_len"].max(), table["seen"].max())
+    fig.update_yaxes(title_text="positions", range=[0, top * 1.15 + 1], row=1, col=1)
+    fig.update_yaxes(title_text="bytes", range=[0, table["bytes"].max() * 1.15], row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(height=560, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.12))
     return fig
 
 
@@ -859,13 +1176,13 @@ def cache_shapes_table(tr: Trace, step_index: int) -> pd.DataFrame:
                 "key shape": _shape_of(c.key_shape),
                 "value shape": _shape_of(c.value_shape),
                 "seq_len": c.seq_len,
+                "positions seen": c.positions_seen,
                 "grew by": c.seq_len - before.seq_len if before is not None else c.seq_len,
                 "memory": human_bytes(c.nbytes),
             }
         )
-    return pd.DataFrame(
-        rows, columns=["layer", "kind", "key shape", "value shape", "seq_len", "grew by", "memory"]
-    )
+    columns = ["layer", "kind", "key shape", "value shape", "seq_len", "positions seen", "grew by", "memory"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def cache_on_off_table(tr: Trace, other: Trace | None = None) -> pd.DataFrame:
@@ -897,7 +1214,10 @@ def cache_on_off_table(tr: Trace, other: Trace | None = None) -> pd.DataFrame:
 def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
     """Tokens fed per step and in total, cache on vs off."""
     table = cache_on_off_table(tr, other)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens fed per step", "tokens fed in total"))
+    # One chart above the other: side by side, they ran into each other on a phone.
+    fig = make_subplots(
+        rows=2, cols=1, subplot_titles=("tokens fed per step", "tokens fed in total"), vertical_spacing=0.18
+    )
     colors = {"cache on": "#1c7ed6", "cache off": "#f08c00"}
     for name, color in colors.items():
         fig.add_trace(go.Bar(x=table["step"], y=table[name], name=name, marker_color=color), row=1, col=1)
@@ -910,12 +1230,12 @@ def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
                 line=dict(color=color),
                 showlegend=False,
             ),
-            row=1,
-            col=2,
+            row=2,
+            col=1,
         )
-    fig.update_xaxes(title_text="step")
+    fig.update_xaxes(title_text="step", row=2, col=1)
     fig.update_yaxes(title_text="tokens")
-    fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(barmode="group", height=520, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

@@ -31,6 +31,7 @@ LABEL_COLOR = "#ffe3b3"  # what a position is scored against
 START_COLOR = "#b2f2bb"  # BART's decoder_start_token_id
 IGNORED_COLOR = "#ced4da"  # -100: left out of the loss
 LOSS_COLOR = "#e8590c"
+TEXT_COLOR = "#212529"  # labels on the diagrams: large and dark enough for a projector
 KIND_TITLES = {**GENERATION_KIND_TITLES, "self": "decoder self-attention (causal)"}
 
 
@@ -110,10 +111,10 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
                 y=[y] * n,
                 mode="markers+text",
                 marker=dict(
-                    size=44, symbol="square", color=colors(ids, row), line=dict(color="#495057", width=1)
+                    size=50, symbol="square", color=colors(ids, row), line=dict(color="#495057", width=1)
                 ),
                 text=[_plot_token(tt, i) for i in ids],
-                textfont=dict(size=11),
+                textfont=dict(size=14, color=TEXT_COLOR),
                 customdata=[[t, i] for t, i in enumerate(ids)],
                 hovertemplate=f"{name}[%{{customdata[0]}}] = %{{customdata[1]}}<extra></extra>",
                 name=name,
@@ -138,8 +139,12 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
             arrowcolor="#868e96",
         )
     fig.update_layout(
-        height=230,
+        height=250,
         margin=dict(l=10, r=10, t=30, b=30),
+        font=dict(size=14, color=TEXT_COLOR),
+        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
+        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
         xaxis=dict(title="position", tickmode="linear", dtick=1, range=[-0.7, n - 0.3], zeroline=False),
         yaxis=dict(
             tickmode="array",
@@ -403,6 +408,10 @@ def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
     fig.update_layout(
         height=60 * n + 40,
         margin=dict(l=10, r=10, t=20, b=10),
+        font=dict(size=14, color=TEXT_COLOR),
+        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
+        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
         xaxis=dict(visible=False, range=[-1, 3]),
         yaxis=dict(visible=False, autorange="reversed"),
         plot_bgcolor="white",
@@ -551,6 +560,10 @@ def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
     fig.update_layout(
         height=60 * len(order) + 80,
         margin=dict(l=10, r=10, t=30, b=10),
+        font=dict(size=14, color=TEXT_COLOR),
+        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
+        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
         xaxis=dict(title="position", tickmode="array", tickvals=positions),
         yaxis=dict(categoryorder="array", categoryarray=order[::-1]),
         showlegend=False,

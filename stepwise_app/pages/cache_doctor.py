@@ -6,6 +6,8 @@ a scenario needs no model from the sidebar; "the current model" reads the sideba
 the app's shared helper (ui.py) is there.
 """
 
+import re
+
 import streamlit as st
 
 import tracer
@@ -13,7 +15,7 @@ from models import scenarios
 from tracer.plots import doctor as d
 
 try:  # the app's shared helper: the sidebar's model and prompt, the cached model loader
-    import ui
+    from stepwise_app import ui
 except ImportError:  # the page runs on its own
     ui = None
 
@@ -47,7 +49,7 @@ if source == SCENARIO_SOURCE:
     key = ("scenario", scenario.name, variant, max_new)
     if key not in reports:
         with st.spinner("Generating with the cache on and off…"):
-            reports[key] = tracer.doctor.check_scenario(scenario.name, variant, max_new)
+            reports[key] = scenarios.check(scenario.name, variant, max_new)
     report = reports[key]
 else:
     model_name = st.session_state.get("model")
@@ -79,7 +81,19 @@ else:
 # -- the verdict ---------------------------------------------------------------------------
 kind, headline = d.verdict(report)
 (st.success if kind == "success" else st.error)(f"**{headline}**")
-st.markdown(report.summary)
+
+
+def _short(text: str, sentences: int = 2) -> tuple[str, str]:
+    """The first `sentences` sentences of `text`, and the rest: long blocks of text lost the class."""
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", text.strip())
+    return " ".join(parts[:sentences]), " ".join(parts[sentences:])
+
+
+summary, more = _short(report.summary)
+st.markdown(summary)
+if more:
+    with st.expander("The whole account"):
+        st.markdown(more)
 
 left, middle, right = st.columns(3)
 step = report.first_divergent_step
@@ -87,16 +101,15 @@ left.metric("First divergent step", "-" if step is None else step)
 middle.metric(
     "First divergent layer", "-" if report.first_divergent_layer is None else report.first_divergent_layer
 )
-finite = [x for x in report.max_logit_diff if x == x]  # NaN where a step was not compared
-right.metric("Largest logit difference", f"{max(finite):.2e}" if finite else "-")
+right.metric("Largest logit difference", d.largest_logit_diff(report))
 st.caption(
     f"Compared: {report.compared}. Tolerance for {report.dtype}: |a - b| ≤ {report.tolerance.atol:g} + "
     f"{report.tolerance.rtol:g} · max|b|, b being the uncached run."
 )
 
-st.plotly_chart(d.logit_diff_figure(report), key="doctor_logit_diff")
+st.plotly_chart(d.logit_diff_figure(report), config={"displayModeBar": False}, key="doctor_logit_diff")
 if any(r.layer_diffs for r in report.steps):
-    st.plotly_chart(d.layer_diff_figure(report), key="doctor_layer_diff")
+    st.plotly_chart(d.layer_diff_figure(report), config={"displayModeBar": False}, key="doctor_layer_diff")
 
 # -- the two runs side by side ------------------------------------------------------------------
 st.subheader("The two runs, step by step")
@@ -124,7 +137,11 @@ if step is not None:
 # -- the explanation and the fix --------------------------------------------------------------
 if scenario is not None:
     st.subheader("Why")
-    st.markdown(scenario.explanation)
+    why, more = _short(scenario.explanation)
+    st.markdown(why)
+    if more:
+        with st.expander("More on why"):
+            st.markdown(more)
     st.subheader("The code")
     shown = [v for v in ("broken", "fixed", "tempting") if v in scenario.code]
     for tab, v in zip(st.tabs([VARIANT_WORDS[v] for v in shown]), shown, strict=True):

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-import ui
+from stepwise_app import ui
 from tracer.plots import generation as g
 
 st.title("KV cache")
@@ -13,9 +13,10 @@ st.subheader("Growth")
 if tr.encoder_decoder:
     st.caption(
         "Solid: each decoder layer's self-attention cache, one position longer per step. Dashed: the "
-        "cross-attention cache, the encoder's keys and values, filled at step 0 and fixed after."
+        "cross-attention cache, each decoder layer's own key and value projections of the encoder "
+        "output, filled at step 0 and fixed after."
     )
-st.plotly_chart(ui.view(g.cache_growth_figure))
+st.plotly_chart(ui.view(g.cache_growth_figure), config={"displayModeBar": False}, key="cache_growth")
 
 st.subheader("Key and value shapes after a step")
 step = ui.step_picker(tr)
@@ -23,13 +24,19 @@ shapes = ui.view(g.cache_shapes_table, step)
 if shapes.empty:
     st.info("Nothing is cached after this step: the cache is off in this trace.")
 else:
-    st.caption("Shapes are [batch, kv_heads, seq, head_dim]; *grew by* counts positions added by this step.")
+    st.caption(
+        "Shapes are [batch, kv_heads, seq, head_dim]; *seq_len* counts the positions a layer keeps, "
+        "*positions seen* all it has seen (more on a sliding-window layer, which keeps only the last "
+        "W-1); *grew by* counts positions added to what it keeps by this step."
+    )
     st.dataframe(shapes, hide_index=True, width="stretch")
 
 st.subheader("Cache on vs off")
 other = ui.counterpart(tr)
 st.markdown(ui.view(g.cache_on_off_summary, other=other))
-st.plotly_chart(ui.view(g.cache_on_off_figure, other=other))
+st.plotly_chart(
+    ui.view(g.cache_on_off_figure, other=other), config={"displayModeBar": False}, key="cache_on_off"
+)
 if other is None:
     setting = "off" if tr.settings.get("use_cache", True) else "on"
     st.caption(

@@ -9,12 +9,13 @@ the records come from tracer.training, the figures from tracer.plots.training.
 from __future__ import annotations
 
 import sys
+import zlib
 from pathlib import Path
 
 import streamlit as st
 
-if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run on its own: find tracer and models
+if __package__ in (None, "") and str(Path(__file__).resolve().parents[2]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run on its own: find tracer and models
 
 import models
 import tracer
@@ -25,18 +26,40 @@ from tracer.plots import training as plots
 from tracer.training import default_pairs
 
 try:
-    import ui  # the app's shared helpers: one cached model per name for every page and session
+    from stepwise_app import ui  # the app's helpers: one cached model per name for every session
 except ImportError:  # the page on its own, without the app
     ui = None
 
-# A source and target each model knows the words of: its own task for the trained models.
+# A source and target each model knows the words of: for the trained models, the first of their
+# example prompts (models.EXAMPLES, words of their corpus) with its answer.
 DEFAULTS = {
-    "tiny-llama": ("tom has a red ball . ann has a blue hat . what does tom have ?", "tom has a red ball ."),
-    "tiny-bart": ("march twenty first twenty twenty four", "2024 03 21"),
+    "tiny-llama": models.EXAMPLES["tiny-llama"][0],
+    "tiny-bart": models.EXAMPLES["tiny-bart"][0],
     "random-llama": ("the cat sat on the", "mat ."),
     "random-bart": ("tom saw a big dog in the park .", "a big dog ."),
 }
 ARCH_DEFAULTS = {"decoder-only": DEFAULTS["random-llama"], "encoder-decoder": DEFAULTS["random-bart"]}
+
+
+def default_example(name: str, tok, encoder_decoder: bool) -> tuple[str, str]:
+    """The source and target the page opens with: the sidebar's prompt when the app has one.
+
+    Its target is the known answer of an example prompt, else what the session's trace of that
+    prompt generated, else the model's own default target.
+    """
+    arch = "encoder-decoder" if encoder_decoder else "decoder-only"
+    source, target = DEFAULTS.get(name, ARCH_DEFAULTS[arch])
+    prompt = st.session_state.get("prompt", "").strip() if ui is not None else ""
+    if not prompt or prompt == source:
+        return source, target
+    answers = {p: a for p, a in models.EXAMPLES.get(name, []) if a}
+    if prompt in answers:
+        return prompt, answers[prompt]
+    _, tr = ui.current()
+    if tr is not None and tr.model_name == name and tr.prompt_text == prompt and tr.generated_ids:
+        special = set(getattr(tok, "all_special_ids", []))
+        return prompt, " ".join(tr.token_text(i) for i in tr.generated_ids if i not in special)
+    return prompt, target
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -104,18 +127,20 @@ except (models.ModelLoadError, OSError, ValueError) as exc:
     st.error(f"Cannot load {name}: {exc}")
     st.stop()
 encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-default_source, default_target = DEFAULTS.get(
-    name, ARCH_DEFAULTS["encoder-decoder" if encoder_decoder else "decoder-only"]
-)
+default_source, default_target = default_example(name, tok, encoder_decoder)
+# A new prompt in the sidebar is a new default here: the inputs are keyed by it.
+example_key = name
+if default_source != DEFAULTS.get(name, ("",))[0]:
+    example_key = f"{name}-{zlib.crc32(default_source.encode())}"
 
 left, right = st.columns(2)
 if encoder_decoder:
-    source = left.text_input("Source (the encoder reads it)", default_source, key=f"source-{name}")
-    target = right.text_input("Target (the decoder learns it)", default_target, key=f"target-{name}")
+    source = left.text_input("Source (the encoder reads it)", default_source, key=f"source-{example_key}")
+    target = right.text_input("Target (the decoder learns it)", default_target, key=f"target-{example_key}")
     mask_prompt = True
 else:
-    source = left.text_input("Prompt", default_source, key=f"source-{name}")
-    target = right.text_input("Answer (the answer starts here)", default_target, key=f"target-{name}")
+    source = left.text_input("Prompt", default_source, key=f"source-{example_key}")
+    target = right.text_input("Answer (the answer starts here)", default_target, key=f"target-{example_key}")
     mask_prompt = st.checkbox(
         "Learn only the answer (prompt positions get -100)", value=True, key=f"mask-{name}"
     )
@@ -160,11 +185,11 @@ with shift_tab:
             "They are passed unshifted; the loss shifts them left, so position t is scored against the "
             "token fed at t + 1."
         )
-    st.plotly_chart(plots.shift_figure(tt), key="shift-figure")
+    st.plotly_chart(plots.shift_figure(tt), config={"displayModeBar": False}, key="shift-figure")
     st.dataframe(plots.shift_table(tt))
 
 with loss_tab:
-    st.plotly_chart(plots.loss_figure(tt), key="loss-figure")
+    st.plotly_chart(plots.loss_figure(tt), config={"displayModeBar": False}, key="loss-figure")
     st.dataframe(plots.loss_table(tt), hide_index=True)
     st.markdown(plots.bias_summary(tt))
 
@@ -180,7 +205,9 @@ with attention_tab:
     heads = plots.num_heads(tt, kind)
     head = c3.selectbox("Head", ["mean", *range(heads)], key="training-head")
     st.plotly_chart(
-        plots.attention_figure(tt, kind, layer, None if head == "mean" else int(head)), key="attention-figure"
+        plots.attention_figure(tt, kind, layer, None if head == "mean" else int(head)),
+        config={"displayModeBar": False},
+        key="attention-figure",
     )
     with st.expander("Every hook point of the pass, in call order"):
         st.dataframe(plots.events_table(tt), hide_index=True)
@@ -204,7 +231,9 @@ with trainer_tab:
         except StepwiseInputError as exc:
             st.error(str(exc))
         else:
-            st.plotly_chart(plots.trainer_flow_figure(ts), key="trainer-flow")
+            st.plotly_chart(
+                plots.trainer_flow_figure(ts), config={"displayModeBar": False}, key="trainer-flow"
+            )
             st.success(f"Recorded loss {ts.loss:.6f} = the loss the Trainer logged ({ts.logged_loss:.6f}).")
             g1, g2 = st.columns(2)
             g1.plotly_chart(plots.grad_norm_figure(ts), key="grad-norms")
@@ -228,5 +257,7 @@ with generation_tab:
         except StepwiseInputError as exc:
             st.error(str(exc))
         else:
-            st.plotly_chart(plots.teacher_vs_generation_figure(tt, gen), key="tf-vs-gen")
+            st.plotly_chart(
+                plots.teacher_vs_generation_figure(tt, gen), config={"displayModeBar": False}, key="tf-vs-gen"
+            )
             st.dataframe(plots.teacher_vs_generation(tt, gen), hide_index=True)

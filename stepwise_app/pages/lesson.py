@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import models
-import ui
+from stepwise_app import ui
 from tracer import lesson
 
 _ = ui._

@@ -1,0 +1,669 @@
+"""Streamlit glue shared by app.py and the pages: the sidebar, the shared model, the current trace.
+
+- `load_model(name)`: one model per name for every browser session (st.cache_resource).
+- `run_trace(...)`: trace one prompt on the shared model; the tracer serialises traces on one
+  model (tracer.record's lock), so two sessions tracing at once each get their own records.
+- The current trace lives in st.session_state under a random id; figures are built through
+  `view(builder, *args)`, cached by (builder, trace id, args), so moving to another step only
+  builds what that step shows, once.
+- `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files.
+- `step_picker`, `choice`: widgets whose value survives page changes and new traces.
+- Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
+  session's first run, `update_link()` writes them back; the traces behind links stay in one
+  bounded `TraceShelf` for every session, so a reload or a shared link finds them.
+
+Bad input never reaches the user as a traceback: every failure becomes one st.error that says
+what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+import models
+import tracer
+from models import scenarios
+from tracer import i18n
+
+LOCAL_FOLDER = "Local checkpoint folder…"
+# Decoding choices: the model's own generation_config (as generate() runs it), or one forced.
+MODEL_DECODING, GREEDY, SAMPLING = "model's own", "greedy", "sampling"
+MAX_NEW_TOKENS = 64
+KEEP_TRACES = 4  # per session: the current one and a few earlier ones (cache on vs off)
+# Traces behind links (?trace=…), for every session together: the newest are kept.
+LINKED_TRACES = 100
+LINKED_TRACE_BYTES = 256 * 2**20
+
+# Example prompts per model (models.EXAMPLES: the shipped models were trained on these kinds of text).
+EXAMPLES: dict[str, list[str]] = {
+    name: [prompt for prompt, _ in pairs] for name, pairs in models.EXAMPLES.items()
+}
+GENERIC_EXAMPLES = ["the cat sat on the mat"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model and the trace run
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_the_tracer() -> None:
+    """Import torch, transformers and the tracer's parts that use them, one session at a time.
+
+    The first page needs none of them (tracer and models import their parts on first use), so it
+    draws in about a second; the first Run, or the cache doctor and training pages, import them
+    here. Two sessions importing transformers' lazily loaded modules at once can see one half
+    imported ("cannot import name ..."): this lock lets one import and the others wait.
+    """
+    with _IMPORT_LOCK:
+        for module in ("models.tokenizer", "tracer.record", "tracer.generate", "models.random_models"):
+            importlib.import_module(module)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_model(name: str):
+    """(model, tokenizer), loaded once and shared by every session. Raises models.ModelLoadError."""
+    # Building a random model reseeds torch's one global RNG (inside fork_rng); done while another
+    # session samples, it would change that session's seeded draws. Traces hold this lock, so a
+    # load waits for the running trace and a trace waits for the load.
+    import_the_tracer()
+    from tracer.record import TRACE_LOCK
+
+    _one_torch_thread()
+    with TRACE_LOCK:
+        return models.load(name)
+
+
+def _one_torch_thread() -> None:
+    """Run this session's torch operations on one thread.
+
+    The app's models are small and its sessions are many: split over torch's threads, a tiny-llama
+    trace spent its time waiting for the other thread of a busy machine's cores (0.8 s on one thread
+    it takes 0.02 s), all of it holding the trace lock the other sessions queue on. The setting
+    belongs to the calling thread, and each session runs in its own, so it is set on every call.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_trace(
+    model_name: str,
+    prompt: str,
+    *,
+    max_new_tokens: int = 8,
+    use_cache: bool = True,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    feed_embeddings: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tracer.Trace:
+    """Trace `prompt` on the shared model `model_name`. Safe to call from several sessions at once.
+
+    `do_sample` None keeps the model's own decoding (its generation_config); True or False picks
+    sampling or greedy search (with num_beams=1, over a checkpoint's beams).
+    """
+    model, tok = load_model(model_name)
+    _one_torch_thread()
+    forced = {} if do_sample is None else {"do_sample": do_sample, "num_beams": 1}
+    return tracer.trace_generation(
+        model,
+        tok,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        use_cache=use_cache,
+        temperature=temperature,
+        seed=seed,
+        feed_embeddings=feed_embeddings,
+        model_name=Path(model_name).name if model_name not in models.available() else model_name,
+        progress=progress,
+        **forced,
+    )
+
+
+def default_model() -> str:
+    """tiny-llama when it is shipped, else random-llama (a decoder-only model is the simpler first sight)."""
+    names = models.available()
+    return next((name for name in ("tiny-llama", "random-llama") if name in names), names[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The current trace
+
+
+class TraceShelf:
+    """The traces links point to, shared by every session: the newest, bounded in number and bytes.
+
+    A link (?trace=<id>) outlives its session: a reload or another browser finds the trace here
+    while it is among the newest `max_traces` and they fit in `max_bytes` together.
+    """
+
+    def __init__(self, max_traces: int, max_bytes: int) -> None:
+        self.max_traces, self.max_bytes = max_traces, max_bytes
+        self._traces: OrderedDict[str, tuple[tracer.Trace, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def size(tr: tracer.Trace) -> int:
+        # The captured arrays, plus a rough allowance for each step's events and shapes.
+        return tr.capture.captured_bytes + 2048 * sum(1 + len(s.events) for s in tr.steps)
+
+    def put(self, trace_id: str, tr: tracer.Trace) -> None:
+        with self._lock:
+            self._traces[trace_id] = (tr, self.size(tr))
+            self._traces.move_to_end(trace_id)
+            while len(self._traces) > 1 and (
+                len(self._traces) > self.max_traces or self.nbytes > self.max_bytes
+            ):
+                self._traces.popitem(last=False)
+
+    def get(self, trace_id: str) -> tracer.Trace | None:
+        with self._lock:
+            kept = self._traces.get(trace_id)
+            if kept is None:
+                return None
+            self._traces.move_to_end(trace_id)  # a trace still in use is kept longest
+            return kept[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(size for _, size in self._traces.values())
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+
+@st.cache_resource(show_spinner=False)
+def trace_shelf() -> TraceShelf:
+    """The one TraceShelf of this server."""
+    return TraceShelf(LINKED_TRACES, LINKED_TRACE_BYTES)
+
+
+def _adopt(trace_id: str, tr: tracer.Trace) -> None:
+    traces: dict[str, tracer.Trace] = st.session_state.setdefault("traces", {})
+    traces[trace_id] = tr
+    while len(traces) > KEEP_TRACES:
+        traces.pop(next(iter(traces)))
+    st.session_state["trace_id"] = trace_id
+
+
+def set_trace(tr: tracer.Trace) -> str:
+    """Make `tr` the session's current trace under a fresh id; keep a few earlier ones."""
+    trace_id = uuid.uuid4().hex[:12]
+    trace_shelf().put(trace_id, tr)
+    _adopt(trace_id, tr)
+    st.session_state["step"] = 0
+    return trace_id
+
+
+def current() -> tuple[str | None, tracer.Trace | None]:
+    trace_id = st.session_state.get("trace_id")
+    tr = st.session_state.get("traces", {}).get(trace_id)
+    return (trace_id, tr) if tr is not None else (None, None)
+
+
+def require_trace() -> tracer.Trace:
+    """The current trace; without one, say how to get one and stop the page."""
+    _, tr = current()
+    if tr is None:
+        st.info(
+            "No trace yet. Pick a model and a prompt in the sidebar (on a phone: » at the top left) "
+            "and press **Run trace**, or open a saved trace file under **Trace file**."
+        )
+        st.stop()
+    return tr
+
+
+def counterpart(tr: tracer.Trace) -> tracer.Trace | None:
+    """An earlier trace of this session with the same run but the other cache setting, if any."""
+
+    def run_of(t: tracer.Trace) -> tuple:
+        s = t.settings
+        return (t.model_name, t.prompt_ids, s.get("max_new_tokens"), s.get("do_sample"), s.get("seed"))
+
+    use_cache = bool(tr.settings.get("use_cache", True))
+    for other in st.session_state.get("traces", {}).values():
+        if run_of(other) == run_of(tr) and bool(other.settings.get("use_cache", True)) != use_cache:
+            return other
+    return None
+
+
+class FigureCache:
+    """Figures and tables already built, shared by every session: the newest `max_entries`.
+
+    Keyed by the builder, the trace's id (unique per run or upload) and the arguments, never by
+    the trace's content: hashing a trace's arrays on every redraw would cost more than building
+    the figure. A plain dict behind a lock, because a page asks for half a dozen views on every
+    redraw: a hit here costs microseconds, where st.cache_resource spent about a millisecond per
+    call on its own bookkeeping, and st.cache_data also pickled every figure. Pages only read what
+    is built here, never change it.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._built: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._built:
+                self._built.move_to_end(key)
+                return self._built[key]
+        value = build()  # outside the lock: two sessions may build the same view once each
+        with self._lock:
+            self._built[key] = value
+            while len(self._built) > self.max_entries:
+                self._built.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+
+FIGURES = FigureCache(max_entries=4096)
+
+
+def view(builder: Callable, *args, other: tracer.Trace | None = None) -> Any:
+    """`builder(current trace, *args)`, any builder of tracer.plots, cached per trace and arguments."""
+    trace_id, tr = current()
+    name = (builder.__module__, builder.__qualname__)
+    if other is None:
+        return FIGURES.get((name, trace_id, args), lambda: builder(tr, *args))
+    other_id = next((i for i, t in st.session_state["traces"].items() if t is other), None)
+    return FIGURES.get((name, trace_id, args, other_id), lambda: builder(tr, *args, other=other))
+
+
+def narrow_screen() -> bool:
+    """Whether the browser is a phone's (its user agent says "Mobi"): figures then lay out for it."""
+    return "Mobi" in (st.context.headers.get("User-Agent") or "")
+
+
+def show_trace_error(tr: tracer.Trace) -> None:
+    if tr.error is not None:
+        st.error(
+            f"The model raised at step {tr.error.step}: {tr.error}. "
+            f"The {tr.error.step} step(s) before it are complete; the failing step shows its calls up "
+            "to the failure.",
+            icon="⚠️",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Widgets that keep their value across pages
+
+
+def _copy_widget(key: str) -> None:
+    st.session_state[key] = st.session_state[f"_w_{key}"]
+
+
+def choice(widget, label: str, options: list, key: str, **kwargs) -> Any:
+    """`widget(label, options)` whose choice survives page changes; the first option if it vanished."""
+    value = st.session_state.get(key)
+    if value not in options:
+        value = options[0]
+    st.session_state[key] = value
+    st.session_state[f"_w_{key}"] = value  # set before the widget exists: no value= needed
+    widget(label, options, key=f"_w_{key}", on_change=_copy_widget, args=(key,), **kwargs)
+    return st.session_state[key]
+
+
+def _move_step(delta: int, last: int) -> None:
+    st.session_state["step"] = min(max(st.session_state.get("step", 0) + delta, 0), last)
+
+
+def step_picker(tr: tracer.Trace) -> int:
+    """A step slider with previous/next buttons; the chosen step is shared by every page."""
+    last = len(tr.steps) - 1
+    step = min(max(int(st.session_state.get("step", 0)), 0), max(last, 0))
+    st.session_state["step"] = step
+    if last <= 0:
+        st.caption("Step 0, the only step of this trace.")
+        return 0
+    # One row that never wraps: the buttons as wide as their labels, the slider takes the rest
+    # (columns of fixed shares cut the labels at 1280 px and stacked them on a phone).
+    with st.container(horizontal=True, wrap=False, vertical_alignment="bottom", key="step_picker"):
+        st.button("◀ Prev", on_click=_move_step, args=(-1, last), disabled=step == 0, key="prev_step")
+        st.session_state["_w_step"] = step
+        st.slider("Step", 0, last, key="_w_step", on_change=_copy_widget, args=("step",))
+        st.button("Next ▶", on_click=_move_step, args=(1, last), disabled=step == last, key="next_step")
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Language and presenter setting: per session, remembered in the link (?lang=zh_CN&present=1)
+
+
+def lang() -> str:
+    """This session's language: the link's ?lang= on the first run, then the picker's choice."""
+    if "lang" not in st.session_state:
+        st.session_state["lang"] = i18n.language(st.query_params.get("lang"))
+    return st.session_state["lang"]
+
+
+def _(message: str) -> str:
+    """`message` in this session's language (tracer.i18n catalogs; never a process-global switch)."""
+    return i18n.gettext_for(lang())(message)
+
+
+def presenting() -> bool:
+    """The presenter setting: large text and figures for a projector, the sidebar out of the way."""
+    if "present" not in st.session_state:
+        st.session_state["present"] = st.query_params.get("present") == "1"
+    return bool(st.session_state["present"])
+
+
+PRESENTER_CSS = """
+<style>
+html, .stApp { font-size: 22px; }
+.stApp [data-testid="stMarkdownContainer"] p, .stApp li { font-size: 1.15rem; line-height: 1.45; }
+.stApp h1 { font-size: 2.2rem; } .stApp h2 { font-size: 1.8rem; } .stApp h3 { font-size: 1.5rem; }
+.block-container { padding-top: 2.2rem; padding-left: 2rem; padding-right: 2rem; max-width: 100%; }
+</style>
+"""
+
+
+def presenter_style() -> None:
+    if presenting():
+        st.html(PRESENTER_CSS)
+
+
+def _on_language() -> None:
+    st.session_state["lang"] = st.session_state["_w_lang"]
+
+
+def _on_present() -> None:
+    st.session_state["present"] = st.session_state["_w_present"]
+
+
+def settings_picker() -> None:
+    """Language and presenter setting, at the top of the sidebar."""
+    st.session_state["_w_lang"] = lang()
+    st.session_state["_w_present"] = presenting()
+    st.selectbox(
+        _("Language"),
+        list(i18n.LANGUAGES),
+        format_func=i18n.LANGUAGES.get,
+        key="_w_lang",
+        on_change=_on_language,
+    )
+    st.toggle(_("Presenter mode (projector)"), key="_w_present", on_change=_on_present)
+
+
+# ---------------------------------------------------------------------------------------------
+# Links: the URL's query parameters keep the model, the trace and the view
+
+# Query parameter -> session state key, and how to read the parameter back.
+_LINKED_VIEW = {"step": int, "kind": str, "layer": int, "head": lambda v: v if v == "all" else int(v)}
+
+
+def follow_link() -> None:
+    """On a session's first run, take the model, trace and view from the URL (a link, a reload)."""
+    if st.session_state.get("_link_followed"):
+        return
+    st.session_state["_link_followed"] = True
+    params = st.query_params
+    if params.get("model") in models.available():
+        st.session_state["model"] = params["model"]
+        st.session_state["prompt"] = _examples(params["model"])[0]
+    for name, parse in _LINKED_VIEW.items():
+        if name in params:
+            with contextlib.suppress(ValueError):  # a garbled value: the widget keeps its default
+                st.session_state[name] = parse(params[name])
+    trace_id = params.get("trace")
+    if trace_id:
+        tr = trace_shelf().get(trace_id)
+        if tr is None:
+            _say(
+                "warning",
+                "This link's trace is no longer on the server (it keeps the newest "
+                f"{LINKED_TRACES}). Press **Run trace** to record it again.",
+            )
+        else:
+            _adopt(trace_id, tr)
+            st.session_state["prompt"] = tr.prompt_text
+            _say("success", f"Opened the linked trace: {len(tr.steps)} steps of {tr.model_name}.")
+
+
+def update_link(keep: tuple[str, ...] = ()) -> None:
+    """Write the model, the current trace and the view into the URL, so a reload or a copied link
+    comes back to them; `keep` names parameters the page sets itself (the lesson's position)."""
+    wanted: dict[str, str] = {name: st.query_params[name] for name in keep if name in st.query_params}
+    if lang() != i18n.DEFAULT:
+        wanted["lang"] = lang()
+    if presenting():
+        wanted["present"] = "1"
+    if st.session_state.get("model") in models.available():
+        wanted["model"] = st.session_state["model"]
+    trace_id, _ = current()
+    if trace_id is not None:
+        wanted["trace"] = trace_id
+        for name in _LINKED_VIEW:
+            if name in st.session_state:
+                wanted[name] = str(st.session_state[name])
+    if dict(st.query_params) != wanted:  # each change is a message to the browser
+        st.query_params.from_dict(wanted)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sidebar
+
+
+def _examples(model: str) -> list[str]:
+    return EXAMPLES.get(model, GENERIC_EXAMPLES)
+
+
+def _on_model_change() -> None:
+    # A prompt the user typed stays; an example (or nothing) becomes the new model's first example.
+    prompt = st.session_state.get("prompt", "").strip()
+    examples = {p for pairs in [*EXAMPLES.values(), GENERIC_EXAMPLES] for p in pairs}
+    if not prompt or prompt in examples:
+        st.session_state["prompt"] = _examples(st.session_state["model"])[0]
+
+
+def _on_example() -> None:
+    st.session_state["prompt"] = st.session_state["example"]
+
+
+def _say(kind: str, text: str) -> None:
+    """Remember a message for the sidebar until the next action (a rerun would lose it)."""
+    st.session_state["message"] = (kind, text)
+
+
+def sidebar() -> None:
+    """Model, prompt and settings, the Run button, and the trace file (download, upload)."""
+    options = [*models.available(), LOCAL_FOLDER]
+    if st.session_state.get("model") not in options:
+        st.session_state["model"] = default_model()
+        st.session_state["prompt"] = _examples(st.session_state["model"])[0]
+    with st.sidebar:
+        settings_picker()
+        # Model, prompt and Run first: on a projector (1280x720) and in a phone's drawer the Run
+        # button shows without scrolling; the settings follow below it.
+        model = st.selectbox("Model", options, key="model", on_change=_on_model_change)
+        folder = ""
+        if model == LOCAL_FOLDER:
+            folder = st.text_input(
+                "Checkpoint folder", key="folder", placeholder="/path/to/a/llama-or-bart-checkpoint"
+            )
+        st.text_area("Prompt", key="prompt", height=80)
+        run_area = st.container()  # filled below, once the settings' values are known
+        st.selectbox(
+            "Example prompts",
+            _examples(model),
+            key="example",
+            on_change=_on_example,
+            index=None,
+            placeholder="Pick an example…",
+        )
+        max_new = st.slider("Max new tokens", 1, MAX_NEW_TOKENS, 8, key="max_new_tokens")
+        use_cache = st.toggle("Use the KV cache", value=True, key="use_cache")
+        decoding = st.radio(
+            "Decoding",
+            [MODEL_DECODING, GREEDY, SAMPLING],
+            horizontal=True,
+            key="decoding",
+            help="model's own: the checkpoint's generation_config, as generate() uses it",
+        )
+        temperature, seed = None, None
+        if decoding == SAMPLING:
+            temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key="temperature")
+            seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+        feed_embeddings = st.toggle(
+            "Feed the prompt as embeddings",
+            value=False,
+            key="feed_embeddings",
+            help="step 0 feeds inputs_embeds [1, P, hidden], later steps input_ids [1, 1]",
+        )
+        with run_area:
+            if st.button("Run trace", type="primary", key="run", width="stretch"):
+                name = folder.strip() if model == LOCAL_FOLDER else model
+                _run(
+                    name,
+                    st.session_state.get("prompt", ""),
+                    max_new,
+                    use_cache,
+                    None if decoding == MODEL_DECODING else decoding == SAMPLING,
+                    temperature,
+                    seed,
+                    feed_embeddings,
+                )
+            message = st.session_state.get("message")
+            if message:
+                kind, text = message
+                (st.error if kind == "error" else st.warning if kind == "warning" else st.success)(text)
+        _trace_file()
+        st.caption("Stepwise: watch a transformer generate, one step at a time.")
+
+
+def _run(
+    name: str,
+    prompt: str,
+    max_new: int,
+    use_cache: bool,
+    do_sample: bool | None,
+    temperature,
+    seed,
+    feed_embeddings: bool = False,
+) -> None:
+    st.session_state.pop("message", None)
+    if not name:
+        _say("error", "Type the path of a local checkpoint folder (it holds config.json and *.safetensors).")
+        return
+    if not prompt.strip():
+        _say("error", "The prompt is empty: type a few words for the model to continue.")
+        return
+    bar = st.progress(0.0, text=f"Loading {name}…")
+    try:
+        import_the_tracer()  # the first Run of a fresh server: torch and transformers, a few seconds
+        from models.tokenizer import unknown_words
+
+        _, tok = load_model(name)
+        unknown = unknown_words(tok, prompt)
+        bar.progress(0.0, text="Tracing step 0…")
+
+        shown = [time.perf_counter()]
+
+        def progress(done: int) -> None:
+            # Every update is a message to the browser, sent while the trace holds the model's
+            # lock: a few a second are enough to see it move.
+            if time.perf_counter() - shown[0] >= 0.25:
+                shown[0] = time.perf_counter()
+                bar.progress(min(done / max_new, 1.0), text=f"Traced {done} of up to {max_new} steps")
+
+        tr = run_trace(
+            name,
+            prompt,
+            max_new_tokens=max_new,
+            use_cache=use_cache,
+            do_sample=do_sample,
+            temperature=temperature,
+            seed=seed,
+            feed_embeddings=feed_embeddings,
+            progress=progress,
+        )
+    except (models.ModelLoadError, tracer.StepwiseInputError) as exc:  # TracingNotSupported too
+        _say("error", str(exc))
+        return
+    except Exception as exc:  # anything else: still one clear message, never a traceback
+        _say("error", f"Tracing failed: {type(exc).__name__}: {exc}")
+        return
+    finally:
+        bar.empty()
+    set_trace(tr)
+    if unknown:
+        words = ", ".join(f"'{w}'" for w in unknown)
+        _say("warning", f"Not in {name}'s vocabulary, so traced as <unk>: {words}.")
+    elif tr.error is not None:
+        _say("warning", f"The model raised at step {tr.error.step}; the steps before it are kept.")
+    else:
+        _say("success", f"Traced {len(tr.steps)} steps.")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _trace_bytes(trace_id: str, _tr: tracer.Trace) -> bytes:
+    return _tr.to_bytes()
+
+
+def _trace_file() -> None:
+    with st.expander("Trace file", expanded=current()[1] is None):
+        trace_id, tr = current()
+        if tr is not None:
+            st.download_button(
+                "Download this trace",
+                data=lambda: _trace_bytes(trace_id, tr),  # built only when clicked
+                file_name=f"{tr.model_name}-{trace_id}.trace",
+                mime="application/octet-stream",
+                on_click="ignore",
+                key="download",
+            )
+        uploaded = st.file_uploader("Open a saved trace (no model needed)", key="upload")
+        if uploaded is not None and st.session_state.get("uploaded_id") != uploaded.file_id:
+            st.session_state["uploaded_id"] = uploaded.file_id  # read each upload once
+            try:
+                tr = tracer.trace_from_bytes(uploaded.getvalue(), source=uploaded.name)
+            except tracer.TraceFileError as exc:
+                _say("error", str(exc))
+                st.rerun()  # show it where the sidebar shows messages
+            set_trace(tr)
+            _say("success", f"Opened {uploaded.name}: {len(tr.steps)} steps of {tr.model_name}.")
+            st.rerun()  # redraw the page with the new trace
+
+
+# ---------------------------------------------------------------------------------------------
+# The lesson's own runs (tracer.lesson builds the slides from them)
+
+LESSON_TOKENS = 6
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def lesson_runs(names: tuple[str, ...]) -> dict[str, Any]:
+    """The chapters' own runs on the shipped models, made once for every session."""
+    llama = next((n for n in ("tiny-llama", "random-llama") if n in names), None)
+    bart = next((n for n in ("tiny-bart", "random-bart") if n in names), None)
+    runs: dict[str, Any] = {}
+    if llama is not None:
+        runs["generation"] = run_trace(llama, _examples(llama)[0], max_new_tokens=LESSON_TOKENS)
+        model, tok = load_model(llama)
+        runs["trainer"] = tracer.trace_trainer_step(model, tok, model_name=llama)
+    if bart is not None:
+        runs["bart"] = run_trace(bart, _examples(bart)[0], max_new_tokens=LESSON_TOKENS)
+        model, tok = load_model(bart)
+        source, target = models.EXAMPLES[bart][0] if bart in models.EXAMPLES else (_examples(bart)[0], None)
+        runs["training"] = tracer.trace_training_step(model, tok, source, target, model_name=bart)
+    runs["doctor"] = {
+        variant: scenarios.check("side-inputs", variant, LESSON_TOKENS)
+        for variant in ("broken", "tempting", "fixed")
+    }
+    return runs

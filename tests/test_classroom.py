@@ -1,0 +1,148 @@
+"""What a class relies on, without a browser: the figures built unchecked for speed are valid
+plotly, the app traces on one torch thread, the cache doctor's numbers read as its chart shows
+them, and the training page opens on an example the model knows (or the sidebar's prompt)."""
+
+from __future__ import annotations
+
+import re
+
+import plotly.graph_objects as go
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import models
+import tracer
+from models import scenarios
+from stepwise_app import ui
+from tests.test_app import navigation_app  # noqa: F401  (autouse: AppTest in st.navigation mode)
+from tracer.plots import generation as g
+
+
+@pytest.fixture(scope="module")
+def llama_trace() -> tracer.Trace:
+    model, tok = models.load("random-llama")
+    return tracer.trace_generation(model, tok, "the cat sat on the mat", max_new_tokens=3)
+
+
+@pytest.mark.parametrize("builder", [g.call_flow_figure, g.topk_figure])
+def test_figures_built_unchecked_pass_plotly_validation(llama_trace, builder):
+    for step in range(len(llama_trace.steps)):
+        spec = builder(llama_trace, step).to_dict()
+        assert go.Figure(spec).to_dict() == spec  # the checking constructor accepts it unchanged
+
+
+def test_the_app_traces_on_one_torch_thread(monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(tracer, "trace_generation", lambda *a, **k: seen.append(torch.get_num_threads()))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ui.run_trace("random-llama", "the cat sat", max_new_tokens=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache doctor's numbers as the class reads them
+
+
+@pytest.fixture(scope="module")
+def crashed_report():
+    return scenarios.check("side-inputs", "broken", max_new_tokens=4)
+
+
+def test_the_doctor_shows_whole_cache_lengths_and_the_metric_as_the_chart_does(crashed_report):
+    from tracer.plots import doctor as d
+
+    table = d.steps_table(crashed_report)
+    assert str(table["cache after"].dtype) == "Int64"  # 10, not 10.000000; blank where nothing ran
+    assert table["cache after"].iloc[0] == crashed_report.cached.steps[0].cache_seq_len()
+    largest = max(x for x in crashed_report.max_logit_diff if x == x)
+    shown = d.largest_logit_diff(crashed_report)
+    assert shown == (f"< {d.LOG_FLOOR:.0e}" if largest < d.LOG_FLOOR else f"{largest:.2e}")
+    # The chart plots the same floor: a difference of 0 sits at 1e-12, and the metric says < 1e-12.
+    fig = d.logit_diff_figure(crashed_report)
+    assert min(v for v in fig.data[0].y if v is not None) >= d.LOG_FLOOR
+
+
+def test_the_noise_limit_of_a_crashed_run_draws_a_mark(crashed_report):
+    from tracer.plots import doctor as d
+
+    limit = next(t for t in d.logit_diff_figure(crashed_report).data if t.name.startswith("noise limit"))
+    points = [y for y in limit.y if y is not None]
+    assert len(points) >= 1 and "markers" in limit.mode  # one compared step still shows a mark
+
+
+# ---------------------------------------------------------------------------------------------
+# The training page inside the app: an example in the model's vocabulary, the sidebar's prompt
+
+
+def _training_in_app(prompt: str | None = None) -> AppTest:
+    at = AppTest.from_file("../stepwise_app/app.py", default_timeout=120).run()
+    if prompt is not None:
+        at.sidebar.text_area(key="prompt").input(prompt).run()
+    return at.switch_page("pages/training_step.py").run()
+
+
+def test_the_training_page_opens_on_tiny_llamas_example_without_unknown_words():
+    at = _training_in_app()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    prompt, answer = models.EXAMPLES["tiny-llama"][0]
+    assert [t.value for t in at.text_input][:2] == [prompt, answer]
+    loss = float(re.search(r"loss = ([0-9.]+)", " ".join(m.value for m in at.markdown)).group(1))
+    assert loss < 1.0  # the trained model knows its own example
+
+
+def test_the_training_page_follows_the_sidebars_prompt():
+    prompt, answer = models.EXAMPLES["tiny-llama"][1]
+    at = _training_in_app(prompt)
+    assert not at.exception
+    assert [t.value for t in at.text_input][:2] == [prompt, answer]
+
+
+# ---------------------------------------------------------------------------------------------
+# The server's settings: offline, quiet, no collection after every run
+
+
+def test_the_server_starts_without_an_outside_lookup_and_without_a_file_watcher(monkeypatch):
+    from pathlib import Path
+
+    from streamlit import config, net_util
+    from streamlit.web import bootstrap
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # .streamlit/config.toml is read from here
+    config.get_config_options(force_reparse=True)
+    try:
+        assert config.get_option("server.fileWatcherType") == "none"  # no inotify flood from a .venv
+        assert config.get_option("runner.postScriptGC") is False
+        assert config.get_option("browser.gatherUsageStats") is False
+
+        def outside(*_):
+            raise AssertionError("Streamlit looked up the external IP")
+
+        monkeypatch.setattr(net_util, "get_external_ip", outside)
+        bootstrap._print_url(is_running_hello=False)  # what `streamlit run` prints at start
+    finally:
+        monkeypatch.undo()
+        config.get_config_options(force_reparse=True)
+
+
+def test_the_figure_cache_builds_each_view_once_and_keeps_the_newest():
+    cache = ui.FigureCache(max_entries=2)
+    builds = []
+
+    def build(name):
+        builds.append(name)
+        return name.upper()
+
+    assert cache.get(("a",), lambda: build("a")) == "A"
+    assert cache.get(("a",), lambda: build("a")) == "A"  # a hit: not built again
+    cache.get(("b",), lambda: build("b"))
+    cache.get(("a",), lambda: build("a"))  # a is now the newest
+    cache.get(("c",), lambda: build("c"))  # evicts b, the oldest
+    assert len(cache) == 2
+    cache.get(("b",), lambda: build("b"))
+    assert builds == ["a", "b", "c", "b"]

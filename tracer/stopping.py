@@ -1,0 +1,53 @@
+"""Why a traced run stopped: which eos id, max_new_tokens, or another stopping criterion.
+
+generate() stops a sequence when one of its stopping criteria says so after a token is chosen.
+`StopWatch` is handed to generate() beside them and, at every token choice, asks transformers'
+own `EosTokenCriteria` and `MaxLengthCriteria` (with the run's eos ids and length) the same
+question on the same ids; the last step's answers say why the run ended. When neither fired but
+the run ended anyway, another criterion did (stop_strings, max_time, one of the caller's). An eos
+chosen on the last allowed step is an eos stop: generate() marks that sequence finished by eos.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import EosTokenCriteria, MaxLengthCriteria, StoppingCriteria
+
+EOS = "eos"
+MAX_NEW_TOKENS = "max_new_tokens"
+OTHER_CRITERION = "other criterion"
+ERROR = "error"
+
+
+class StopWatch(StoppingCriteria):
+    """Records, per token choice, whether an eos id or the length limit would stop; never stops itself."""
+
+    def __init__(self, eos_token_ids: list[int], max_length: int):
+        self.eos = EosTokenCriteria(eos_token_ids) if eos_token_ids else None
+        self.max_length = MaxLengthCriteria(max_length)
+        self.checks: list[tuple[int | None, bool]] = []  # per step: (eos id chosen, length reached)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        last = int(input_ids[0, -1])
+        eos_hit = self.eos is not None and bool(self.eos(input_ids, scores)[0])
+        self.checks.append((last if eos_hit else None, bool(self.max_length(input_ids, scores)[0])))
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def reason(self, *, failed: bool, max_new_tokens: int) -> dict:
+        """{"reason": eos | max_new_tokens | other criterion | error, "token_id": eos id, "detail": words}."""
+        if failed:
+            return {"reason": ERROR, "token_id": None, "detail": "the model raised"}
+        if not self.checks:
+            return {"reason": OTHER_CRITERION, "token_id": None, "detail": "no token was chosen"}
+        eos_id, length_reached = self.checks[-1]
+        if eos_id is not None:
+            also = f" (also the last of max_new_tokens={max_new_tokens})" if length_reached else ""
+            return {"reason": EOS, "token_id": eos_id, "detail": f"end-of-sequence id {eos_id} chosen{also}"}
+        if length_reached:
+            detail = f"max_new_tokens={max_new_tokens} reached"
+            return {"reason": MAX_NEW_TOKENS, "token_id": None, "detail": detail}
+        return {
+            "reason": OTHER_CRITERION,
+            "token_id": None,
+            "detail": "another stopping criterion ended the run (stop_strings, max_time or one passed in)",
+        }
