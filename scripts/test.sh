@@ -6,12 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The browser test drives Debian's Chromium (never a downloaded browser).
-if [ ! -x /usr/bin/chromium ]; then
+# The browser test drives Debian's Chromium (never a downloaded browser); the lesson's Chinese
+# screenshots need a CJK font (Debian's fonts-noto-cjk), or Chinese text renders as boxes.
+if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh | grep -q .; then
   sudo_if_needed=""
   [ "$(id -u)" = 0 ] || sudo_if_needed="sudo"
   $sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
 fi
 
 VENV="${STEPWISE_VENV:-.venv}"

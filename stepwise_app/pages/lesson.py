@@ -94,7 +94,7 @@ first, last = (chapter, index) == (0, 0), (chapter, index) == (len(chapters) - 1
 st.query_params["chapter"] = lesson.CHAPTERS[chapter][0]
 st.query_params["slide"] = str(index + 1)
 
-nav_list, nav_back, nav_pos, nav_next = st.columns([5, 1.2, 3, 1.2], vertical_alignment="center")
+nav_list, nav_back, nav_pos, nav_next = st.columns([4, 2, 3, 2], vertical_alignment="center")
 st.session_state["_w_lesson_chapter"] = chapter
 nav_list.selectbox(
     _("Chapter"),
@@ -132,8 +132,9 @@ with st.container(key="lesson_slide"):
         elif slide.figure is not None:
             figure = slide.figure
             if ui.presenting():
-                figure = figure.update_layout(font_size=16, height=min(figure.layout.height or 420, 420))
-            st.plotly_chart(figure, width="stretch", key=f"lesson_fig_{chapter}_{index}")
+                figure = figure.update_layout(font_size=16, height=min(figure.layout.height or 380, 380))
+            with st.container(key="lesson_figure"):
+                st.plotly_chart(figure, width="stretch", key=f"lesson_fig_{chapter}_{index}")
     notice_label, question_label, answer_label = _("What to notice"), _("Question"), _("Answer")
     with text_col:
         st.markdown(f"**{notice_label}:** {slide.notice}")
