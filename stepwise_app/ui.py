@@ -491,26 +491,26 @@ def sidebar() -> None:
         settings_picker()
         # Model, prompt and Run first: on a projector (1280x720) and in a phone's drawer the Run
         # button shows without scrolling; the settings follow below it.
-        model = st.selectbox("Model", options, key="model", on_change=_on_model_change)
+        model = st.selectbox(_("Model"), options, key="model", on_change=_on_model_change)
         folder = ""
         if model == LOCAL_FOLDER:
             folder = st.text_input(
-                "Checkpoint folder", key="folder", placeholder="/path/to/a/llama-or-bart-checkpoint"
+                _("Checkpoint folder"), key="folder", placeholder="/path/to/a/llama-or-bart-checkpoint"
             )
-        st.text_area("Prompt", key="prompt", height=80)
+        st.text_area(_("Prompt"), key="prompt", height=80)
         run_area = st.container()  # filled below, once the settings' values are known
         st.selectbox(
-            "Example prompts",
+            _("Example prompts"),
             _examples(model),
             key="example",
             on_change=_on_example,
             index=None,
-            placeholder="Pick an example…",
+            placeholder=_("Pick an example…"),
         )
-        max_new = st.slider("Max new tokens", 1, MAX_NEW_TOKENS, 8, key="max_new_tokens")
-        use_cache = st.toggle("Use the KV cache", value=True, key="use_cache")
+        max_new = st.slider(_("Max new tokens"), 1, MAX_NEW_TOKENS, 8, key="max_new_tokens")
+        use_cache = st.toggle(_("Use the KV cache"), value=True, key="use_cache")
         decoding = st.radio(
-            "Decoding",
+            _("Decoding"),
             [MODEL_DECODING, GREEDY, SAMPLING],
             horizontal=True,
             key="decoding",
@@ -518,16 +518,16 @@ def sidebar() -> None:
         )
         temperature, seed = None, None
         if decoding == SAMPLING:
-            temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key="temperature")
-            seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+            temperature = st.slider(_("Temperature"), 0.1, 2.0, 1.0, 0.1, key="temperature")
+            seed = int(st.number_input(_("Seed"), 0, 2**31 - 1, 0, key="seed"))
         feed_embeddings = st.toggle(
-            "Feed the prompt as embeddings",
+            _("Feed the prompt as embeddings"),
             value=False,
             key="feed_embeddings",
             help="step 0 feeds inputs_embeds [1, P, hidden], later steps input_ids [1, 1]",
         )
         with run_area:
-            if st.button("Run trace", type="primary", key="run", width="stretch"):
+            if st.button(_("Run trace"), type="primary", key="run", width="stretch"):
                 name = folder.strip() if model == LOCAL_FOLDER else model
                 _run(
                     name,
@@ -544,7 +544,7 @@ def sidebar() -> None:
                 kind, text = message
                 (st.error if kind == "error" else st.warning if kind == "warning" else st.success)(text)
         _trace_file()
-        st.caption("Stepwise: watch a transformer generate, one step at a time.")
+        st.caption(_("Stepwise: watch a transformer generate, one step at a time."))
 
 
 def _run(
@@ -562,14 +562,14 @@ def _run(
         _say("error", "Type the path of a local checkpoint folder (it holds config.json and *.safetensors).")
         return
     if not prompt.strip():
-        _say("error", "The prompt is empty: type a few words for the model to continue.")
+        _say("error", _("The prompt is empty: type a few words for the model to continue."))
         return
     bar = st.progress(0.0, text=f"Loading {name}…")
     try:
         import_the_tracer()  # the first Run of a fresh server: torch and transformers, a few seconds
         from models.tokenizer import unknown_words
 
-        _, tok = load_model(name)
+        _model, tok = load_model(name)
         unknown = unknown_words(tok, prompt)
         bar.progress(0.0, text="Tracing step 0…")
 
@@ -608,7 +608,7 @@ def _run(
     elif tr.error is not None:
         _say("warning", f"The model raised at step {tr.error.step}; the steps before it are kept.")
     else:
-        _say("success", f"Traced {len(tr.steps)} steps.")
+        _say("success", _("Traced {count} steps.").format(count=len(tr.steps)))
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -617,18 +617,18 @@ def _trace_bytes(trace_id: str, _tr: tracer.Trace) -> bytes:
 
 
 def _trace_file() -> None:
-    with st.expander("Trace file", expanded=current()[1] is None):
+    with st.expander(_("Trace file"), expanded=current()[1] is None):
         trace_id, tr = current()
         if tr is not None:
             st.download_button(
-                "Download this trace",
+                _("Download this trace"),
                 data=lambda: _trace_bytes(trace_id, tr),  # built only when clicked
                 file_name=f"{tr.model_name}-{trace_id}.trace",
                 mime="application/octet-stream",
                 on_click="ignore",
                 key="download",
             )
-        uploaded = st.file_uploader("Open a saved trace (no model needed)", key="upload")
+        uploaded = st.file_uploader(_("Open a saved trace (no model needed)"), key="upload")
         if uploaded is not None and st.session_state.get("uploaded_id") != uploaded.file_id:
             st.session_state["uploaded_id"] = uploaded.file_id  # read each upload once
             try:
