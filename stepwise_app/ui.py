@@ -488,7 +488,6 @@ def sidebar() -> None:
         st.session_state["model"] = default_model()
         st.session_state["prompt"] = _examples(st.session_state["model"])[0]
     with st.sidebar:
-        settings_picker()
         # Model, prompt and Run first: on a projector (1280x720) and in a phone's drawer the Run
         # button shows without scrolling; the settings follow below it.
         model = st.selectbox(_("Model"), options, key="model", on_change=_on_model_change)
@@ -544,6 +543,7 @@ def sidebar() -> None:
                 kind, text = message
                 (st.error if kind == "error" else st.warning if kind == "warning" else st.success)(text)
         _trace_file()
+        settings_picker()  # below Run: Run stays in view at 1280x720
         st.caption(_("Stepwise: watch a transformer generate, one step at a time."))
 
 
