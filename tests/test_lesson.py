@@ -64,10 +64,13 @@ def test_computed_answers_match_the_traces(runs):
     look = slide(chapters, "One head").question.value
     assert look == int(np.argmax(tr.steps[-1].attention("self", 0)[0, -1]))
     assert slide(chapters, "The encoder runs once").question.value == [0]
-    cross = bart.steps[-1].attention("cross", 0)
-    assert slide(chapters, "Self-attention vs cross-attention").question.value == int(
-        np.argmax(cross[:, -1].mean(0))
-    )
+    # The cross-attention question asks where the step that writes the month looks: "march".
+    aligned = slide(chapters, "Self-attention vs cross-attention").question
+    month_step = bart.tokens(bart.generated_ids).index("03")
+    assert f"step {month_step} " in aligned.text and aligned.figure_shows_answer
+    cross = bart.steps[month_step].attention("cross", 0)  # [heads, q, src]
+    assert aligned.value == int(np.argmax(cross[:, -1].mean(0)[1:-1])) + 1  # <s> and </s> left out
+    assert bart.tokens(bart.prompt_ids)[aligned.value] == "march"
     assert (
         slide(chapters, "lm_head + final_logits_bias").question.value
         == bart.sequence_ids[len(bart.sequence_ids) - len(bart.steps)]

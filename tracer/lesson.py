@@ -45,6 +45,7 @@ class Question:
     text: str
     answer: str  # computed from the trace
     value: Any = None  # the raw answer, for tests
+    figure_shows_answer: bool = False  # the page shows the figure only once the answer is revealed
 
 
 @dataclass(frozen=True)
@@ -220,20 +221,44 @@ def attention_slides(_: Gettext, tr: Trace) -> list[Slide]:
     ]
 
 
+def _aligned_cross_step(tr: Trace) -> tuple[int, int, int] | None:
+    """(step, head, source position) where layer 0's cross-attention is most sure of one source
+    word: the step whose output copies that word's meaning (tiny-bart: "march" -> "03")."""
+    special = {tr.settings.get(k) for k in ("bos_token_id", "pad_token_id")} | set(tr.eos_token_ids)
+    words = [p for p, token_id in enumerate(tr.prompt_ids) if token_id not in special]
+    best = None
+    for step in tr.steps:
+        cross = step.attention("cross", 0) if step.has_attention("cross", 0) else None
+        if cross is None or step.chosen_id is None or step.chosen_id in special or not words:
+            continue
+        row = np.asarray(cross[:, -1], dtype=np.float64)  # [heads, src]: the step's newest query
+        mean = row.mean(axis=0)[words]
+        top = words[int(np.argmax(mean))]
+        if best is None or mean.max() > best[0]:
+            best = (float(mean.max()), step.index, int(np.argmax(row[:, top])), top)
+    return None if best is None else best[1:]
+
+
 def bart_slides(_: Gettext, tr: Trace) -> list[Slide]:
     encoder_steps = [s.index for s in tr.steps if any(e.name == "encoder" for e in s.events)]
-    last = len(tr.steps) - 1
-    cross = tr.steps[last].attention("cross", 0)  # [heads, q, src]
-    question = None
-    if cross is not None:
-        row = np.asarray(cross[:, -1], dtype=np.float64).mean(axis=0)  # mean over heads: [src]
-        top = int(np.argmax(row))
+    aligned = _aligned_cross_step(tr)
+    question, cross_figure = None, None
+    if aligned is not None:
+        step, head, top = aligned
         question = Question(
             _(
-                "At step {step}, which source token will the decoder look at most (layer 0, all heads)?"
-            ).format(step=last),
+                "At step {step} the decoder writes {token}. Which source token will it look at most "
+                "(cross-attention, layer 0, mean over heads)?"
+            ).format(step=step, token=_tok(tr, tr.steps[step].chosen_id)),
             _("position {pos} ({token})").format(pos=top, token=_tok(tr, tr.prompt_ids[top])),
             top,
+            figure_shows_answer=True,
+        )
+        cross_figure = _titled(
+            gen_plots.stitched_attention_figure(tr, "cross", 0, head, highlight_step=step),
+            _("Cross-attention over the whole run, layer 0, head {head} (step {step} outlined)").format(
+                head=head, step=step
+            ),
         )
     return [
         Slide(
@@ -258,10 +283,7 @@ def bart_slides(_: Gettext, tr: Trace) -> list[Slide]:
                 "Decoder self-attention is causal over the target; cross-attention takes queries from "
                 "the decoder and keys and values projected from the encoder output."
             ),
-            _titled(
-                gen_plots.attention_figure(tr, last, "cross", 0, 0),
-                _("Cross-attention, layer 0, head 0, step {step}").format(step=last),
-            ),
+            cross_figure,
             _("The cross-attention cache is filled once and never grows."),
             question,
         ),

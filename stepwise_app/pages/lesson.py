@@ -120,6 +120,10 @@ st.html(KEYS_JS, unsafe_allow_javascript=True)
 with st.container(key="lesson_slide"):
     st.subheader(slide.title)
     st.markdown(slide.idea)
+    revealed = st.session_state.setdefault("lesson_revealed", set())
+    hide_figure = (
+        slide.question is not None and slide.question.figure_shows_answer and (chapter, index) not in revealed
+    )
     figure_col, text_col = st.columns([3, 2]) if ui.presenting() else st.columns([2, 1])
     with figure_col:
         if isinstance(slide.figure, pd.DataFrame):
@@ -129,6 +133,8 @@ with st.container(key="lesson_slide"):
                 width="stretch",
                 height=min(36 * (len(slide.figure) + 1) + 3, 380),
             )
+        elif slide.figure is not None and hide_figure:
+            st.info(_("The figure shows the answer: it appears when the answer is revealed."))
         elif slide.figure is not None:
             figure = slide.figure
             if ui.presenting():
@@ -142,7 +148,6 @@ with st.container(key="lesson_slide"):
             st.caption(slide.version_note)
         if slide.question is not None:
             st.markdown(f"**{question_label}:** {slide.question.text}")
-            revealed = st.session_state.setdefault("lesson_revealed", set())
             if (chapter, index) in revealed:
                 with st.container(key="lesson_answer"):
                     st.success(f"{answer_label}: {slide.question.answer}")
