@@ -1108,6 +1108,7 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
         rows=2,
         cols=1,
         subplot_titles=("positions kept (seq_len) and seen", "memory per layer"),
+        shared_xaxes=True,  # one step axis: the top chart needs no tick labels of its own
         vertical_spacing=0.16,
     )
     dash = {"self": "solid", "cross": "dash"}
