@@ -77,7 +77,11 @@ def _tok(tr: Trace, token_id: int) -> str:
 def _titled(fig, title: str):
     """The builder's figure with a translated title (the builders' own titles are English)."""
     if hasattr(fig, "update_layout"):
-        fig.update_layout(title=title)
+        # Room above the plot for the title, whatever top margin the builder left (some leave 20 px)
+        top = max(fig.layout.margin.t or 0, 50)
+        fig.update_layout(
+            title=dict(text=title, y=1, yanchor="top", yref="container", pad_t=10), margin_t=top
+        )
     return fig
 
 

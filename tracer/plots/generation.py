@@ -1217,7 +1217,11 @@ def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
     table = cache_on_off_table(tr, other)
     # One chart above the other: side by side, they ran into each other on a phone.
     fig = make_subplots(
-        rows=2, cols=1, subplot_titles=("tokens fed per step", "tokens fed in total"), vertical_spacing=0.18
+        rows=2,
+        cols=1,
+        subplot_titles=("tokens fed per step", "tokens fed in total"),
+        shared_xaxes=True,  # one step axis, labelled once under the lower chart
+        vertical_spacing=0.18,
     )
     colors = {"cache on": "#1c7ed6", "cache off": "#f08c00"}
     for name, color in colors.items():
