@@ -39,7 +39,7 @@ import torch
 
 from tracer import names, positions
 from tracer.errors import StepwiseInputError
-from tracer.generate import encode_prompt, pack_trace, token_texter, trace_generation
+from tracer.generate import check_max_new_tokens, encode_prompt, pack_trace, token_texter, trace_generation
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
 from tracer.trace import Step, TensorInfo, Trace, TraceError
 
@@ -323,10 +323,7 @@ def trace_loop(
     input_ids, attention_mask, prompt_text = encode_prompt(tok, prompt, input_ids)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise StepwiseInputError(
-            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
-        )
+    check_max_new_tokens(max_new_tokens)
     token_text = token_texter(tok)
     prompt_ids = input_ids[0].tolist()
     with Recorder(
