@@ -24,7 +24,7 @@ Contenders, on a random Llama of 8 layers x 512 hidden (prompt 128, 64 new token
 - TransformerLens (a HookedTransformer built from the same weights) saving every `hook_pattern`;
 - Stepwise `trace_generation` with attention captured (eager), and shapes only (sdpa).
 The runs take turns, round after round, and each is the median of its rounds, printed in ms and
-as a ratio to plain sdpa `generate()`. After timing, every contender's tokens are checked
+as ratios to plain sdpa and to eager `generate()`. After timing, every contender's tokens are checked
 against plain `generate()` and its attention maps (layers x steps of them) against
 `output_attentions`; the check is printed beside it. Last, the recorder's own cost: what a traced
 run adds to the generate() it wraps, per step and per layer-step, in microseconds.
@@ -288,7 +288,7 @@ def bench(size: Size, rounds: int) -> None:
     ]
     timings, results = median_seconds([c for c in contenders if c.skipped is None], rounds)
 
-    base = timings["generate, sdpa"]
+    base, eager = timings["generate, sdpa"], timings["generate, eager"]
     plain_tokens = results["generate, sdpa"][0].tolist()
     reference = contenders[2].attention(results[contenders[2].name])  # generate(output_attentions=True)
     print(
@@ -301,7 +301,8 @@ def bench(size: Size, rounds: int) -> None:
             continue
         seconds = timings[c.name]
         check = check_text(c, results[c.name], plain_tokens, reference)
-        print(f"  {c.name:<46} {seconds * 1000:9.1f} ms  {seconds / base:5.2f}x   {check}")
+        ratios = f"{seconds / base:5.2f}x sdpa {seconds / eager:5.2f}x eager"
+        print(f"  {c.name:<46} {seconds * 1000:9.1f} ms  {ratios}   {check}")
 
     steps = size.new_tokens
     print("  the recorder's own cost (traced run minus the generate() it wraps):")
