@@ -19,7 +19,8 @@ from models import scenarios
 from models.random_models import build_random_llama
 from tracer import names
 from tracer.__main__ import main
-from tracer.doctor import Tolerance, compare_traces, trace_loop
+from tracer.doctor import Tolerance, compare_traces
+from tracer.loop import trace_loop
 from tracer.trace import CaptureSummary, Event, Step, Trace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,8 +39,9 @@ import torch
 
 from tracer import names, positions
 from tracer.errors import StepwiseInputError
-from tracer.generate import encode_prompt, pack_trace, token_texter, trace_generation
-from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
+from tracer.generate import trace_generation
+from tracer.loop import trace_loop
+from tracer.record import describe
 from tracer.trace import Step, TensorInfo, Trace, TraceError
 
 # ---------------------------------------------------------------------------------------------
@@ -298,67 +299,6 @@ def assert_cache_consistent(model, tok=None, prompt: str | None = None, **kwargs
     if not report.consistent:
         raise AssertionError(report.summary)
     return report
-
-
-def trace_loop(
-    model,
-    tok,
-    loop: Callable[..., torch.Tensor],
-    prompt: str | None = None,
-    *,
-    input_ids: torch.Tensor | None = None,
-    max_new_tokens: int = 8,
-    use_cache: bool = True,
-    model_name: str | None = None,
-    budget_bytes: int = DEFAULT_BUDGET_BYTES,
-    **model_kwargs: Any,
-) -> Trace:
-    """Trace a hand-written decoding loop instead of generate().
-
-    The loop is called as `loop(model, input_ids, attention_mask, max_new_tokens=..., use_cache=...,
-    **model_kwargs)` with [1, prompt_len] tensors and returns the ids [1, total]. Each call of the
-    model's forward is one step; the token a step chose is the last id the loop feeds next (or,
-    for the last step, the last id it returns), and its distribution is the raw logits.
-    """
-    input_ids, attention_mask, prompt_text = encode_prompt(tok, prompt, input_ids)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise StepwiseInputError(
-            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
-        )
-    token_text = token_texter(tok)
-    prompt_ids = input_ids[0].tolist()
-    with Recorder(
-        model,
-        capture_attention=False,
-        budget_bytes=budget_bytes,
-        token_text=token_text,
-        steps_from_forward=True,
-    ) as rec:
-        try:
-            sequence = loop(
-                model,
-                input_ids,
-                attention_mask,
-                max_new_tokens=max_new_tokens,
-                use_cache=use_cache,
-                **model_kwargs,
-            )
-            rec.finish_loop(sequence)
-            sequence_ids = sequence[0].tolist()
-        except Exception as exc:  # a model error: keep what was recorded, say where it failed
-            rec.fail(exc)
-            sequence_ids = prompt_ids + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
-    settings = {
-        "max_new_tokens": max_new_tokens,
-        "use_cache": use_cache,
-        "do_sample": False,
-        "loop": getattr(loop, "__name__", type(loop).__name__),
-        "capture_attention": False,
-        "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
-    }
-    return pack_trace(model, rec, model_name, prompt_text, prompt_ids, sequence_ids, settings, token_text)
 
 
 def _model_dtype(model) -> torch.dtype:

@@ -183,7 +183,7 @@ def pack_trace(
     config = model.config
     return Trace(
         arch=rec.layout.arch,
-        model_name=model_name or getattr(config, "name_or_path", "") or type(model).__name__,
+        model_name=model_name or model_name_of(model),
         model_class=type(model).__name__,
         prompt_text=prompt_text,
         prompt_ids=prompt_ids,
@@ -256,10 +256,7 @@ def _check_settings(model, input_ids, max_new_tokens, do_sample: bool, temperatu
             f"The prompt is {prompt_len} tokens long, but {name} has only {max_positions} positions: "
             f"shorten the prompt to at most {max_positions} tokens."
         )
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise StepwiseInputError(
-            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
-        )
+    check_max_new_tokens(max_new_tokens)
     if do_sample and not (temperature is not None and temperature > 0):
         raise StepwiseInputError(f"Sampling needs a temperature above 0; got {temperature!r}.")
     if not max_positions:
@@ -286,6 +283,19 @@ def _default_start(model, prompt_ids: list[int]) -> list[int]:
         start = model.generation_config.decoder_start_token_id
         return [] if start is None else [int(start)]
     return list(prompt_ids)
+
+
+def check_max_new_tokens(max_new_tokens) -> None:
+    """Refuse a max_new_tokens that is not a whole number of at least 1 (every step rule needs one)."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise StepwiseInputError(
+            f"max_new_tokens must be a whole number of at least 1; got {max_new_tokens!r}."
+        )
+
+
+def model_name_of(model) -> str:
+    """The name a trace shows for a model: its hub/local path, else its class name."""
+    return getattr(model.config, "name_or_path", "") or type(model).__name__
 
 
 def token_texter(tok):

@@ -37,7 +37,7 @@ from torch import nn
 
 from tracer import names
 from tracer.errors import StepwiseInputError
-from tracer.generate import config_summary
+from tracer.generate import config_summary, model_name_of, token_texter
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, summarize_all, tensor_info
 from tracer.trace import CaptureSummary, Event
 
@@ -213,10 +213,6 @@ class _Example:
     answer_start: int | None
 
 
-def _model_name(model) -> str:
-    return getattr(model.config, "name_or_path", "") or type(model).__name__
-
-
 def _check_has_loss(model) -> None:
     forward = getattr(model, "forward", None)
     parameters = inspect.signature(forward).parameters if forward is not None else {}
@@ -300,13 +296,6 @@ def _shift_function(model):
         if module is not None and callable(getattr(module, "shift_tokens_right", None)):
             return module
     return None
-
-
-def token_texter(tok):
-    def token_text(token_id: int) -> str:
-        return tok.decode([int(token_id)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    return token_text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +443,7 @@ def trace_training_step(
     seen |= {i for i in example.labels if i != IGNORE_INDEX}
     return TrainingTrace(
         arch=rec.layout.arch,
-        model_name=model_name or _model_name(model),
+        model_name=model_name or model_name_of(model),
         model_class=type(model).__name__,
         source_text=source,
         target_text=target or "",
@@ -793,7 +782,7 @@ def trace_trainer_step(
 
     return TrainerStepTrace(
         arch="encoder-decoder" if getattr(model.config, "is_encoder_decoder", False) else "decoder-only",
-        model_name=model_name or _model_name(model),
+        model_name=model_name or model_name_of(model),
         model_class=type(model).__name__,
         pairs=[(s, t) for s, t in pairs],
         events=watcher.events,

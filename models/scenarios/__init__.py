@@ -45,7 +45,7 @@ class Setup:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # to generate(), both runs
     # Extra kwargs for the cached run only, made right before it (e.g. a cache to start from).
     cached_kwargs: Callable[[], dict[str, Any]] | None = None
-    # A hand-written decoding loop to compare instead of generate(); see tracer.doctor.trace_loop.
+    # A hand-written decoding loop to compare instead of generate(); see tracer.loop.trace_loop.
     loop: Callable[..., Any] | None = None
 
     def check_kwargs(self) -> dict[str, Any]:
