@@ -697,7 +697,7 @@ def _close(kinds: tuple[str, ...]) -> None:
 def download_record(record: Any, key: str) -> None:
     """A button that saves a training trace, a Trainer step or a doctor report as a trace file."""
     st.download_button(
-        _("Download as a trace file"),
+        "Download as a trace file",
         data=lambda: record.to_bytes(),  # built only when clicked
         file_name=f"{_record_model(record).replace('/', '_')}-{record.record_kind}.trace",
         mime="application/octet-stream",
@@ -719,7 +719,7 @@ def show_opened_training() -> bool:
         return False
     names = ", ".join(name for name, record in files.values() if record is not None)
     st.info(f"Showing {names}, opened from a file (no model needed).")
-    st.button(_("Close the file"), key="close-opened-training", on_click=_close, args=(kinds,))
+    st.button("Close the file", key="close-opened-training", on_click=_close, args=(kinds,))
     _name, tt = files["training-trace"]
     if tt is not None:
         st.markdown(f"**{tt.model_name}**: `{tt.source_text}` → `{tt.target_text}`")
