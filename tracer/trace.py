@@ -1,4 +1,4 @@
-"""The records of a traced run (Trace, Step, Event, TensorInfo, CacheLayer, TraceError) and their file.
+"""The records of a traced generate() run (Trace, Step, Event, TensorInfo, CacheLayer, TraceError).
 
 Everything here is plain data: frozen dataclasses holding Python values and read-only NumPy
 arrays, never live torch tensors (the model mutates its cache in place, so a reference would
