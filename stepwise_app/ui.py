@@ -6,7 +6,9 @@
 - The current trace lives in st.session_state under a random id; figures are built through
   `view(builder, *args)`, cached by (builder, trace id, args), so moving to another step only
   builds what that step shows, once.
-- `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files.
+- `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files. A file
+  holding a training trace or a doctor report opens on the Training step or Cache doctor page
+  (`opened`, `show_opened_training`); `download_record` saves one of those from its page.
 - `step_picker`, `choice`: widgets whose value survives page changes and new traces.
 - Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
   session's first run, `update_link()` writes them back; the traces behind links stay in one
@@ -632,13 +634,113 @@ def _trace_file() -> None:
         if uploaded is not None and st.session_state.get("uploaded_id") != uploaded.file_id:
             st.session_state["uploaded_id"] = uploaded.file_id  # read each upload once
             try:
-                tr = tracer.trace_from_bytes(uploaded.getvalue(), source=uploaded.name)
+                tr = tracer.record_from_bytes(uploaded.getvalue(), source=uploaded.name)
             except tracer.TraceFileError as exc:
                 _say("error", str(exc))
                 st.rerun()  # show it where the sidebar shows messages
+            if not isinstance(tr, tracer.Trace):
+                _open_record(uploaded.name, tr)  # a training trace or a doctor report: its page shows it
+                st.rerun()
             set_trace(tr)
             _say("success", f"Opened {uploaded.name}: {len(tr.steps)} steps of {tr.model_name}.")
             st.rerun()  # redraw the page with the new trace
+
+
+# ---------------------------------------------------------------------------------------------
+# Records other than a generation trace, opened from a file or saved from their page
+
+PAGES = Path(__file__).resolve().parent / "pages"
+# The page that shows each kind of record a trace file can hold, besides a generation trace.
+OPENED_PAGES = {
+    "training-trace": "training_step.py",
+    "trainer-step": "training_step.py",
+    "cache-report": "cache_doctor.py",
+}
+RECORD_WORDS = {
+    "training-trace": "a training trace",
+    "trainer-step": "a Trainer step",
+    "cache-report": "a cache doctor report",
+}
+
+
+def _open_record(file_name: str, record: Any) -> None:
+    """Keep an uploaded record for its page (one per kind, for the session) and go to that page."""
+    kind = record.record_kind
+    st.session_state.setdefault("opened", {})[kind] = (file_name, record)
+    st.session_state["opened_now"] = kind
+    _say("success", f"Opened {file_name}: {RECORD_WORDS[kind]} of {_record_model(record)}.")
+    st.switch_page(PAGES / OPENED_PAGES[kind])
+
+
+def _record_model(record: Any) -> str:
+    return getattr(record, "model_name", None) or record.cached.model_name  # a report: its two runs'
+
+
+def opened(kind: str) -> tuple[str | None, Any]:
+    """(file name, record) of the record of `kind` opened from a file in this session, or (None, None)."""
+    return st.session_state.get("opened", {}).get(kind, (None, None))
+
+
+def opened_now(kind: str) -> bool:
+    """True once, on the run right after a record of `kind` was opened: its page then shows it."""
+    if st.session_state.get("opened_now") != kind:
+        return False
+    del st.session_state["opened_now"]
+    return True
+
+
+def _close(kinds: tuple[str, ...]) -> None:
+    for kind in kinds:
+        st.session_state.get("opened", {}).pop(kind, None)
+
+
+def download_record(record: Any, key: str) -> None:
+    """A button that saves a training trace, a Trainer step or a doctor report as a trace file."""
+    st.download_button(
+        "Download as a trace file",
+        data=lambda: record.to_bytes(),  # built only when clicked
+        file_name=f"{_record_model(record).replace('/', '_')}-{record.record_kind}.trace",
+        mime="application/octet-stream",
+        on_click="ignore",
+        key=key,
+    )
+
+
+def show_opened_training() -> bool:
+    """Lay out the training trace and Trainer step opened from files, if any; True when there was one.
+
+    The Training step page calls it first: what was opened replaces the live page until closed.
+    """
+    from tracer.plots import training as plots
+
+    kinds = ("training-trace", "trainer-step")
+    files = {kind: opened(kind) for kind in kinds}
+    if all(record is None for _name, record in files.values()):
+        return False
+    names = ", ".join(name for name, record in files.values() if record is not None)
+    st.info(f"Showing {names}, opened from a file (no model needed).")
+    st.button("Close the file", key="close-opened-training", on_click=_close, args=(kinds,))
+    _name, tt = files["training-trace"]
+    if tt is not None:
+        st.markdown(f"**{tt.model_name}**: `{tt.source_text}` → `{tt.target_text}`")
+        st.markdown(plots.loss_summary(tt))
+        st.plotly_chart(plots.shift_figure(tt), config={"displayModeBar": False}, key="opened-shift")
+        st.dataframe(plots.shift_table(tt))
+        st.plotly_chart(plots.loss_figure(tt), config={"displayModeBar": False}, key="opened-loss")
+        st.dataframe(plots.loss_table(tt), hide_index=True)
+        c1, c2 = st.columns(2)
+        kinds = plots.attention_kinds(tt)
+        kind = c1.selectbox("Attention", kinds, format_func=plots.KIND_TITLES.get, key="opened-kind")
+        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key="opened-layer")
+        st.plotly_chart(
+            plots.attention_figure(tt, kind, layer), config={"displayModeBar": False}, key="opened-attention"
+        )
+    _name, ts = files["trainer-step"]
+    if ts is not None:
+        st.markdown(f"**One Trainer step of {ts.model_name}**: loss {ts.loss:.6f}")
+        st.plotly_chart(plots.trainer_flow_figure(ts), config={"displayModeBar": False}, key="opened-flow")
+        st.dataframe(plots.trainer_table(ts), hide_index=True)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from streamlit.testing.v1 import AppTest
 
 import models
 import tracer
+from models import scenarios
 from stepwise_app import ui
 from tests.tracefactory import make_trace
+from tracer.plots import training as training_plots
 
 PAGES = ("pages/overview.py", "pages/step_replay.py", "pages/attention.py", "pages/kv_cache.py")
 
@@ -213,6 +215,46 @@ def test_a_damaged_trace_file_is_a_clear_error():
     good = make_trace().to_bytes()
     at = upload(new_app(), "cut.trace", good[: len(good) // 2])
     assert "cut.trace" in messages(at.sidebar.error)
+    assert_clean(at)
+
+
+def test_an_uploaded_training_trace_and_trainer_step_show_on_the_training_page():
+    model, tok = models.load("random-bart")
+    tt = tracer.trace_training_step(model, tok, "two red birds", "the owl", model_name="random-bart")
+    at = upload(new_app(), "learn.trace", tt.to_bytes())
+    assert_clean(at)
+    assert "Opened learn.trace: a training trace of random-bart." in messages(at.sidebar.success)
+    assert "Showing learn.trace, opened from a file" in messages(at.info)
+    assert training_plots.loss_summary(tt) in messages(at.markdown)
+    shift = at.dataframe[0].value
+    assert shift.loc["decoder_input_ids (ids)"].tolist() == [str(i) for i in tt.decoder_input_ids]
+    ts = tracer.trace_trainer_step(*models.load("random-llama"), [("the cat", "sat")])
+    at = upload(at, "step.trace", ts.to_bytes())
+    assert "Showing learn.trace, step.trace" in messages(at.info)
+    trainer = next(df.value for df in at.dataframe if "seen at" in df.value.columns)
+    assert trainer["event"].tolist() == ts.names
+    at.button(key="close-opened-training").click().run()  # back to the live page, on the sidebar's model
+    assert "opened from a file" not in messages(at.info)
+    assert "picked in the sidebar" in messages(at.caption)
+    assert_clean(at)
+
+
+def test_an_uploaded_doctor_report_shows_on_the_cache_doctor_page():
+    report = scenarios.check("side-inputs", "broken", max_new_tokens=4)
+    at = upload(new_app(), "doctor.trace", report.to_bytes())
+    assert_clean(at)
+    assert "Opened doctor.trace: a cache doctor report of" in messages(at.sidebar.success)
+    assert at.radio(key="doctor_source").value == "The report opened from a file"
+    assert "Opened from **doctor.trace**" in messages(at.markdown)
+    assert report.summary.split(".")[0] in messages(at.markdown)
+    statuses = at.dataframe[0].value["status"].tolist()
+    assert statuses == [s.status for s in report.steps]
+
+
+def test_a_record_of_an_unknown_kind_is_a_clear_error():
+    data = make_trace().to_bytes().replace(b'"kind":"trace"', b'"kind":"beams"')
+    at = upload(new_app(), "beams.trace", data)
+    assert "beams.trace holds a record of kind 'beams'" in messages(at.sidebar.error)
     assert_clean(at)
 
 

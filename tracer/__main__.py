@@ -209,12 +209,14 @@ def console() -> int:
 
 def trace_summary(tr) -> dict:
     """The `show --json` object: the trace's outline, one entry per step."""
+    from tracer.records import plain_data
+
     return {
         "arch": tr.arch,
         "model": tr.model_name,
         "prompt_ids": tr.prompt_ids,
         "sequence_ids": tr.sequence_ids,
-        "error": None if tr.error is None else vars(tr.error),
+        "error": None if tr.error is None else plain_data(tr.error),
         "settings": tr.settings,
         "eos_token_ids": tr.eos_token_ids,
         "stop": tr.stop,

@@ -42,6 +42,7 @@ from tracer.errors import StepwiseInputError
 from tracer.generate import trace_generation
 from tracer.loop import trace_loop
 from tracer.record import describe
+from tracer.records import SavedRecord, plain_data
 from tracer.trace import Step, TensorInfo, Trace, TraceError
 
 # ---------------------------------------------------------------------------------------------
@@ -146,8 +147,10 @@ USUAL_FIX = {
 
 
 @dataclass(frozen=True)
-class CacheReport:
+class CacheReport(SavedRecord):
     """Cached vs uncached generation, step by step. See the module docstring for the tolerance."""
+
+    record_kind = "cache-report"
 
     consistent: bool
     first_divergent_step: int | None  # the first step whose outputs part, or where one run failed
@@ -176,55 +179,12 @@ class CacheReport:
         return None if step is None else next((s for s in self.steps if s.index == step), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data (without the two traces)."""
-
-        def error(e: TraceError | None):
-            return (
-                None
-                if e is None
-                else {"step": e.step, "type": e.type, "message": e.message, "where": e.where}
-            )
-
-        def number(x: float | None):
-            return None if x is None or not math.isfinite(x) else x
-
-        return {
-            "consistent": self.consistent,
-            "kind": self.kind,
-            "first_divergent_step": self.first_divergent_step,
-            "first_divergent_layer": self.first_divergent_layer,
-            "max_logit_diff": [number(x) for x in self.max_logit_diff],
-            "cached_error": error(self.cached_error),
-            "uncached_error": error(self.uncached_error),
-            "suspects": [
-                {
-                    "step": s.step,
-                    "run": s.run,
-                    "name": s.name,
-                    "shape": s.shape,
-                    "kind": s.kind,
-                    "reason": s.reason,
-                }
-                for s in self.suspects
-            ],
-            "summary": self.summary,
-            "compared": self.compared,
-            "tolerance": {"rtol": self.tolerance.rtol, "atol": self.tolerance.atol, "dtype": self.dtype},
-            "steps": [
-                {
-                    "index": s.index,
-                    "status": s.status,
-                    "cached_token": s.cached_token,
-                    "uncached_token": s.uncached_token,
-                    "logit_diff": number(s.logit_diff),
-                    "logit_limit": s.logit_limit,
-                    "layer_diffs": [number(x) for x in s.layer_diffs],
-                }
-                for s in self.steps
-            ],
-            "cached_tokens": self.cached.generated_ids,
-            "uncached_tokens": self.uncached.generated_ids,
-        }
+        """The report as strict JSON data without the two traces (the command line's --json): the
+        same walk over the fields as the trace file, plus the tokens each run chose."""
+        data = plain_data(self, leave_out=("cached", "uncached"))
+        data["cached_tokens"] = self.cached.generated_ids
+        data["uncached_tokens"] = self.uncached.generated_ids
+        return data
 
 
 # ---------------------------------------------------------------------------------------------

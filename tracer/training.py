@@ -39,6 +39,8 @@ from tracer import names
 from tracer.errors import StepwiseInputError
 from tracer.generate import config_summary, model_name_of, token_texter
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, summarize_all, tensor_info
+from tracer.records import EventSequence, ModelRun, SavedRecord
+from tracer.records import read_only as _read_only
 from tracer.trace import CaptureSummary, Event
 
 IGNORE_INDEX = -100  # labels with this value are left out of the loss (PyTorch's and transformers' default)
@@ -61,19 +63,15 @@ TRAINER_EVENT_ORDER = (
 # Records
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array = np.array(array, copy=True)
-    array.flags.writeable = False
-    return array
-
-
 @dataclass(frozen=True, eq=False)
-class TrainingTrace:
+class TrainingTrace(EventSequence, ModelRun, SavedRecord):
     """One teacher-forced forward pass with labels: every target position computed at once.
 
     Positions are the decoder's: BART's target positions, or every token of a Llama's text.
     `scored_labels[t]` is the token position t is scored against (IGNORE_INDEX where none).
     """
+
+    record_kind = "training-trace"
 
     arch: str  # "decoder-only" | "encoder-decoder"
     model_name: str
@@ -101,10 +99,6 @@ class TrainingTrace:
     capture: CaptureSummary
 
     @property
-    def encoder_decoder(self) -> bool:
-        return self.arch == "encoder-decoder"
-
-    @property
     def decoder_ids(self) -> list[int]:
         """The ids the decoder was fed: BART's decoder_input_ids, a Llama's input_ids."""
         return self.decoder_input_ids if self.decoder_input_ids is not None else self.input_ids
@@ -114,25 +108,9 @@ class TrainingTrace:
         return len(self.scored_labels)
 
     @property
-    def num_layers(self) -> int:
-        return int(self.config.get("num_layers", 0))
-
-    @property
     def mean_token_loss(self) -> float:
         """Mean cross-entropy over the scored positions: what the model's loss is."""
         return float(self.per_token_loss[~self.ignored].astype(np.float64).mean())
-
-    def event(self, name: str) -> Event | None:
-        return next((e for e in self.events if e.name == name), None)
-
-    def attention(self, kind: str, layer: int) -> np.ndarray:
-        """Attention weights [heads, q_len, k_len] of `kind` ("self", "cross", "encoder") in `layer`."""
-        name = names.attention_name(kind, layer)
-        event = self.event(name)
-        if event is None or "attention" not in event.tensors:
-            reason = (event.note if event is not None else "") or "not recorded"
-            raise KeyError(f"{name}: {reason}.")
-        return event.tensors["attention"][0]
 
     @property
     def lm_head_output(self) -> np.ndarray | None:
@@ -142,13 +120,8 @@ class TrainingTrace:
             return None
         return event.tensors["output"][0]
 
-    def token_text(self, token_id: int) -> str:
-        if int(token_id) == IGNORE_INDEX:
-            return "-100"
-        return self.token_texts.get(int(token_id), f"<{int(token_id)}>")
-
-    def tokens(self, ids: Sequence[int]) -> list[str]:
-        return [self.token_text(i) for i in ids]
+    def _where(self) -> str:
+        return "The training pass"
 
 
 @dataclass(frozen=True)
@@ -165,8 +138,10 @@ class TrainerEvent:
 
 
 @dataclass(frozen=True, eq=False)
-class TrainerStepTrace:
+class TrainerStepTrace(SavedRecord):
     """One real `Trainer.train()` step (max_steps=1), as the events it went through."""
+
+    record_kind = "trainer-step"
 
     arch: str
     model_name: str
@@ -793,7 +768,7 @@ def trace_trainer_step(
             "lr_scheduler_type": "linear",
             "warmup_steps": 0,
             "max_grad_norm": max_grad_norm,
-            "optimizer": args.optim if isinstance(args.optim, str) else getattr(args.optim, "value", ""),
+            "optimizer": str(getattr(args.optim, "value", args.optim)),  # a plain str, not the str enum
             "seed": seed,
         },
         log_history=[dict(entry) for entry in trainer.state.log_history],

@@ -20,6 +20,7 @@ except ImportError:  # the page runs on its own
     ui = None
 
 SCENARIO_SOURCE, MODEL_SOURCE = "A cache-bug scenario", "The current model and prompt"
+OPENED_SOURCE = "The report opened from a file"
 VARIANT_WORDS = {"broken": "broken", "fixed": "fixed", "tempting": "tempting fix (wrong)"}
 
 st.title("Cache doctor")
@@ -29,7 +30,12 @@ st.caption(
 )
 
 reports: dict = st.session_state.setdefault("doctor_reports", {})
-source = st.radio("Check", [SCENARIO_SOURCE, MODEL_SOURCE], horizontal=True, key="doctor_source")
+# A report opened from a file (the sidebar's upload) is one more source; it is shown once opened.
+opened_name, opened_report = ui.opened("cache-report") if ui is not None else (None, None)
+if ui is not None and ui.opened_now("cache-report"):
+    st.session_state["doctor_source"] = OPENED_SOURCE
+sources = [SCENARIO_SOURCE, MODEL_SOURCE, *([OPENED_SOURCE] if opened_report is not None else [])]
+source = st.radio("Check", sources, horizontal=True, key="doctor_source")
 max_new = st.slider("New tokens", 2, 16, 6, key="doctor_max_new_tokens")
 
 scenario = None
@@ -51,6 +57,9 @@ if source == SCENARIO_SOURCE:
         with st.spinner("Generating with the cache on and off…"):
             reports[key] = scenarios.check(scenario.name, variant, max_new)
     report = reports[key]
+elif source == OPENED_SOURCE:
+    st.markdown(f"Opened from **{opened_name}** (no model needed).")
+    report = opened_report
 else:
     model_name = st.session_state.get("model")
     if ui is not None and model_name == getattr(ui, "LOCAL_FOLDER", None):
@@ -81,6 +90,8 @@ else:
 # -- the verdict ---------------------------------------------------------------------------
 kind, headline = d.verdict(report)
 (st.success if kind == "success" else st.error)(f"**{headline}**")
+if ui is not None and source != OPENED_SOURCE:
+    ui.download_record(report, key="doctor_download")
 
 
 def _short(text: str, sentences: int = 2) -> tuple[str, str]:

@@ -118,6 +118,8 @@ st.caption(
     "position, and what `Trainer.train()` does in one step."
 )
 
+if ui is not None and ui.show_opened_training():  # a file opened in the sidebar, until it is closed
+    st.stop()
 name = choose_model()
 if name is None:
     st.stop()
@@ -166,6 +168,8 @@ except StepwiseInputError as exc:
     st.stop()
 
 st.markdown(plots.loss_summary(tt))
+if ui is not None:
+    ui.download_record(tt, key="training-download")
 
 shift_tab, loss_tab, attention_tab, trainer_tab, generation_tab = st.tabs(
     ["Labels and the shift", "Loss per token", "Attention", "Trainer step", "Teacher forcing vs generation"]
@@ -239,6 +243,8 @@ with trainer_tab:
             g1.plotly_chart(plots.grad_norm_figure(ts), key="grad-norms")
             g2.plotly_chart(plots.update_figure(ts), key="updates")
             st.dataframe(plots.trainer_table(ts), hide_index=True)
+            if ui is not None:
+                ui.download_record(ts, key="trainer-download")
     else:
         st.info("Press the button to run a real Trainer step (a few seconds the first time).")
 
