@@ -1,8 +1,7 @@
 """Stepwise, the app: `stepwise app`, or `streamlit run app.py` in a checkout (the root app.py runs it).
 
 The sidebar (ui.sidebar) picks a model, a prompt and the settings and runs a trace into the
-session; the pages replay it. Pages written by other issues join the navigation once their file
-exists, so the app runs whether or not they have landed.
+session; the pages replay it. Every page is listed here, in the order of the navigation.
 """
 
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import streamlit as st
 
 from stepwise_app import ui
-from tracer.i18n import N_
 
 ROOT = Path(__file__).resolve().parent
 
@@ -29,13 +27,9 @@ pages = [
     st.Page(ROOT / "pages/step_replay.py", title=_("Step replay"), icon=":material/play_circle:"),
     st.Page(ROOT / "pages/attention.py", title=_("Attention"), icon=":material/grid_on:"),
     st.Page(ROOT / "pages/kv_cache.py", title=_("KV cache"), icon=":material/storage:"),
+    st.Page(ROOT / "pages/cache_doctor.py", title=_("Cache doctor"), icon=":material/stethoscope:"),
+    st.Page(ROOT / "pages/training_step.py", title=_("Training step"), icon=":material/fitness_center:"),
 ]
-for file, title, icon in (
-    ("pages/cache_doctor.py", N_("Cache doctor"), ":material/stethoscope:"),
-    ("pages/training_step.py", N_("Training step"), ":material/fitness_center:"),
-):
-    if (ROOT / file).is_file():
-        pages.append(st.Page(ROOT / file, title=_(title), icon=icon))
 
 page = st.navigation(pages)
 ui.follow_link()

@@ -1,9 +1,8 @@
 """Cache doctor: cached vs uncached generation side by side, where they part, why, and the fix.
 
 Layout only: the report comes from tracer.check_cache, the figures and tables from
-tracer.plots.doctor. Works inside the app and on its own (`streamlit run pages/cache_doctor.py`):
-a scenario needs no model from the sidebar; "the current model" reads the sidebar's choice when
-the app's shared helper (ui.py) is there.
+tracer.plots.doctor. A scenario needs no model from the sidebar; "the current model" reads the
+sidebar's choice and loads it through ui's shared loader.
 """
 
 import re
@@ -12,12 +11,8 @@ import streamlit as st
 
 import tracer
 from models import scenarios
+from stepwise_app import ui  # the sidebar's model and prompt, the cached model loader
 from tracer.plots import doctor as d
-
-try:  # the app's shared helper: the sidebar's model and prompt, the cached model loader
-    from stepwise_app import ui
-except ImportError:  # the page runs on its own
-    ui = None
 
 SCENARIO_SOURCE, MODEL_SOURCE = "A cache-bug scenario", "The current model and prompt"
 OPENED_SOURCE = "The report opened from a file"
@@ -62,10 +57,10 @@ elif source == OPENED_SOURCE:
     report = opened_report
 else:
     model_name = st.session_state.get("model")
-    if ui is not None and model_name == getattr(ui, "LOCAL_FOLDER", None):
+    if model_name == ui.LOCAL_FOLDER:
         model_name = st.session_state.get("folder")
     prompt = st.session_state.get("prompt", "")
-    if ui is None or not model_name:
+    if not model_name:
         st.info(
             "Pick a model and a prompt in the app's sidebar (`streamlit run app.py`), then come back here."
         )

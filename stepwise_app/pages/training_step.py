@@ -8,27 +8,18 @@ the records come from tracer.training, the figures from tracer.plots.training.
 
 from __future__ import annotations
 
-import sys
 import zlib
-from pathlib import Path
 
 import streamlit as st
-
-if __package__ in (None, "") and str(Path(__file__).resolve().parents[2]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run on its own: find tracer and models
 
 import models
 import tracer
 from models.corpus import training_examples
 from models.tokenizer import unknown_words
+from stepwise_app import ui  # one cached model per name for every session, loaded under the trace lock
 from tracer.errors import StepwiseInputError
 from tracer.plots import training as plots
 from tracer.training import default_pairs
-
-try:
-    from stepwise_app import ui  # the app's helpers: one cached model per name for every session
-except ImportError:  # the page on its own, without the app
-    ui = None
 
 # A source and target each model knows the words of: for the trained models, the first of their
 # example prompts (models.EXAMPLES, words of their corpus) with its answer.
@@ -49,7 +40,7 @@ def default_example(name: str, tok, encoder_decoder: bool) -> tuple[str, str]:
     """
     arch = "encoder-decoder" if encoder_decoder else "decoder-only"
     source, target = DEFAULTS.get(name, ARCH_DEFAULTS[arch])
-    prompt = st.session_state.get("prompt", "").strip() if ui is not None else ""
+    prompt = st.session_state.get("prompt", "").strip()
     if not prompt or prompt == source:
         return source, target
     answers = {p: a for p, a in models.EXAMPLES.get(name, []) if a}
@@ -62,13 +53,7 @@ def default_example(name: str, tok, encoder_decoder: bool) -> tuple[str, str]:
     return prompt, target
 
 
-@st.cache_resource(show_spinner="Loading the model…")
-def _own_load_model(name: str):
-    return models.load(name)
-
-
-def load_model(name: str):
-    return ui.load_model(name) if ui is not None else _own_load_model(name)
+load_model = ui.load_model
 
 
 @st.cache_data(show_spinner="Tracing the teacher-forced pass…", max_entries=32)
@@ -101,7 +86,7 @@ def second_example(name: str, model, source: str) -> list[tuple[str, str]]:
 def choose_model() -> str | None:
     """The model the app's sidebar picked; on its own, the page asks."""
     shared = st.session_state.get("model")  # set by ui.sidebar() when the page runs inside the app
-    if shared and ui is not None:
+    if shared:
         if shared == ui.LOCAL_FOLDER:
             shared = st.session_state.get("folder", "").strip()
             if not shared:
