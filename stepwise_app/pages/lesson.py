@@ -137,7 +137,9 @@ with st.container(key="lesson_slide"):
             st.info(_("The figure shows the answer: it appears when the answer is revealed."))
         elif slide.figure is not None:
             figure = slide.figure
-            if ui.presenting():
+            # Presenter: larger text in a shorter chart. A tall diagram drawn to its lines (the call
+            # flow) keeps its own height and font, or its text would run over its boxes.
+            if ui.presenting() and (figure.layout.height or 380) <= 600:
                 figure = figure.update_layout(font_size=16, height=min(figure.layout.height or 380, 380))
             with st.container(key="lesson_figure"):
                 st.plotly_chart(figure, width="stretch", key=f"lesson_fig_{chapter}_{index}")
