@@ -231,10 +231,10 @@ def _aligned_cross_step(tr: Trace) -> tuple[int, int, int] | None:
     special = {tr.settings.get(k) for k in ("bos_token_id", "pad_token_id")} | set(tr.eos_token_ids)
     words = [p for p, token_id in enumerate(tr.prompt_ids) if token_id not in special]
     best = None
-    for step in tr.steps:
-        cross = step.attention("cross", 0) if step.has_attention("cross", 0) else None
-        if cross is None or step.chosen_id is None or step.chosen_id in special or not words:
+    for step in tr.steps if words else []:
+        if not step.has_attention("cross", 0) or step.chosen_id is None or step.chosen_id in special:
             continue
+        cross = step.attention("cross", 0)  # [heads, q, src]
         row = np.asarray(cross[:, -1], dtype=np.float64)  # [heads, src]: the step's newest query
         mean = row.mean(axis=0)[words]
         top = words[int(np.argmax(mean))]

@@ -39,8 +39,7 @@ from tracer import names
 from tracer.errors import StepwiseInputError
 from tracer.generate import config_summary, model_name_of, token_texter
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, summarize_all, tensor_info
-from tracer.records import EventSequence, ModelRun, SavedRecord
-from tracer.records import read_only as _read_only
+from tracer.records import EventSequence, ModelRun, SavedRecord, read_only
 from tracer.trace import CaptureSummary, Event
 
 IGNORE_INDEX = -100  # labels with this value are left out of the loss (PyTorch's and transformers' default)
@@ -410,7 +409,7 @@ def trace_training_step(
 
     bias = getattr(model, "final_logits_bias", None)  # [1, vocab]
     final_logits_bias = (
-        _read_only(bias[0].detach().float().numpy()) if isinstance(bias, torch.Tensor) else None
+        read_only(bias[0].detach().float().numpy()) if isinstance(bias, torch.Tensor) else None
     )
 
     seen = set(example.input_ids) | set(example.source_ids) | set(example.target_ids)
@@ -431,10 +430,10 @@ def trace_training_step(
         answer_start=example.answer_start,
         events=events,
         logits_shape=tuple(output.logits.shape),
-        per_token_loss=_read_only(per_token.numpy().astype(np.float32)),
-        ignored=_read_only(ignored.numpy()),
+        per_token_loss=read_only(per_token.numpy().astype(np.float32)),
+        ignored=read_only(ignored.numpy()),
         predicted_ids=[int(i) for i in logits[0].argmax(-1).tolist()],
-        label_probs=_read_only(label_probs.numpy().astype(np.float32)),
+        label_probs=read_only(label_probs.numpy().astype(np.float32)),
         loss=loss,
         final_logits_bias=final_logits_bias,
         settings={

@@ -26,8 +26,8 @@ st.caption(
 
 reports: dict = st.session_state.setdefault("doctor_reports", {})
 # A report opened from a file (the sidebar's upload) is one more source; it is shown once opened.
-opened_name, opened_report = ui.opened("cache-report") if ui is not None else (None, None)
-if ui is not None and ui.opened_now("cache-report"):
+opened_name, opened_report = ui.opened("cache-report")
+if ui.opened_now("cache-report"):
     st.session_state["doctor_source"] = OPENED_SOURCE
 sources = [SCENARIO_SOURCE, MODEL_SOURCE, *([OPENED_SOURCE] if opened_report is not None else [])]
 source = st.radio("Check", sources, horizontal=True, key="doctor_source")
@@ -85,7 +85,7 @@ else:
 # -- the verdict ---------------------------------------------------------------------------
 kind, headline = d.verdict(report)
 (st.success if kind == "success" else st.error)(f"**{headline}**")
-if ui is not None and source != OPENED_SOURCE:
+if source != OPENED_SOURCE:
     ui.download_record(report, key="doctor_download")
 
 

@@ -139,8 +139,9 @@ with st.container(key="lesson_slide"):
             figure = slide.figure
             # Presenter: larger text in a shorter chart. A tall diagram drawn to its lines (the call
             # flow) keeps its own height and font, or its text would run over its boxes.
-            if ui.presenting() and (figure.layout.height or 380) <= 600:
-                figure = figure.update_layout(font_size=16, height=min(figure.layout.height or 380, 380))
+            height = figure.layout.height or 380
+            if ui.presenting() and height <= 600:
+                figure = figure.update_layout(font_size=16, height=min(height, 380))
             with st.container(key="lesson_figure"):
                 st.plotly_chart(figure, width="stretch", key=f"lesson_fig_{chapter}_{index}")
     notice_label, question_label, answer_label = _("What to notice"), _("Question"), _("Answer")

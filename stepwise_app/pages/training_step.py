@@ -53,24 +53,21 @@ def default_example(name: str, tok, encoder_decoder: bool) -> tuple[str, str]:
     return prompt, target
 
 
-load_model = ui.load_model
-
-
 @st.cache_data(show_spinner="Tracing the teacher-forced pass…", max_entries=32)
 def teacher_forced(name: str, source: str, target: str | None, pad_to: int | None) -> tracer.TrainingTrace:
-    model, tok = load_model(name)
+    model, tok = ui.load_model(name)
     return tracer.trace_training_step(model, tok, source, target, pad_to=pad_to, model_name=name)
 
 
 @st.cache_data(show_spinner="Generating, one position per step…", max_entries=32)
 def generated(name: str, source: str, max_new_tokens: int) -> tracer.Trace:
-    model, tok = load_model(name)
+    model, tok = ui.load_model(name)
     return tracer.trace_generation(model, tok, source, max_new_tokens=max_new_tokens, model_name=name)
 
 
 @st.cache_data(show_spinner="Running one Trainer step on a copy of the model…", max_entries=8)
 def trainer_step(name: str, pairs: tuple[tuple[str, str | None], ...], max_grad_norm: float):
-    model, tok = load_model(name)
+    model, tok = ui.load_model(name)
     return tracer.trace_trainer_step(model, tok, list(pairs), max_grad_norm=max_grad_norm, model_name=name)
 
 
@@ -103,13 +100,13 @@ st.caption(
     "position, and what `Trainer.train()` does in one step."
 )
 
-if ui is not None and ui.show_opened_training():  # a file opened in the sidebar, until it is closed
+if ui.show_opened_training():  # a file opened in the sidebar, until it is closed
     st.stop()
 name = choose_model()
 if name is None:
     st.stop()
 try:
-    model, tok = load_model(name)
+    model, tok = ui.load_model(name)
 except (models.ModelLoadError, OSError, ValueError) as exc:
     st.error(f"Cannot load {name}: {exc}")
     st.stop()
@@ -153,8 +150,7 @@ except StepwiseInputError as exc:
     st.stop()
 
 st.markdown(plots.loss_summary(tt))
-if ui is not None:
-    ui.download_record(tt, key="training-download")
+ui.download_record(tt, key="training-download")
 
 shift_tab, loss_tab, attention_tab, trainer_tab, generation_tab = st.tabs(
     ["Labels and the shift", "Loss per token", "Attention", "Trainer step", "Teacher forcing vs generation"]
@@ -228,8 +224,7 @@ with trainer_tab:
             g1.plotly_chart(plots.grad_norm_figure(ts), key="grad-norms")
             g2.plotly_chart(plots.update_figure(ts), key="updates")
             st.dataframe(plots.trainer_table(ts), hide_index=True)
-            if ui is not None:
-                ui.download_record(ts, key="trainer-download")
+            ui.download_record(ts, key="trainer-download")
     else:
         st.info("Press the button to run a real Trainer step (a few seconds the first time).")
 
