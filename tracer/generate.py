@@ -16,7 +16,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tracer.errors import StepwiseInputError, TracingNotSupported
 from tracer.generation_settings import refuse_untraceable, resolve_settings, split_generation_kwargs
-from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
+from tracer.record import DEFAULT_BUDGET_BYTES, GenerateSteps, Recorder, describe
 from tracer.stopping import StopWatch
 from tracer.trace import Trace
 
@@ -104,10 +104,11 @@ def trace_generation(
     token_text = token_texter(tok)
     prompt_ids = input_ids[0].tolist()
     stop_watch = StopWatch(resolved.eos_token_ids(), start_len + max_new_tokens)
+    steps = GenerateSteps()
     with Recorder(
-        model, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
+        model, steps, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
     ) as rec:
-        criteria = [rec.stopping_criteria(), stop_watch]
+        criteria = [steps.token_choice(), stop_watch]
         if progress is not None:
             criteria.append(_Progress(progress))
         generate_kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
@@ -118,8 +119,8 @@ def trace_generation(
             sequence_ids = output.sequences[0].tolist()
         except Exception as exc:  # a model error: keep what was recorded, say where it failed
             rec.fail(exc)
-            start = rec.start_ids if rec.start_ids is not None else _default_start(model, prompt_ids)
-            sequence_ids = start + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
+            start = rec.log.start_ids if rec.log.start_ids is not None else _default_start(model, prompt_ids)
+            sequence_ids = start + [s.chosen_id for s in rec.log.steps if s.closed]
     settings = {key: _jsonable(value) for key, value in values.items()}
     settings |= {
         "seed": seed,

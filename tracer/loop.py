@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from tracer.generate import check_max_new_tokens, encode_prompt, pack_trace, token_texter
-from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, describe
+from tracer.record import DEFAULT_BUDGET_BYTES, LoopSteps, Recorder, describe
 from tracer.trace import Trace
 
 
@@ -42,12 +42,9 @@ def trace_loop(
     check_max_new_tokens(max_new_tokens)
     token_text = token_texter(tok)
     prompt_ids = input_ids[0].tolist()
+    steps = LoopSteps()
     with Recorder(
-        model,
-        capture_attention=False,
-        budget_bytes=budget_bytes,
-        token_text=token_text,
-        steps_from_forward=True,
+        model, steps, capture_attention=False, budget_bytes=budget_bytes, token_text=token_text
     ) as rec:
         try:
             sequence = loop(
@@ -58,11 +55,11 @@ def trace_loop(
                 use_cache=use_cache,
                 **model_kwargs,
             )
-            rec.finish_loop(sequence)
+            steps.finish(sequence)
             sequence_ids = sequence[0].tolist()
         except Exception as exc:  # a model error: keep what was recorded, say where it failed
             rec.fail(exc)
-            sequence_ids = prompt_ids + [s.chosen_id for s in rec.steps if s.chosen_id is not None]
+            sequence_ids = prompt_ids + [s.chosen_id for s in rec.log.steps if s.closed]
     settings = {
         "max_new_tokens": max_new_tokens,
         "use_cache": use_cache,

@@ -38,7 +38,7 @@ from torch import nn
 from tracer import names
 from tracer.errors import StepwiseInputError
 from tracer.generate import config_summary, model_name_of, token_texter
-from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, summarize_all, tensor_info
+from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, SinglePass, summarize_all, tensor_info
 from tracer.records import EventSequence, ModelRun, SavedRecord, read_only
 from tracer.trace import CaptureSummary, Event
 
@@ -318,6 +318,7 @@ def trace_training_step(
 
     with Recorder(
         model,
+        SinglePass(),
         capture_attention=capture_attention,
         budget_bytes=budget_bytes,
         token_text=token_text,

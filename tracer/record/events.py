@@ -1,0 +1,384 @@
+"""Events: live values turned into records, opened and closed in call order, within a byte budget.
+
+An `EventLog` holds one run's events: each call at a hook point opens an event when it starts
+(so events are in the order calls started, a block before its attention) and fills its outputs
+when it returns. Steps group the events; *where* a step begins and ends is a step rule's business
+(steps.py), the log only keeps them. Tensors become shapes, small integer values, or read-only
+float32 copies counted against the budget, never references into tensors the model may change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tracer import names, positions
+from tracer.trace import CacheLayer, CaptureSummary, Event, Step, TensorInfo, TopToken, TraceError, Value
+
+TOP_K = 10
+# Integer tensors up to this many elements keep their values (input_ids, position_ids, masks).
+SMALL_INT_NUMEL = 4096
+DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning live values into records
+
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}  # torch.int64 -> "int64"; hooks ask thousands of times
+
+
+def tensor_info(tensor: torch.Tensor) -> TensorInfo:
+    dtype = _DTYPE_NAMES.get(tensor.dtype)
+    if dtype is None:
+        dtype = _DTYPE_NAMES[tensor.dtype] = str(tensor.dtype).removeprefix("torch.")
+    values = None
+    if (
+        not tensor.dtype.is_floating_point
+        and not tensor.dtype.is_complex
+        and tensor.numel() <= SMALL_INT_NUMEL
+    ):
+        values = tuple(tensor.detach().reshape(-1).tolist())  # Python ints already
+    return TensorInfo(tuple(tensor.shape), dtype, values)
+
+
+def summarize(value: Any) -> Value:
+    """A record of any argument: a TensorInfo for a tensor, a short text for anything else."""
+    if isinstance(value, torch.Tensor):
+        return tensor_info(value)
+    return describe(value)
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return str(tensor_info(value))
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    if hasattr(value, "get_seq_length"):  # a transformers Cache
+        return f"{type(value).__name__}(seq_len={value.get_seq_length()})"
+    if isinstance(value, dict):  # also ModelOutput, a dict subclass
+        inner = ", ".join(f"{k}={describe(v)}" for k, v in value.items() if v is not None)
+        return f"{type(value).__name__}({inner})"
+    if isinstance(value, tuple | list) and len(value) <= 8:
+        return "(" + ", ".join(describe(v) for v in value) + ")"
+    return type(value).__name__
+
+
+def summarize_all(values: dict[str, Any]) -> dict[str, Value]:
+    return {key: summarize(v) for key, v in values.items()}
+
+
+def outputs_of(output: Any) -> dict[str, Value]:
+    """A module's return value as named records: "output", a ModelOutput's fields, "output[i]"."""
+    if isinstance(output, torch.Tensor):
+        return {"output": tensor_info(output)}
+    if isinstance(output, dict):  # ModelOutput
+        return {k: summarize(v) for k, v in output.items() if v is not None}
+    if isinstance(output, tuple):
+        return {f"output[{i}]": summarize(v) for i, v in enumerate(output) if v is not None}
+    return {"output": describe(output)}
+
+
+def _cache_parts(cache: Any) -> list[tuple[str, Any]]:
+    """A transformers cache as (kind, part): an EncoderDecoderCache has a self and a cross part."""
+    if hasattr(cache, "self_attention_cache"):
+        return [("self", cache.self_attention_cache), ("cross", cache.cross_attention_cache)]
+    return [("self", cache)]
+
+
+def cache_layers(cache: Any) -> list[CacheLayer]:
+    """Per-layer shapes and bytes of a transformers cache, self-attention layers then cross."""
+    if cache is None:
+        return []
+    records = []
+    for kind, part in _cache_parts(cache):
+        for index, layer in enumerate(getattr(part, "layers", [])):
+            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+            if not isinstance(keys, torch.Tensor) or keys.dim() < 2:
+                continue  # a layer the run has not written yet
+            _, seen = positions.layer_lengths(layer)
+            records.append(
+                CacheLayer(
+                    layer=index,
+                    kind=kind,
+                    key_shape=tuple(keys.shape),  # [batch, kv_heads, seq, head_dim]
+                    value_shape=tuple(values.shape),
+                    seq_len=int(keys.shape[-2]),
+                    nbytes=int(keys.numel() * keys.element_size() + values.numel() * values.element_size()),
+                    seen=seen,
+                )
+            )
+    return records
+
+
+def layer_cache_lengths(cache: Any, kind: str, layer_idx: int) -> tuple[int, int]:
+    """(positions kept, positions seen) by one layer's cache of `kind` ("self" or "cross")."""
+    part = dict(_cache_parts(cache)).get(kind, cache)
+    layers = getattr(part, "layers", [])
+    if layer_idx >= len(layers):
+        return 0, 0
+    return positions.layer_lengths(layers[layer_idx])
+
+
+def float_copy(tensor: torch.Tensor) -> np.ndarray:
+    """A read-only float32 NumPy copy of `tensor`, which the model may change after the hook returns."""
+    array = tensor.detach().to(dtype=torch.float32, device="cpu").numpy().copy()
+    array.flags.writeable = False
+    return array
+
+
+# ---------------------------------------------------------------------------------------------
+# Records under construction
+
+
+@dataclass
+class OpenEvent:
+    name: str
+    module: str
+    inputs: dict[str, Value] = field(default_factory=dict)
+    outputs: dict[str, Value] = field(default_factory=dict)
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def freeze(self) -> Event:
+        return Event(
+            self.name, self.module, self.inputs, self.outputs, self.tensors, "; ".join(self.notes), self.error
+        )
+
+
+@dataclass
+class OpenStep:
+    index: int
+    events: list[OpenEvent]
+    prepare_inputs_args: dict[str, Value] = field(default_factory=dict)
+    prepare_inputs: dict[str, Value] = field(default_factory=dict)
+    cache: list[CacheLayer] = field(default_factory=list)
+    topk: list[TopToken] = field(default_factory=list)
+    chosen_id: int | None = None
+    chosen_prob: float | None = None
+    live_cache: Any = None  # the run's cache object, read when the step closes
+
+    @property
+    def closed(self) -> bool:
+        return self.chosen_id is not None
+
+    def freeze(self) -> Step:
+        return Step(
+            index=self.index,
+            phase="prefill" if self.index == 0 else "decode",
+            prepare_inputs_args=self.prepare_inputs_args,
+            prepare_inputs=self.prepare_inputs,
+            events=[e.freeze() for e in self.events],
+            cache=self.cache,
+            topk=self.topk,
+            chosen_id=self.chosen_id,
+            chosen_prob=self.chosen_prob,
+        )
+
+
+class Budget:
+    """Bytes of captured arrays allowed in one trace; past it, events keep only their shapes."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = int(budget_bytes)
+        self.captured = 0
+        self.skipped_count = 0
+        self.skipped_bytes = 0
+        self.first_skipped = ""
+
+    def take(self, nbytes: int, what: str) -> bool:
+        if self.captured + nbytes <= self.budget_bytes:
+            self.captured += nbytes
+            return True
+        self.skipped_count += 1
+        self.skipped_bytes += nbytes
+        if not self.first_skipped:
+            self.first_skipped = what
+        return False
+
+    def summary(self) -> CaptureSummary:
+        return CaptureSummary(
+            self.budget_bytes, self.captured, self.skipped_count, self.skipped_bytes, self.first_skipped
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The log
+
+
+class EventLog:
+    """One run's events in call order, grouped into steps, and the budget their arrays draw on.
+
+    Events that start while no step is open (BART's encoder before the first step, every event of
+    a single pass) wait in `loose` and become the first events of the next step that opens.
+    """
+
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES, full_outputs: tuple[str, ...] = ()):
+        self.budget = Budget(budget_bytes)
+        # Hook points whose whole output tensor is kept as tensors["output"] (training keeps lm_head's).
+        self.full_outputs = frozenset(full_outputs)
+        self.steps: list[OpenStep] = []
+        self.loose: list[OpenEvent] = []
+        self.start_ids: list[int] | None = None  # the first ids the decoder was fed
+        self.error: TraceError | None = None
+        self.failed_at = ""  # the hook point that was running when the run failed
+        self._shared: dict[int, tuple[Any, Value]] = {}  # id -> (object, its record), this step
+
+    # -- steps ----------------------------------------------------------------------------
+
+    @property
+    def current(self) -> OpenStep | None:
+        return self.steps[-1] if self.steps else None
+
+    def in_step(self) -> bool:
+        # Events between a step's token choice and the next step (none in generate() today) would
+        # belong to the next step; keep them for it.
+        return bool(self.steps) and not self.steps[-1].closed
+
+    def open_step(self, fed_ids: Any = None, **fields: Any) -> OpenStep:
+        """Start the next step; the events waiting outside a step become its first events."""
+        step = OpenStep(index=len(self.steps), events=self.loose, **fields)
+        self.loose = []
+        if self.start_ids is None and isinstance(fed_ids, torch.Tensor):
+            self.start_ids = fed_ids[0].tolist()
+        self.steps.append(step)
+        return step
+
+    def close_step(
+        self, step: OpenStep, chosen_ids: torch.Tensor, scores: torch.Tensor | None, token_text, module: str
+    ) -> None:
+        """End `step` with the token it chose and the distribution it came from, then read the cache."""
+        chosen = int(chosen_ids[0])
+        event = OpenEvent(names.CHOOSE_TOKEN, module, outputs={"next_token": tensor_info(chosen_ids)})
+        if scores is not None:
+            event.inputs["scores"] = tensor_info(scores)  # [batch, vocab], after the logits processors
+            probs = torch.softmax(scores[0].float(), dim=-1)  # [vocab]
+            top = torch.topk(probs, k=min(TOP_K, probs.shape[-1]))
+            step.topk = [
+                TopToken(int(i), token_text(int(i)), float(p))
+                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ]
+            step.chosen_prob = float(probs[chosen])
+        step.chosen_id = chosen
+        self._shared.clear()
+        step.events.append(event)
+        step.cache = cache_layers(step.live_cache)
+        step.live_cache = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Note that the run raised `exc`; the steps so far and the failing step's events stay."""
+        current = self.current
+        if current is not None and not current.closed:
+            step_index = current.index
+        else:
+            step_index = len(self.steps)  # failed before this step began
+            if self.loose:  # e.g. inside BART's encoder: those events belong to that step
+                self.open_step()
+        self.error = TraceError(step_index, type(exc).__name__, str(exc), self.failed_at)
+
+    def frozen_steps(self) -> list[Step]:
+        return [s.freeze() for s in self.steps]
+
+    def loose_events(self) -> list[Event]:
+        """The events recorded outside any step: all of them when a single pass is traced."""
+        return [e.freeze() for e in self.loose]
+
+    # -- events ---------------------------------------------------------------------------
+
+    def append(self, event: OpenEvent) -> OpenEvent:
+        (self.steps[-1].events if self.in_step() else self.loose).append(event)
+        return event
+
+    def add(
+        self,
+        name: str,
+        module: str,
+        inputs: dict[str, Value] | None = None,
+        outputs: dict[str, Value] | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
+        note: str = "",
+    ) -> None:
+        """Record a call no module hook sees (a function like shift_tokens_right, a loss), in call order."""
+        event = OpenEvent(name, module, dict(inputs or {}), dict(outputs or {}))
+        for key, tensor in (tensors or {}).items():
+            self.capture(event, key, tensor)
+        if note:
+            event.notes.append(note)
+        self.append(event)
+
+    def capture(self, event: OpenEvent, key: str, tensor: torch.Tensor) -> None:
+        """Keep `tensor` as event.tensors[key] if the budget allows, else say it was left out."""
+        nbytes = tensor.numel() * 4  # stored as float32
+        step = len(self.steps) - 1 if self.steps else 0
+        if self.budget.take(nbytes, f"step {step}, {event.name} {key} {list(tensor.shape)}"):
+            event.tensors[key] = float_copy(tensor)
+        else:
+            event.notes.append(f"{key} not captured: the trace's byte budget is spent")
+
+    def summarize_shared(self, value: Any) -> Value:
+        # Every layer of a step gets the same mask, position ids, rotary embeddings and cache
+        # objects: describe each object once per step. The memo holds the object, so its id can't
+        # be reused by another one before the memo is cleared when the step ends.
+        hit = self._shared.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        record = summarize(value)
+        self._shared[id(value)] = (value, record)
+        return record
+
+    def clear_shared(self) -> None:
+        self._shared.clear()
+
+    # -- hook points ------------------------------------------------------------------------
+
+    def hook_point(self, name: str, path: str, on_return=None):
+        """(pre, post) hook functions that record each call of a module as an event `name`.
+
+        `on_return(event, output)` adds what the call returned beyond its shapes (attention maps,
+        the hidden state). A module with a `layer_idx` that is handed the cache gets its own
+        layer's cache length before the call. A call that raised (post sees output None) is marked.
+        """
+        calls: list[OpenEvent] = []  # calls in progress: a module may call itself (it never does today)
+        keep_output = name in self.full_outputs
+        cache_kind = "cross" if names.attention_kind(name) == "cross" else "self"
+
+        def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            inputs: dict[str, Value] = {}
+            for i, arg in enumerate(args):
+                is_hidden = i == 0 and isinstance(arg, torch.Tensor) and arg.dim() == 3
+                inputs["hidden_states" if is_hidden else f"arg{i}"] = summarize(arg)
+            for key, value in kwargs.items():
+                if value is not None:
+                    inputs[key] = self.summarize_shared(value)
+            cache = kwargs.get("past_key_values")
+            layer_idx = getattr(module, "layer_idx", None)
+            if cache is not None and layer_idx is not None:
+                # The cache is shared by all layers and updated as they run: read this layer's own length.
+                kept, seen = layer_cache_lengths(cache, cache_kind, layer_idx)
+                inputs[positions.KEPT_BEFORE] = str(kept)
+                if seen != kept:  # a sliding-window layer: it keeps fewer positions than it has seen
+                    inputs[positions.SEEN_BEFORE] = str(seen)
+            calls.append(self.append(OpenEvent(name, path, inputs=inputs)))
+
+        def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if not calls:
+                return
+            event = calls.pop()
+            if output is None:
+                event.error = "raised"
+                self.failed_at = self.failed_at or name
+                return
+            event.outputs = outputs_of(output)
+            if keep_output and isinstance(output, torch.Tensor):
+                self.capture(event, "output", output)
+            if on_return is not None:
+                on_return(event, output)
+
+        return pre, post
