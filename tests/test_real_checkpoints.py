@@ -66,18 +66,16 @@ def _counting_forwards(model):
 # -- 1. the checkpoint's generation_config is part of the run --------------------------------
 
 
-def test_a_checkpoints_beams_are_refused_naming_source_and_fix(bart_large_style):
+def test_a_checkpoints_beams_are_traced_as_generate_runs_them(bart_large_style):
     model, tok = models.load(bart_large_style)
-    calls, handle = _counting_forwards(model)
-    try:
-        with pytest.raises(TracingNotSupported) as info:
-            tracer.trace_generation(model, tok, SOURCE, max_new_tokens=4)
-    finally:
-        handle.remove()
-    message = str(info.value)
-    assert "num_beams=4 from the checkpoint's generation_config.json" in message
-    assert "pass num_beams=1 to trace greedy search" in message
-    assert calls == []  # refused before generating
+    tr = tracer.trace_generation(model, tok, SOURCE, max_new_tokens=4)
+    assert tr.settings["num_beams"] == 4 and tr.settings["sources"]["num_beams"] == "checkpoint"
+    enc = tok(SOURCE, return_tensors="pt")
+    expected = model.generate(**enc, max_new_tokens=4, return_dict_in_generate=True, output_scores=True)
+    assert tr.beam_result.sequences == expected.sequences.tolist()
+    assert tr.beam_result.sequences_scores == pytest.approx(expected.sequences_scores.tolist(), abs=1e-5)
+    assert tr.sequence_ids == expected.sequences[0].tolist()
+    assert all(s.beams is not None for s in tr.steps)
 
 
 def test_the_checkpoints_other_settings_apply_and_are_recorded(bart_large_style):
@@ -143,18 +141,22 @@ def test_several_sequences_are_refused_before_generating(instruct_llama):
     assert calls == []
 
 
-def test_a_list_of_prompts_says_batches_are_not_traced_yet(instruct_llama):
+def test_a_list_of_prompts_is_traced_as_a_padded_batch(instruct_llama):
     model, tok = models.load(instruct_llama)
-    for run in (tracer.trace_generation, tracer.check_cache):
-        with pytest.raises(TracingNotSupported, match="Batches of several prompts are not traced yet"):
-            run(model, tok, ["the cat", "the dog"], max_new_tokens=2)
+    prompts = ["the cat", "the dog ran to the park"]
+    tr = tracer.trace_generation(model, tok, prompts, max_new_tokens=2, do_sample=False)
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    expected = model.generate(**enc, max_new_tokens=2, do_sample=False)
+    assert tr.batch.sequence_ids == expected.tolist()
+    assert tr.settings["do_sample"] is False and tr.settings["sources"]["temperature"] == "checkpoint"
 
 
-def test_the_cli_uses_the_checkpoints_settings_and_names_the_fix(bart_large_style, tmp_path, capsys):
+def test_the_cli_traces_the_checkpoints_beams_or_greedy_over_its_settings(bart_large_style, tmp_path):
     out = tmp_path / "run.trace"
     args = ["record", "--model", str(bart_large_style), "--prompt", SOURCE, "--max-new-tokens", "3"]
-    assert cli_main([*args, "--out", str(out)]) == 2
-    assert "num_beams=4 from the checkpoint's generation_config.json" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(out)]) == 0
+    beams = tracer.load_trace(out)
+    assert beams.settings["num_beams"] == 4 and beams.beam_result is not None
     assert cli_main([*args, "--greedy", "--out", str(out)]) == 0
     tr = tracer.load_trace(out)
     assert tr.settings["no_repeat_ngram_size"] == 3 and tr.settings["num_beams"] == 1
@@ -383,12 +385,15 @@ def _app_on_folder(folder):
     return at
 
 
-def test_the_app_refuses_a_checkpoints_beams_and_traces_greedy_over_its_settings(bart_large_style):
-    from tests.test_app import PAGES, assert_clean, messages, on_page
+def test_the_app_traces_a_checkpoints_beams_and_greedy_over_its_settings(bart_large_style):
+    from tests.test_app import PAGES, assert_clean, on_page
 
     at = _app_on_folder(bart_large_style)
     at.sidebar.button(key="run").click().run()
-    assert "num_beams=4 from the checkpoint's generation_config.json" in messages(at.sidebar.error)
+    assert_clean(at)
+    on_page(at, "pages/overview.py")
+    table = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    assert table[table["setting"] == "num_beams"].iloc[0]["value"] == "4"
     at.sidebar.radio(key="decoding").set_value(ui.GREEDY).run()
     at.sidebar.button(key="run").click().run()
     assert_clean(at)

@@ -383,12 +383,25 @@ def test_the_byte_budget_caps_captured_tensors_and_says_what_it_left_out(llama):
         ({"prompt": "the cat", "max_new_tokens": 0}, StepwiseInputError, "at least 1"),
         ({"prompt": "the cat " * 80}, StepwiseInputError, "shorten the prompt"),
         ({"prompt": "the cat", "max_new_tokens": 200}, StepwiseInputError, "lower max_new_tokens"),
-        ({"prompt": "the cat", "num_beams": 3}, TracingNotSupported, "Beam search is not traced yet"),
+        ({"prompt": "the cat", "num_beam_groups": 2}, TracingNotSupported, "Group beam search is not traced"),
         (
-            {"input_ids": torch.ones(2, 4, dtype=torch.long)},
+            {"prompt": "the cat", "num_beams": 2, "num_return_sequences": 3},
             TracingNotSupported,
-            "Batches of several prompts",
+            "lower it to at most num_beams",
         ),
+        ({"prompt": ["the cat", "  "]}, StepwiseInputError, "Prompt 2 of the batch is empty"),
+        ({"prompt": []}, StepwiseInputError, "non-empty list of texts"),
+        (
+            {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 3)},
+            StepwiseInputError,
+            "must have the shape of input_ids",
+        ),
+        (
+            {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.tensor([[1] * 4, [0] * 4])},
+            StepwiseInputError,
+            "all zeros",
+        ),
+        ({"prompt": "the cat", "padding_side": "middle"}, StepwiseInputError, "padding_side"),
         ({"prompt": "the cat", "do_sample": True, "temperature": 0.0}, StepwiseInputError, "temperature"),
     ],
 )

@@ -8,17 +8,17 @@ re-implemented here; this module only checks the input, sets up the call and pac
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tracer.errors import StepwiseInputError, TracingNotSupported
 from tracer.generation_settings import refuse_untraceable, resolve_settings, split_generation_kwargs
-from tracer.record import DEFAULT_BUDGET_BYTES, GenerateSteps, Recorder, describe
-from tracer.stopping import StopWatch
-from tracer.trace import Trace
+from tracer.record import DEFAULT_BUDGET_BYTES, BeamSteps, GenerateSteps, Recorder, describe
+from tracer.stopping import StopWatch, row_stop
+from tracer.trace import Batch, BeamResult, Trace
 
 __all__ = ["StepwiseInputError", "TracingNotSupported", "trace_generation"]
 
@@ -26,9 +26,11 @@ __all__ = ["StepwiseInputError", "TracingNotSupported", "trace_generation"]
 def trace_generation(
     model,
     tok=None,
-    prompt: str | None = None,
+    prompt: str | Sequence[str] | None = None,
     *,
     input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    padding_side: str | None = None,
     max_new_tokens: int | None = None,
     use_cache: bool | None = None,
     do_sample: bool | None = None,
@@ -36,6 +38,7 @@ def trace_generation(
     temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
+    num_beams: int | None = None,
     feed_embeddings: bool = False,
     capture_attention: bool = True,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
@@ -43,20 +46,25 @@ def trace_generation(
     progress: Callable[[int], None] | None = None,
     **model_kwargs: Any,
 ) -> Trace:
-    """Trace `model.generate()` on one prompt, step by step.
+    """Trace `model.generate()` on a prompt or a batch of prompts, step by step.
 
-    Give `prompt` (text, with `tok`) or `input_ids` ([1, prompt_len] or [prompt_len]). Generation
-    settings left as None come from the model's own `generation_config`, exactly as in
-    `generate()`; the ones given (here or as extra keyword arguments such as
-    `no_repeat_ngram_size=3`) override it field by field. `trace.settings` records every setting
-    in force and `trace.settings["sources"]` where each came from. Settings Stepwise does not
-    trace (beam search, several sequences) raise TracingNotSupported before anything runs.
+    Give `prompt` (a text or a list of texts, with `tok`) or `input_ids` ([batch, prompt_len] or
+    [prompt_len], with its `attention_mask` when a batch is padded). A batch of texts is padded by
+    the tokenizer on `padding_side` (default: left for a decoder-only model, the tokenizer's own
+    side for an encoder-decoder one); every row is recorded and `trace.row(r)` is row r.
+    Generation settings left as None come from the model's own `generation_config`, exactly as in
+    `generate()`; the ones given (here or as extra keyword arguments such as `num_return_sequences`,
+    `length_penalty`, `no_repeat_ngram_size=3`) override it field by field. `trace.settings`
+    records every setting in force and `trace.settings["sources"]` where each came from. Beam
+    search (`num_beams > 1`) records each step's beams and the cache reorder after it
+    (`step.beams`) and what generate() returned (`trace.beam_result`). Settings Stepwise does not
+    trace (group beam search, contrastive search, ...) raise TracingNotSupported before anything runs.
 
     `feed_embeddings=True` feeds the prompt as `inputs_embeds` (the model's own embeddings of
     its ids): step 0 then feeds `inputs_embeds [1, P, hidden]`, later steps `input_ids [1, 1]`.
     Other extra keyword arguments (e.g. `pixel_values`) go to `generate()` unchanged.
-    `budget_bytes` caps the captured arrays (attention grows as T^3 with the cache off); past
-    it, events keep shapes only and `trace.capture` says what was left out.
+    `budget_bytes` caps the captured arrays (attention grows as T^3 with the cache off, and with
+    the number of rows); past it, events keep shapes only and `trace.capture` says what was left out.
 
     `progress`, if given, is called with the number of finished steps after each token choice
     (the app's progress bar); it runs inside generate(), so it should be quick.
@@ -64,22 +72,24 @@ def trace_generation(
     A model that raises mid-generation gives a Trace whose `error` names the step, with every
     step before it complete and the failing step's events up to the failure.
     """
-    input_ids, attention_mask, prompt_text = encode_prompt(tok, prompt, input_ids)
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    fed = encode_prompt(tok, prompt, input_ids, attention_mask, padding_side, encoder_decoder)
+    input_ids = fed.input_ids
     for unsupported in ("streamer", "stopping_criteria", "assistant_model"):
         if unsupported in model_kwargs:
             raise TracingNotSupported(f"Tracing with {unsupported}= is not supported yet.")
     generation_config = model_kwargs.pop("generation_config", None)
     overrides, model_kwargs = split_generation_kwargs(model_kwargs)
     named = dict(max_new_tokens=max_new_tokens, use_cache=use_cache, do_sample=do_sample)
-    named |= dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    named |= dict(temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams)
     overrides |= {key: value for key, value in named.items() if value is not None}
-    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     start_len = 1 if encoder_decoder else int(input_ids.shape[1])  # what the decoder starts from
     resolved = resolve_settings(model, overrides, input_len=start_len, generation_config=generation_config)
     refuse_untraceable(resolved)
     values = resolved.values
     max_new_tokens = values["max_new_tokens"]
     do_sample_now = bool(values.get("do_sample"))
+    beams = int(values.get("num_beams") or 1)
     _check_settings(model, input_ids, max_new_tokens, do_sample_now, values.get("temperature"))
     if feed_embeddings or "inputs_embeds" in model_kwargs:
         given = model_kwargs.get("inputs_embeds")
@@ -98,17 +108,17 @@ def trace_generation(
     }
     if generation_config is not None:
         generate_kwargs["generation_config"] = generation_config
-    if attention_mask is not None:
-        generate_kwargs["attention_mask"] = attention_mask
+    if fed.attention_mask is not None:
+        generate_kwargs["attention_mask"] = fed.attention_mask
 
     token_text = token_texter(tok)
-    prompt_ids = input_ids[0].tolist()
     stop_watch = StopWatch(resolved.eos_token_ids(), start_len + max_new_tokens)
-    steps = GenerateSteps()
+    steps = BeamSteps(beams) if beams > 1 else GenerateSteps()
+    output = None
     with Recorder(
         model, steps, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
     ) as rec:
-        criteria = [steps.token_choice(), stop_watch]
+        criteria = [steps.token_choice()] + ([] if beams > 1 else [stop_watch])
         if progress is not None:
             criteria.append(_Progress(progress))
         generate_kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
@@ -116,11 +126,10 @@ def trace_generation(
             if values.get("do_sample"):
                 torch.manual_seed(seed)
             output = model.generate(input_ids=input_ids, **generate_kwargs, **model_kwargs)
-            sequence_ids = output.sequences[0].tolist()
+            sequences = output.sequences.tolist()
         except Exception as exc:  # a model error: keep what was recorded, say where it failed
             rec.fail(exc)
-            start = rec.log.start_ids if rec.log.start_ids is not None else _default_start(model, prompt_ids)
-            sequence_ids = start + [s.chosen_id for s in rec.log.steps if s.closed]
+            sequences = _sequences_so_far(rec, model, input_ids, encoder_decoder)
     settings = {key: _jsonable(value) for key, value in values.items()}
     settings |= {
         "seed": seed,
@@ -129,10 +138,64 @@ def trace_generation(
         "model_kwargs": {key: describe(value) for key, value in model_kwargs.items()},
         "sources": dict(resolved.sources),
     }
-    stop = stop_watch.reason(failed=rec.error is not None, max_new_tokens=max_new_tokens)
+    if fed.batch_size > 1:
+        settings["padding_side"] = fed.padding_side
+    beam_result = steps.result(output) if beams > 1 else None
+    if beams > 1:
+        stop = steps.stop_reason(failed=rec.error is not None, max_new_tokens=max_new_tokens)
+    else:
+        stop = stop_watch.reason(failed=rec.error is not None, max_new_tokens=max_new_tokens)
+    batch = None
+    if fed.batch_size > 1:
+        eos_ids = resolved.eos_token_ids()
+        prompt_len = int(input_ids.shape[1])
+        start = 1 if encoder_decoder else prompt_len
+        mask = fed.attention_mask if fed.attention_mask is not None else torch.ones_like(input_ids)
+        batch = Batch(
+            prompt_texts=fed.texts,
+            prompt_ids=input_ids.tolist(),
+            attention_mask=mask.tolist(),
+            sequence_ids=sequences,
+            padding_side=fed.padding_side,
+            pad_token_id=_int_or_none(values.get("pad_token_id")),
+            stops=[row_stop(row[start:], eos_ids, stop) for row in sequences[: fed.batch_size]]
+            if beams == 1
+            else [],
+        )
     return pack_trace(
-        model, rec, model_name, prompt_text, prompt_ids, sequence_ids, settings, token_text, stop=stop
+        model,
+        rec,
+        model_name,
+        fed.texts[0],
+        input_ids[0].tolist(),
+        sequences[0],
+        settings,
+        token_text,
+        stop=stop,
+        batch=batch,
+        beam_result=beam_result,
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    return None if value is None else int(value)
+
+
+def _sequences_so_far(
+    rec: Recorder, model, input_ids: torch.Tensor, encoder_decoder: bool
+) -> list[list[int]]:
+    """Each row's ids up to a failure: what the decoder started from and the tokens chosen before it."""
+    start = rec.log.start_rows
+    if start is None:  # generate() failed before the first step, so it never showed its start
+        if encoder_decoder:
+            first = model.generation_config.decoder_start_token_id
+            start = [[] if first is None else [int(first)] for _ in range(len(input_ids))]
+        else:
+            start = input_ids.tolist()
+    chosen = [s.row_ids() for s in rec.log.steps if s.closed]
+    return [row + [ids[r] for ids in chosen if r < len(ids)] for r, row in enumerate(start)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -177,10 +240,18 @@ def pack_trace(
     settings: dict[str, Any],
     token_text,
     stop: dict[str, Any] | None = None,
+    batch: Batch | None = None,
+    beam_result: BeamResult | None = None,
 ) -> Trace:
     """The Trace of a finished (or failed) recording: its steps, texts of every id seen, the config."""
     steps = rec.frozen_steps()
     seen_ids = set(prompt_ids) | set(sequence_ids) | {t.token_id for s in steps for t in s.topk}
+    seen_ids |= {t.token_id for s in steps for row in s.rows for t in row.topk}
+    if batch is not None:
+        seen_ids |= {i for row in batch.prompt_ids + batch.sequence_ids for i in row}
+    if beam_result is not None:
+        seen_ids |= {i for row in beam_result.sequences for i in row}
+        seen_ids |= {i for s in steps if s.beams for row in s.beams.tokens for i in row}
     config = model.config
     return Trace(
         arch=rec.layout.arch,
@@ -196,6 +267,8 @@ def pack_trace(
         token_texts={i: token_text(i) for i in sorted(seen_ids)},
         capture=rec.budget.summary(),
         stop=stop or {},
+        batch=batch,
+        beam_result=beam_result,
     )
 
 
@@ -212,13 +285,35 @@ class _Progress(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def encode_prompt(tok, prompt: str | None, input_ids: torch.Tensor | None):
-    """[1, prompt_len] ids, their attention mask (or None), and the prompt text."""
-    if isinstance(prompt, list | tuple):
-        raise TracingNotSupported(
-            f"Batches of several prompts are not traced yet (got a list of {len(prompt)}): "
-            "trace one prompt at a time, as a string."
-        )
+class Prompt(NamedTuple):
+    """A prompt or a batch of them, as generate() is fed them."""
+
+    input_ids: torch.Tensor  # [batch, prompt_len], pads included
+    attention_mask: torch.Tensor | None  # [batch, prompt_len], 0 at a pad; None when all ones
+    texts: list[str]
+    padding_side: str  # "left" | "right": where the pads of a batch are
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def encode_prompt(
+    tok,
+    prompt: str | Sequence[str] | None,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None = None,
+    padding_side: str | None = None,
+    encoder_decoder: bool = False,
+) -> Prompt:
+    """The ids [batch, prompt_len] of a prompt (text with `tok`, or ids), or of a batch of prompts.
+
+    A batch of texts is padded by the tokenizer on `padding_side`: by default on the left for a
+    decoder-only model (it continues each row from its last real token) and on the tokenizer's own
+    side for an encoder-decoder one. Ids of a batch come with their `attention_mask` (0 at a pad).
+    """
+    if padding_side not in (None, "left", "right"):
+        raise StepwiseInputError(f'padding_side must be "left" or "right"; got {padding_side!r}.')
     if (prompt is None) == (input_ids is None):
         raise StepwiseInputError("Give either a prompt (text, with its tokenizer) or input_ids, not both.")
     if prompt is not None:
@@ -226,25 +321,58 @@ def encode_prompt(tok, prompt: str | None, input_ids: torch.Tensor | None):
             raise StepwiseInputError(
                 "A text prompt needs the model's tokenizer: pass tok, or pass input_ids."
             )
-        if not prompt.strip():
-            raise StepwiseInputError("The prompt is empty: type a few words for the model to continue.")
-        encoding = tok(prompt, return_tensors="pt")
-        return encoding["input_ids"], encoding.get("attention_mask"), prompt
+        texts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not texts or not all(isinstance(text, str) for text in texts):
+            raise StepwiseInputError("The prompt must be a text, or a non-empty list of texts.")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                which = "The prompt" if len(texts) == 1 else f"Prompt {i + 1} of the batch"
+                raise StepwiseInputError(f"{which} is empty: type a few words for the model to continue.")
+        side = padding_side or ("left" if not encoder_decoder else getattr(tok, "padding_side", "right"))
+        if len(texts) == 1:
+            encoding = tok(texts[0], return_tensors="pt")
+            return Prompt(encoding["input_ids"], encoding.get("attention_mask"), texts, side)
+        if tok.pad_token_id is None:
+            raise StepwiseInputError(
+                "A batch of prompts of different lengths needs a pad token, and this tokenizer has none: "
+                "set tok.pad_token = tok.eos_token (the usual choice), or trace one prompt at a time."
+            )
+        encoding = tok(texts, return_tensors="pt", padding=True, padding_side=side)
+        return Prompt(encoding["input_ids"], encoding["attention_mask"], texts, side)
     if not isinstance(input_ids, torch.Tensor):
         input_ids = torch.as_tensor(input_ids, dtype=torch.long)
     if input_ids.dim() == 1:
         input_ids = input_ids[None, :]
     if input_ids.dim() != 2:
         raise StepwiseInputError(f"input_ids must be [batch, seq]; got shape {list(input_ids.shape)}.")
-    if input_ids.shape[0] != 1:
-        raise TracingNotSupported(
-            f"Batches of several prompts are not traced yet (got a batch of {input_ids.shape[0]}): "
-            "trace one prompt at a time."
-        )
-    if input_ids.shape[1] == 0:
+    if input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
         raise StepwiseInputError("The prompt is empty (input_ids has no tokens).")
-    text = tok.decode(input_ids[0]) if tok is not None else ""
-    return input_ids, None, text
+    if attention_mask is not None:
+        attention_mask = torch.as_tensor(attention_mask, dtype=torch.long)
+        if attention_mask.dim() == 1:
+            attention_mask = attention_mask[None, :]
+        if tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise StepwiseInputError(
+                f"attention_mask {list(attention_mask.shape)} must have the shape of input_ids "
+                f"{list(input_ids.shape)}: 1 at a real token, 0 at a pad."
+            )
+        if not bool(attention_mask.any(dim=1).all()):
+            raise StepwiseInputError("A row of attention_mask is all zeros: every prompt needs a real token.")
+    side = padding_side or _padding_side_of(attention_mask)
+    texts = [
+        tok.decode(row[mask.bool()] if mask is not None else row) if tok is not None else ""
+        for row, mask in zip(
+            input_ids, attention_mask if attention_mask is not None else [None] * len(input_ids), strict=True
+        )
+    ]
+    return Prompt(input_ids, attention_mask, texts, side)
+
+
+def _padding_side_of(attention_mask: torch.Tensor | None) -> str:
+    """Where a batch's pads are, read off its mask: "right" if a row ends in a pad, else "left"."""
+    if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
+        return "right"
+    return "left"
 
 
 def _check_settings(model, input_ids, max_new_tokens, do_sample: bool, temperature) -> None:
@@ -276,14 +404,6 @@ def _check_settings(model, input_ids, max_new_tokens, do_sample: bool, temperatu
             f"{prompt_len + max_new_tokens - 1} positions, more than the {max_positions} {name} has: lower "
             f"max_new_tokens to at most {max_positions - prompt_len + 1}, or shorten the prompt."
         )
-
-
-def _default_start(model, prompt_ids: list[int]) -> list[int]:
-    # generate() failed before the first step, so it never showed what the decoder starts from.
-    if getattr(model.config, "is_encoder_decoder", False):
-        start = model.generation_config.decoder_start_token_id
-        return [] if start is None else [int(start)]
-    return list(prompt_ids)
 
 
 def check_max_new_tokens(max_new_tokens) -> None:

@@ -52,8 +52,8 @@ _SHOWN_DEFAULTS = (
 )
 # Settings Stepwise does not trace yet: (what they do, the value that traces, what is then traced).
 UNTRACEABLE: dict[str, tuple[str, Any, str]] = {
-    "num_beams": ("Beam search", 1, "greedy search (or sampling with do_sample=True)"),
-    "num_return_sequences": ("Several sequences per prompt", 1, "one sequence"),
+    # Traced with beam search (num_beams > 1), which returns its best hypotheses; not for sampling.
+    "num_return_sequences": ("Several sampled sequences per prompt", 1, "one sequence per prompt"),
     "num_beam_groups": ("Group beam search", 1, "one group"),
     "penalty_alpha": ("Contrastive search", None, "without it"),
     "dola_layers": ("DoLa decoding", None, "without it"),
@@ -164,10 +164,15 @@ def refuse_untraceable(settings: ResolvedSettings) -> None:
         value = settings.values.get(key)
         if not _active(key, value, traced_value):
             continue
-        if key == "num_beams" and settings.values.get("do_sample"):
-            what = "sampling"
+        if key == "num_return_sequences" and (settings.values.get("num_beams") or 1) > 1:
+            if value > settings.values["num_beams"]:
+                raise TracingNotSupported(
+                    f"num_return_sequences={value} asks for more hypotheses than num_beams="
+                    f"{settings.values['num_beams']} keeps: lower it to at most num_beams."
+                )
+            continue  # beam search returns its best hypotheses: traced
         fix = f"pass {key}={traced_value!r}" if traced_value is not None else f"leave {key} unset (None)"
         raise TracingNotSupported(
-            f"{feature} is not traced yet (Stepwise traces one sequence, one token per step): "
+            f"{feature} is not traced yet (Stepwise traces one token per row per step, or beams): "
             f"{settings.describe(key)}; {fix} to trace {what}."
         )

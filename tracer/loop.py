@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from tracer.errors import TracingNotSupported
 from tracer.generate import check_max_new_tokens, encode_prompt, pack_trace, token_texter
 from tracer.record import DEFAULT_BUDGET_BYTES, LoopSteps, Recorder, describe
 from tracer.trace import Trace
@@ -36,7 +37,10 @@ def trace_loop(
     model's forward is one step; the token a step chose is the last id the loop feeds next (or,
     for the last step, the last id it returns), and its distribution is the raw logits.
     """
-    input_ids, attention_mask, prompt_text = encode_prompt(tok, prompt, input_ids)
+    input_ids, attention_mask, texts, _ = encode_prompt(tok, prompt, input_ids)
+    prompt_text = texts[0]
+    if input_ids.shape[0] != 1:
+        raise TracingNotSupported("A hand-written loop is traced on one prompt at a time, not a batch.")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     check_max_new_tokens(max_new_tokens)

@@ -20,17 +20,29 @@ ERROR = "error"
 
 
 class StopWatch(StoppingCriteria):
-    """Records, per token choice, whether an eos id or the length limit would stop; never stops itself."""
+    """Records, per token choice, whether an eos id or the length limit would stop; never stops itself.
+
+    A batch ends when every row has chosen an eos id (a finished row is then fed the pad id) or
+    at the length limit, so the watch keeps which rows are still running.
+    """
 
     def __init__(self, eos_token_ids: list[int], max_length: int):
         self.eos = EosTokenCriteria(eos_token_ids) if eos_token_ids else None
         self.max_length = MaxLengthCriteria(max_length)
-        self.checks: list[tuple[int | None, bool]] = []  # per step: (eos id chosen, length reached)
+        self.running: torch.Tensor | None = None  # [batch] bool: rows that have not chosen an eos
+        # per step: (an eos id chosen this step, if every row has now finished; length reached)
+        self.checks: list[tuple[int | None, bool]] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        last = int(input_ids[0, -1])
-        eos_hit = self.eos is not None and bool(self.eos(input_ids, scores)[0])
-        self.checks.append((last if eos_hit else None, bool(self.max_length(input_ids, scores)[0])))
+        if self.running is None:
+            self.running = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        eos_hit = self.eos(input_ids, scores) & self.running if self.eos is not None else None  # [batch]
+        last_eos = None
+        if eos_hit is not None and bool(eos_hit.any()):
+            self.running = self.running & ~eos_hit
+            row = int(eos_hit.nonzero()[-1, 0])
+            last_eos = int(input_ids[row, -1]) if not bool(self.running.any()) else None
+        self.checks.append((last_eos, bool(self.max_length(input_ids, scores)[0])))
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     def reason(self, *, failed: bool, max_new_tokens: int) -> dict:
@@ -51,3 +63,13 @@ class StopWatch(StoppingCriteria):
             "token_id": None,
             "detail": "another stopping criterion ended the run (stop_strings, max_time or one passed in)",
         }
+
+
+def row_stop(generated: list[int], eos_token_ids: list[int], run_stop: dict) -> dict:
+    """Why one row of a batch ended: the first eos id among its `generated` ids (generate() pads the
+    row after it), else the way the whole run ended."""
+    for step, token_id in enumerate(generated):
+        if token_id in eos_token_ids:
+            detail = f"end-of-sequence id {token_id} chosen at step {step}; the pad id fed after it"
+            return {"reason": EOS, "token_id": token_id, "step": step, "detail": detail}
+    return dict(run_stop)

@@ -10,7 +10,7 @@ arrays as tensors and the rest as JSON in the header's metadata. No pickle anywh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -123,6 +123,76 @@ class TopToken(NamedTuple):
     prob: float
 
 
+@dataclass(frozen=True)
+class RowChoice:
+    """One batch row's token choice at a step: the token (the pad id once the row has finished, as
+    generate() feeds it), its probability and the top-k it came from."""
+
+    chosen_id: int
+    chosen_prob: float | None
+    topk: list[TopToken]
+
+
+@dataclass(frozen=True)
+class BeamChoice:
+    """One beam-search step, per prompt of the batch (lists indexed [prompt][...]).
+
+    Each of the `num_beams` running beams proposed continuations, and generate() ranked the best
+    2 * num_beams of them (`candidate_*`, best first): `candidate_parents` the running beam
+    (0..num_beams-1 within the prompt) each extends, `candidate_tokens` the token it appends,
+    `candidate_scores` its summed log-probability. It then kept the best `num_beams` that did not
+    finish: `parents`, `tokens`, `scores` of the beams the next step runs (empty after the last step).
+    `reorder` is the flat beam index (prompt b's beam j at b * num_beams + j) the cache was
+    reordered by after the step, as generate() handed it to the cache's `reorder_cache`; None
+    when nothing was reordered (the cache off). `reorder_applied[i]` says whether cache layer i
+    (self-attention layers, then cross) really moved its rows that way: False is the bug of a
+    cache that ignores the reorder.
+    """
+
+    candidate_parents: list[list[int]]
+    candidate_tokens: list[list[int]]
+    candidate_scores: list[list[float]]
+    parents: list[list[int]] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+    scores: list[list[float]] = field(default_factory=list)
+    reorder: list[int] | None = None
+    reorder_applied: list[bool] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BeamResult:
+    """What beam search returned: `sequences` [batch * num_return_sequences][len], their
+    `sequences_scores` (length-penalised) and `beam_indices` (the beam each token came from, -1 past
+    the end), exactly as generate() gives them."""
+
+    num_beams: int
+    sequences: list[list[int]]
+    sequences_scores: list[float]
+    beam_indices: list[list[int]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The rows of a traced batch: each prompt as the tokenizer padded it, and what generate() made of it.
+
+    `prompt_ids[r]` holds the pad ids where row r was padded and `attention_mask[r]` zeros there;
+    `sequence_ids[r]` is generate()'s row r (a row that finished early is padded with the pad id).
+    `stops[r]` says why row r ended, like `Trace.stop` for the run.
+    """
+
+    prompt_texts: list[str]
+    prompt_ids: list[list[int]]
+    attention_mask: list[list[int]]
+    sequence_ids: list[list[int]]
+    padding_side: str  # "left" | "right"
+    pad_token_id: int | None
+    stops: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.prompt_ids)
+
+
 @dataclass(frozen=True, eq=False)
 class Step(EventSequence):
     """One decoder forward pass: prepare_inputs_for_generation, the layers, lm_head, the token choice."""
@@ -136,6 +206,9 @@ class Step(EventSequence):
     topk: list[TopToken]  # the distribution the token was chosen from, most likely first
     chosen_id: int | None  # None when the step failed before a token was chosen
     chosen_prob: float | None = None
+    # A batch: every row's choice (rows[0] is chosen_id, chosen_prob, topk); [] for one prompt.
+    rows: list[RowChoice] = field(default_factory=list)
+    beams: BeamChoice | None = None  # beam search: the beams this step kept
 
     def _repr_html_(self) -> str:  # Jupyter: a step that ends a cell shows this summary
         from tracer.notebook import step_html
@@ -148,6 +221,26 @@ class Step(EventSequence):
     @property
     def complete(self) -> bool:
         return self.chosen_id is not None
+
+    def row(self, r: int) -> Step:
+        """This step as row `r` of its batch saw it: its choice, and every captured array's row r."""
+        if r == 0 and not self.rows:
+            return self
+        if not 0 <= r < len(self.rows):
+            raise IndexError(f"Step {self.index} has {len(self.rows) or 1} rows; there is no row {r}.")
+        choice = self.rows[r]
+        events = [
+            replace(e, tensors={k: v[r : r + 1] for k, v in e.tensors.items()}) if e.tensors else e
+            for e in self.events
+        ]
+        return replace(
+            self,
+            events=events,
+            chosen_id=choice.chosen_id,
+            chosen_prob=choice.chosen_prob,
+            topk=choice.topk,
+            rows=[],
+        )
 
     def key_positions(self, kind: str, layer: int) -> np.ndarray:
         """The absolute positions [k_len] of the keys of attention `kind` in `layer` at this step.
@@ -246,7 +339,11 @@ class CaptureSummary:
 
 @dataclass(frozen=True, eq=False)
 class Trace(ModelRun, SavedRecord):
-    """One traced `generate()` run of a batch of one prompt."""
+    """One traced `generate()` run: one prompt, or a batch (`batch`, `row(r)`), greedy, sampled or beams.
+
+    `prompt_ids`, `sequence_ids` and every step's `chosen_id` and `topk` are of row 0; `row(r)` is
+    row r as a trace of its own.
+    """
 
     record_kind = "trace"
 
@@ -266,6 +363,10 @@ class Trace(ModelRun, SavedRecord):
     # | "error", "token_id": the eos id chosen or None, "detail": plain words}; {} if not recorded.
     stop: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The prompt's attention mask (0 at a pad), for a row of a batch; None: every position is real.
+    prompt_mask: list[int] | None = None
+    batch: Batch | None = None  # several prompts: every row; None for one prompt
+    beam_result: BeamResult | None = None  # beam search: the finished hypotheses generate() returned
 
     def _repr_html_(self) -> str:  # Jupyter: a trace that ends a cell shows this summary
         from tracer.notebook import trace_html
@@ -280,6 +381,47 @@ class Trace(ModelRun, SavedRecord):
     @property
     def generated_ids(self) -> list[int]:
         return [s.chosen_id for s in self.steps if s.chosen_id is not None]
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch.size if self.batch is not None else 1
+
+    def row(self, r: int) -> Trace:
+        """Row `r` of a batch as a trace of its own: its prompt (pads and mask included), its sequence,
+        and every step's choice and arrays of that row. Every view of one prompt works on it."""
+        if self.batch is None:
+            if r != 0:
+                raise IndexError(f"This trace has one row; there is no row {r}.")
+            return self
+        if not 0 <= r < self.batch.size:
+            raise IndexError(f"This batch has {self.batch.size} rows; there is no row {r}.")
+        rows = self.__dict__.setdefault("_rows", {})  # built once per row: a page asks on every redraw
+        if r not in rows:
+            rows[r] = replace(
+                self,
+                prompt_text=self.batch.prompt_texts[r],
+                prompt_ids=self.batch.prompt_ids[r],
+                sequence_ids=self.batch.sequence_ids[r],
+                steps=[s.row(r) for s in self.steps],
+                stop=self.batch.stops[r] if r < len(self.batch.stops) else self.stop,
+                prompt_mask=self.batch.attention_mask[r],
+                batch=None,
+            )
+        return rows[r]
+
+    def key_mask(self, step: Step, kind: str, layer: int) -> np.ndarray | None:
+        """Which keys of attention `kind` in `layer` at `step` the mask let through ([k_len] bool), for
+        this trace's prompt (row 0 of a batch; `row(r)` for another); None when every key is real.
+
+        Pads are masked where the prompt has them: the encoder's keys and cross-attention's (BART),
+        and a decoder-only model's self-attention over the prompt (positions after it are real).
+        """
+        mask = self.prompt_mask if self.batch is None else self.batch.attention_mask[0]
+        if mask is None or all(mask) or (kind == "self" and self.encoder_decoder):
+            return None
+        keys = step.key_positions(kind, layer)
+        real = np.asarray(mask, dtype=bool)
+        return np.array([bool(real[p]) if p < len(real) else True for p in keys.tolist()])
 
     @property
     def eos_token_ids(self) -> list[int]:

@@ -38,13 +38,14 @@ from tracer.record.events import (
     tensor_info,
 )
 from tracer.record.hooks import TRACE_LOCK, Hooks, ModelLayout, detect_layout
-from tracer.record.steps import GenerateSteps, LoopSteps, SinglePass, StepRule
+from tracer.record.steps import BeamSteps, GenerateSteps, LoopSteps, SinglePass, StepRule
 
 __all__ = [
     "DEFAULT_BUDGET_BYTES",
     "SMALL_INT_NUMEL",
     "TOP_K",
     "TRACE_LOCK",
+    "BeamSteps",
     "GenerateSteps",
     "LoopSteps",
     "ModelLayout",

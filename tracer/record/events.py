@@ -17,7 +17,18 @@ import torch
 from torch import nn
 
 from tracer import names, positions
-from tracer.trace import CacheLayer, CaptureSummary, Event, Step, TensorInfo, TopToken, TraceError, Value
+from tracer.trace import (
+    BeamChoice,
+    CacheLayer,
+    CaptureSummary,
+    Event,
+    RowChoice,
+    Step,
+    TensorInfo,
+    TopToken,
+    TraceError,
+    Value,
+)
 
 TOP_K = 10
 # Integer tensors up to this many elements keep their values (input_ids, position_ids, masks).
@@ -85,7 +96,7 @@ def outputs_of(output: Any) -> dict[str, Value]:
     return {"output": describe(output)}
 
 
-def _cache_parts(cache: Any) -> list[tuple[str, Any]]:
+def cache_parts(cache: Any) -> list[tuple[str, Any]]:
     """A transformers cache as (kind, part): an EncoderDecoderCache has a self and a cross part."""
     if hasattr(cache, "self_attention_cache"):
         return [("self", cache.self_attention_cache), ("cross", cache.cross_attention_cache)]
@@ -97,7 +108,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
     if cache is None:
         return []
     records = []
-    for kind, part in _cache_parts(cache):
+    for kind, part in cache_parts(cache):
         for index, layer in enumerate(getattr(part, "layers", [])):
             keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
             if not isinstance(keys, torch.Tensor) or keys.dim() < 2:
@@ -119,7 +130,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
 
 def layer_cache_lengths(cache: Any, kind: str, layer_idx: int) -> tuple[int, int]:
     """(positions kept, positions seen) by one layer's cache of `kind` ("self" or "cross")."""
-    part = dict(_cache_parts(cache)).get(kind, cache)
+    part = dict(cache_parts(cache)).get(kind, cache)
     layers = getattr(part, "layers", [])
     if layer_idx >= len(layers):
         return 0, 0
@@ -163,11 +174,17 @@ class OpenStep:
     topk: list[TopToken] = field(default_factory=list)
     chosen_id: int | None = None
     chosen_prob: float | None = None
+    rows: list[RowChoice] = field(default_factory=list)
+    beams: BeamChoice | None = None
     live_cache: Any = None  # the run's cache object, read when the step closes
 
     @property
     def closed(self) -> bool:
         return self.chosen_id is not None
+
+    def row_ids(self) -> list[int]:
+        """The token each row chose (one for a single prompt)."""
+        return [r.chosen_id for r in self.rows] if self.rows else [self.chosen_id]
 
     def freeze(self) -> Step:
         return Step(
@@ -180,6 +197,8 @@ class OpenStep:
             topk=self.topk,
             chosen_id=self.chosen_id,
             chosen_prob=self.chosen_prob,
+            rows=self.rows,
+            beams=self.beams,
         )
 
 
@@ -226,7 +245,7 @@ class EventLog:
         self.full_outputs = frozenset(full_outputs)
         self.steps: list[OpenStep] = []
         self.loose: list[OpenEvent] = []
-        self.start_ids: list[int] | None = None  # the first ids the decoder was fed
+        self.start_rows: list[list[int]] | None = None  # the first ids the decoder was fed, per row
         self.error: TraceError | None = None
         self.failed_at = ""  # the hook point that was running when the run failed
         self._shared: dict[int, tuple[Any, Value]] = {}  # id -> (object, its record), this step
@@ -246,27 +265,33 @@ class EventLog:
         """Start the next step; the events waiting outside a step become its first events."""
         step = OpenStep(index=len(self.steps), events=self.loose, **fields)
         self.loose = []
-        if self.start_ids is None and isinstance(fed_ids, torch.Tensor):
-            self.start_ids = fed_ids[0].tolist()
+        if self.start_rows is None and isinstance(fed_ids, torch.Tensor):
+            self.start_rows = fed_ids.tolist()
         self.steps.append(step)
         return step
 
     def close_step(
         self, step: OpenStep, chosen_ids: torch.Tensor, scores: torch.Tensor | None, token_text, module: str
     ) -> None:
-        """End `step` with the token it chose and the distribution it came from, then read the cache."""
-        chosen = int(chosen_ids[0])
+        """End `step` with the tokens chosen ([batch]) and the scores they came from ([batch, vocab],
+        after the logits processors), then read the cache. Row 0 is the step's own choice; a batch
+        keeps every row's in `rows`."""
+        chosen = [int(i) for i in chosen_ids.tolist()]
         event = OpenEvent(names.CHOOSE_TOKEN, module, outputs={"next_token": tensor_info(chosen_ids)})
+        probs: list[float | None] = [None] * len(chosen)
+        topk: list[list[TopToken]] = [[] for _ in chosen]
         if scores is not None:
-            event.inputs["scores"] = tensor_info(scores)  # [batch, vocab], after the logits processors
-            probs = torch.softmax(scores[0].float(), dim=-1)  # [vocab]
-            top = torch.topk(probs, k=min(TOP_K, probs.shape[-1]))
-            step.topk = [
-                TopToken(int(i), token_text(int(i)), float(p))
-                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            event.inputs["scores"] = tensor_info(scores)
+            distribution = torch.softmax(scores.float(), dim=-1)  # [batch, vocab]
+            top = torch.topk(distribution, k=min(TOP_K, distribution.shape[-1]))
+            topk = [
+                [TopToken(int(i), token_text(int(i)), float(p)) for p, i in zip(values, ids, strict=True)]
+                for values, ids in zip(top.values.tolist(), top.indices.tolist(), strict=True)
             ]
-            step.chosen_prob = float(probs[chosen])
-        step.chosen_id = chosen
+            probs = distribution.gather(-1, chosen_ids.view(-1, 1).to(scores.device))[:, 0].tolist()
+        step.chosen_id, step.chosen_prob, step.topk = chosen[0], probs[0], topk[0]
+        if len(chosen) > 1:
+            step.rows = [RowChoice(*row) for row in zip(chosen, probs, topk, strict=True)]
         self._shared.clear()
         step.events.append(event)
         step.cache = cache_layers(step.live_cache)

@@ -112,7 +112,8 @@ class Hooks:
     def __init__(self, model: nn.Module):
         self.model = model
         self._handles: list[Any] = []
-        self._wrapped: list[tuple[str, Any]] = []  # (method name, the instance's own override or _NOTHING)
+        # (object, method name, the instance's own override or _NOTHING), in the order wrapped
+        self._wrapped: list[tuple[Any, str, Any]] = []
         self._original_attn: str | None = None
         self._module_names: dict[int, str] | None = None
 
@@ -129,11 +130,13 @@ class Hooks:
         if self._original_attn != "eager":
             self.model.set_attn_implementation("eager")
 
-    def wrap_method(self, name: str, make_wrapper: Callable[[Callable], Callable]) -> None:
-        """Replace `model.<name>` by `make_wrapper(the bound original)` on the instance."""
+    def wrap_method(self, name: str, make_wrapper: Callable[[Callable], Callable], owner: Any = None) -> None:
+        """Replace `owner.<name>` (the model's, by default) by `make_wrapper(the bound original)` on the
+        instance, until remove()."""
+        owner = self.model if owner is None else owner
         # An instance may carry its own override (a user's patch): put that exact object back later.
-        self._wrapped.append((name, vars(self.model).get(name, _NOTHING)))
-        setattr(self.model, name, make_wrapper(getattr(self.model, name)))
+        self._wrapped.append((owner, name, vars(owner).get(name, _NOTHING)))
+        setattr(owner, name, make_wrapper(getattr(owner, name)))
 
     def on_call(self, module: nn.Module, pre: PreHook | None, post: PostHook | None) -> None:
         """`pre` before each call of `module`, `post` after it, even when it raised (output None)."""
@@ -146,11 +149,11 @@ class Hooks:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for name, own in reversed(self._wrapped):
+        for owner, name, own in reversed(self._wrapped):
             if own is not _NOTHING:
-                setattr(self.model, name, own)
-            elif name in vars(self.model):
-                delattr(self.model, name)
+                setattr(owner, name, own)
+            elif name in vars(owner):
+                delattr(owner, name)
         self._wrapped.clear()
         config = self.model.config
         if self._original_attn is not None and config._attn_implementation != self._original_attn:

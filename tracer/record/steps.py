@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,7 +25,8 @@ from torch import nn
 from transformers import StoppingCriteria
 
 from tracer import names
-from tracer.record.events import OpenEvent, summarize_all
+from tracer.record.events import TOP_K, OpenEvent, cache_parts, summarize_all
+from tracer.trace import BeamChoice, BeamResult, RowChoice, TopToken
 
 if TYPE_CHECKING:
     from tracer.record import Recorder
@@ -55,6 +57,13 @@ class GenerateSteps(StepRule):
         super().install(rec)
         rec.hooks.wrap_method("prepare_inputs_for_generation", self._wrap_prepare)
 
+    def started(self, step, input_ids: Any, model_inputs: dict) -> None:
+        """Called once a step's model inputs are prepared (a rule that follows more than tokens)."""
+
+    def token_chosen(self, input_ids: torch.Tensor, scores: torch.Tensor | None) -> None:
+        """generate() chose each row's token: the last column of `input_ids` [batch, len]."""
+        self.close_current(input_ids[:, -1], scores)
+
     def token_choice(self) -> StoppingCriteria:
         """The criterion to hand generate(): it sees each chosen token, and never stops the run."""
         return _TokenChoice(self)
@@ -77,6 +86,7 @@ class GenerateSteps(StepRule):
                 raise
             event.outputs = step.prepare_inputs = summarize_all(model_inputs)
             step.live_cache = model_inputs.get("past_key_values")
+            self.started(step, args[0] if args else None, model_inputs)
             return model_inputs
 
         return prepare_inputs_for_generation
@@ -93,7 +103,7 @@ class _TokenChoice(StoppingCriteria):
         self.rule = rule
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        self.rule.close_current(input_ids[:, -1], scores[-1] if scores else None)
+        self.rule.token_chosen(input_ids, scores[-1] if scores else None)
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
@@ -142,3 +152,230 @@ class LoopSteps(StepRule):
 
 class SinglePass(StepRule):
     """One forward pass (the training trace): no steps, every event in `Recorder.loose_events()`."""
+
+
+# Beam search gives every prompt's first beam a score of 0 and the others -1e9, so the first step
+# expands the first beam only (generate()'s own start, transformers/generation/utils.py).
+_UNREACHED = -1e9
+
+
+class BeamSteps(GenerateSteps):
+    """Beam search: steps begin at prepare_inputs as in generate(); a step's beams are read off what follows.
+
+    generate() runs `num_beams` sequences per prompt (rows b * num_beams + j of input_ids). At each
+    step it ranks continuations (the candidates its stopping criteria are shown), keeps the best
+    `num_beams` that did not finish, and reorders the cache by the beam each came from. Nothing of
+    that selection is redone here: the candidates are read at the token choice, the kept beams off
+    the next step's running sequences, and the reorder from the cache's own `reorder_cache` call,
+    wrapped for the run. Once generate() returns, `result()` sets each step's token to the winning
+    hypothesis's, so `trace.sequence_ids` and the steps tell one story.
+    """
+
+    choice_module = "beam search (continuations ranked)"
+
+    def __init__(self, num_beams: int):
+        self.num_beams = num_beams
+
+    def install(self, rec: Recorder) -> None:
+        super().install(rec)
+        self._running: list[list[int]] | None = None  # the open step's running sequences [batch * beams][len]
+        self._scores: list[float] = []  # their summed log-probabilities
+        self._start_len = 0  # the decoder's length before the first new token
+        self._wrapped: set[int] = set()  # ids of caches whose reorder_cache is wrapped
+        self._reorder: tuple[list[int], list[bool]] | None = None  # since the last token choice
+        # per closed step: [(parent flat, token, score, prob)] per flat candidate, and each beam's top-k
+        self._candidates: list[list[tuple[int, int, float, float]]] = []
+        self._beam_topk: list[list[list[TopToken]]] = []
+
+    # -- a step begins: the beams the last step kept are this step's running sequences ---------
+
+    def started(self, step, input_ids: Any, model_inputs: dict) -> None:
+        if not isinstance(input_ids, torch.Tensor):
+            return
+        running = input_ids.tolist()
+        if self._running is None:  # the first step
+            self._start_len = len(running[0])
+            self._scores = [0.0 if j % self.num_beams == 0 else _UNREACHED for j in range(len(running))]
+        else:
+            self._keep(running)
+        self._running = running
+        cache = model_inputs.get("past_key_values")
+        if cache is not None and id(cache) not in self._wrapped and hasattr(cache, "reorder_cache"):
+            self._wrapped.add(id(cache))
+            self.rec.hooks.wrap_method("reorder_cache", self._wrap_reorder(cache), owner=cache)
+
+    def _keep(self, running: list[list[int]]) -> None:
+        """Record on the last closed step which of its candidates became the running beams `running`."""
+        step = self.rec.log.steps[-2] if len(self.rec.log.steps) >= 2 else None
+        if step is None or step.beams is None or not self._candidates:
+            return
+        candidates = self._candidates[-1]
+        per_prompt = len(candidates) // max(len(running) // self.num_beams, 1)
+        parents, tokens, scores, new_scores = [], [], [], []
+        for b in range(len(running) // self.num_beams):
+            kept_parents, kept_tokens, kept_scores = [], [], []
+            used: set[int] = set()
+            for j in range(self.num_beams):
+                row = running[b * self.num_beams + j]
+                match = next(
+                    (
+                        c
+                        for c in range(b * per_prompt, (b + 1) * per_prompt)
+                        if c not in used
+                        and row[-1] == candidates[c][1]
+                        and self._previous[candidates[c][0]] == row[:-1]
+                    ),
+                    None,
+                )
+                if match is None:  # not a ranked continuation: say so rather than guess
+                    kept_parents.append(-1), kept_tokens.append(row[-1]), kept_scores.append(float("nan"))
+                    new_scores.append(float("nan"))
+                    continue
+                used.add(match)
+                parent, token, score, _ = candidates[match]
+                kept_parents.append(parent - b * self.num_beams)
+                kept_tokens.append(token)
+                kept_scores.append(score)
+                new_scores.append(score)
+            parents.append(kept_parents), tokens.append(kept_tokens), scores.append(kept_scores)
+        reorder, applied = self._reorder if self._reorder is not None else (None, [])
+        step.beams = replace(
+            step.beams,
+            parents=parents,
+            tokens=tokens,
+            scores=scores,
+            reorder=reorder,
+            reorder_applied=applied,
+        )
+        self._scores = new_scores
+        self._reorder = None
+
+    # -- the token choice: generate() shows the ranked continuations --------------------------
+
+    def token_chosen(self, candidates: torch.Tensor, scores: torch.Tensor | None) -> None:
+        """generate() ranked the continuations `candidates` [batch * 2 * beams, len + 1], best first."""
+        step = self.rec.log.current
+        if step is None or step.closed or scores is None or self._running is None:
+            return
+        log_probs = scores.float()  # [batch * beams, vocab], after the logits processors
+        probs = torch.softmax(log_probs, dim=-1)  # renormalised where a processor masked tokens
+        rows = candidates.tolist()  # [batch * 2 * beams][len + 1]
+        batch = len(self._running) // self.num_beams
+        per_prompt = len(rows) // batch
+        ranked: list[tuple[int, int, float, float]] = []
+        cand_parents, cand_tokens, cand_scores = [], [], []
+        for b in range(batch):
+            beams = range(b * self.num_beams, (b + 1) * self.num_beams)
+            parents_b, tokens_b, scores_b = [], [], []
+            for row in rows[b * per_prompt : (b + 1) * per_prompt]:
+                prefix, token = row[:-1], row[-1]
+                options = [
+                    (self._scores[j] + float(log_probs[j, token]), j)
+                    for j in beams
+                    if self._running[j] == prefix
+                ]
+                score, parent = max(options) if options else (float("nan"), b * self.num_beams)
+                ranked.append((parent, token, score, float(probs[parent, token])))
+                parents_b.append(parent - b * self.num_beams), tokens_b.append(token), scores_b.append(score)
+            cand_parents.append(parents_b), cand_tokens.append(tokens_b), cand_scores.append(scores_b)
+        self._previous = self._running
+        self._candidates.append(ranked)
+        top = torch.topk(probs, k=min(TOP_K, probs.shape[-1]))
+        text = self.rec.token_text
+        self._beam_topk.append(
+            [
+                [TopToken(int(i), text(int(i)), float(p)) for p, i in zip(values, ids, strict=True)]
+                for values, ids in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ]
+        )
+        # Until the run ends, each prompt's step shows its best-ranked continuation.
+        best = [b * per_prompt for b in range(batch)]
+        parents_flat = torch.tensor([ranked[c][0] for c in best])
+        self.rec.log.close_step(
+            step, candidates[best, -1], log_probs[parents_flat], self.rec.token_text, self.choice_module
+        )
+        step.beams = BeamChoice(cand_parents, cand_tokens, cand_scores)
+
+    def _wrap_reorder(self, cache: Any):
+        def make(original):
+            @functools.wraps(original)
+            def reorder_cache(beam_idx: torch.Tensor, *args, **kwargs):
+                before = _row_fingerprints(cache)
+                result = original(beam_idx, *args, **kwargs)
+                after = _row_fingerprints(cache)
+                index = beam_idx.to("cpu")
+                applied = [
+                    bool(torch.allclose(new, old[index], rtol=1e-4, atol=1e-5))
+                    for old, new in zip(before, after, strict=True)
+                ]
+                self._reorder = (index.tolist(), applied)
+                return result
+
+            return reorder_cache
+
+        return make
+
+    # -- the run ended: what generate() returned ------------------------------------------------
+
+    def result(self, output: Any) -> BeamResult | None:
+        """generate()'s hypotheses, and every step's token set to the winner's (row b: prompt b's best)."""
+        if output is None or getattr(output, "sequences_scores", None) is None:
+            return None
+        sequences = output.sequences.tolist()
+        beam_indices = output.beam_indices.tolist()
+        steps = [s for s in self.rec.log.steps if s.closed]
+        batch = len(self._running or []) // self.num_beams or 1
+        per_prompt = len(sequences) // batch
+        for t, step in enumerate(steps):
+            choices = []
+            for b in range(batch):
+                winner = sequences[b * per_prompt]
+                position = self._start_len + t
+                beam = beam_indices[b * per_prompt][t] if t < len(beam_indices[b * per_prompt]) else -1
+                token = winner[position] if position < len(winner) else winner[-1]
+                if beam < 0 or t >= len(self._candidates):  # the winner had ended: generate() pads it
+                    choices.append(RowChoice(token, None, []))
+                    continue
+                prob = next(
+                    (p for parent, tok, _, p in self._candidates[t] if parent == beam and tok == token), None
+                )
+                choices.append(RowChoice(token, prob, self._beam_topk[t][beam]))
+            step.chosen_id, step.chosen_prob, step.topk = (
+                choices[0].chosen_id,
+                choices[0].chosen_prob,
+                choices[0].topk,
+            )
+            step.rows = choices if batch > 1 else []
+        return BeamResult(
+            num_beams=self.num_beams,
+            sequences=sequences,
+            sequences_scores=[float(x) for x in output.sequences_scores.tolist()],
+            beam_indices=beam_indices,
+        )
+
+    def stop_reason(self, *, failed: bool, max_new_tokens: int) -> dict:
+        steps = sum(1 for s in self.rec.log.steps if s.closed)
+        if failed:
+            return {"reason": "error", "token_id": None, "detail": "the model raised"}
+        if steps >= max_new_tokens:
+            return {
+                "reason": "max_new_tokens",
+                "token_id": None,
+                "detail": f"max_new_tokens={max_new_tokens} reached",
+            }
+        return {
+            "reason": "eos",
+            "token_id": None,
+            "detail": f"beam search finished after {steps} steps: no running beam could beat a finished one",
+        }
+
+
+def _row_fingerprints(cache: Any) -> list[torch.Tensor]:
+    """Per cache layer (self-attention, then cross), one number per batch row: the sum of its keys."""
+    prints = []
+    for _, part in cache_parts(cache):
+        for layer in getattr(part, "layers", []):
+            keys = getattr(layer, "keys", None)
+            if isinstance(keys, torch.Tensor) and keys.dim() == 4 and keys.numel():
+                prints.append(keys.detach().float().sum(dim=(1, 2, 3)).cpu())  # [batch * beams]
+    return prints
