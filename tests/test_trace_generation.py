@@ -397,7 +397,10 @@ def test_the_byte_budget_caps_captured_tensors_and_says_what_it_left_out(llama):
             "must have the shape of input_ids",
         ),
         (
-            {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.tensor([[1] * 4, [0] * 4])},
+            {
+                "input_ids": torch.ones(2, 4, dtype=torch.long),
+                "attention_mask": torch.tensor([[1] * 4, [0] * 4]),
+            },
             StepwiseInputError,
             "all zeros",
         ),
