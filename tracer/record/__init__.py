@@ -155,8 +155,9 @@ class Recorder:
         """Record each call of `module` as an event `name`; with `last`, the event spans from the call
         of `module` to the return of `last` (BART's MLP: fc1 .. fc2)."""
         path = self.hooks.module_path(module)
+        layer_idx = getattr(module, "layer_idx", None)  # an attention module's index into the cache
         if last is None or last is module:
-            self.hooks.on_call(module, *self.log.hook_point(name, path, on_return))
+            self.hooks.on_call(module, *self.log.hook_point(name, path, on_return, layer_idx))
             return
         pre, post = self.log.hook_point(name, f"{path} .. {self.hooks.module_path(last)}", on_return)
 

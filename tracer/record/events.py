@@ -40,21 +40,28 @@ DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
 # Turning live values into records
 
 
-_DTYPE_NAMES: dict[torch.dtype, str] = {}  # torch.int64 -> "int64"; hooks ask thousands of times
+# Hooks describe thousands of tensors per run, most of them float tensors of a handful of shapes:
+# a TensorInfo is immutable, so one object serves every float tensor of the same shape and dtype.
+_DTYPES: dict[torch.dtype, tuple[str, bool]] = {}  # torch.int64 -> ("int64", keeps values)
+_FLOAT_INFOS: dict[tuple[torch.Size, torch.dtype], TensorInfo] = {}
 
 
 def tensor_info(tensor: torch.Tensor) -> TensorInfo:
-    dtype = _DTYPE_NAMES.get(tensor.dtype)
-    if dtype is None:
-        dtype = _DTYPE_NAMES[tensor.dtype] = str(tensor.dtype).removeprefix("torch.")
-    values = None
-    if (
-        not tensor.dtype.is_floating_point
-        and not tensor.dtype.is_complex
-        and tensor.numel() <= SMALL_INT_NUMEL
-    ):
-        values = tuple(tensor.detach().reshape(-1).tolist())  # Python ints already
-    return TensorInfo(tuple(tensor.shape), dtype, values)
+    dtype = tensor.dtype
+    known = _DTYPES.get(dtype)
+    if known is None:
+        keeps_values = not dtype.is_floating_point and not dtype.is_complex
+        known = _DTYPES[dtype] = (str(dtype).removeprefix("torch."), keeps_values)
+    name, keeps_values = known
+    if keeps_values and tensor.numel() <= SMALL_INT_NUMEL:
+        return TensorInfo(tuple(tensor.shape), name, tuple(tensor.detach().reshape(-1).tolist()))
+    key = (tensor.shape, dtype)
+    info = _FLOAT_INFOS.get(key)
+    if info is None:
+        if len(_FLOAT_INFOS) > 4096:  # a long-lived process sees ever new lengths: stay bounded
+            _FLOAT_INFOS.clear()
+        info = _FLOAT_INFOS[key] = TensorInfo(tuple(tensor.shape), name, None)
+    return info
 
 
 def summarize(value: Any) -> Value:
@@ -363,7 +370,7 @@ class EventLog:
 
     # -- hook points ------------------------------------------------------------------------
 
-    def hook_point(self, name: str, path: str, on_return=None):
+    def hook_point(self, name: str, path: str, on_return=None, layer_idx: int | None = None):
         """(pre, post) hook functions that record each call of a module as an event `name`.
 
         `on_return(event, output)` adds what the call returned beyond its shapes (attention maps,
@@ -383,7 +390,6 @@ class EventLog:
                 if value is not None:
                     inputs[key] = self.summarize_shared(value)
             cache = kwargs.get("past_key_values")
-            layer_idx = getattr(module, "layer_idx", None)
             if cache is not None and layer_idx is not None:
                 # The cache is shared by all layers and updated as they run: read this layer's own length.
                 kept, seen = layer_cache_lengths(cache, cache_kind, layer_idx)
