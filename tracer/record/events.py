@@ -146,7 +146,10 @@ def layer_cache_lengths(cache: Any, kind: str, layer_idx: int) -> tuple[int, int
 
 def float_copy(tensor: torch.Tensor) -> np.ndarray:
     """A read-only float32 NumPy copy of `tensor`, which the model may change after the hook returns."""
-    array = tensor.detach().to(dtype=torch.float32, device="cpu").numpy().copy()
+    tensor = tensor.detach()
+    if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+        tensor = tensor.to(dtype=torch.float32, device="cpu")
+    array = tensor.numpy().copy()
     array.flags.writeable = False
     return array
 
@@ -219,15 +222,19 @@ class Budget:
         self.skipped_bytes = 0
         self.first_skipped = ""
 
-    def take(self, nbytes: int, what: str) -> bool:
+    def take(self, nbytes: int) -> bool:
+        """Whether `nbytes` more fit; if so, they are counted as captured."""
         if self.captured + nbytes <= self.budget_bytes:
             self.captured += nbytes
             return True
+        return False
+
+    def skip(self, nbytes: int, what: str) -> None:
+        """Count an array left out; `what` names the first one (the summary says where it began)."""
         self.skipped_count += 1
         self.skipped_bytes += nbytes
         if not self.first_skipped:
             self.first_skipped = what
-        return False
 
     def summary(self) -> CaptureSummary:
         return CaptureSummary(
@@ -348,16 +355,21 @@ class EventLog:
     def capture(self, event: OpenEvent, key: str, tensor: torch.Tensor) -> None:
         """Keep `tensor` as event.tensors[key] if the budget allows, else say it was left out."""
         nbytes = tensor.numel() * 4  # stored as float32
-        step = len(self.steps) - 1 if self.steps else 0
-        if self.budget.take(nbytes, f"step {step}, {event.name} {key} {list(tensor.shape)}"):
+        if self.budget.take(nbytes):
             event.tensors[key] = float_copy(tensor)
-        else:
-            event.notes.append(f"{key} not captured: the trace's byte budget is spent")
+            return
+        step = len(self.steps) - 1 if self.steps else 0
+        self.budget.skip(nbytes, f"step {step}, {event.name} {key} {list(tensor.shape)}")
+        event.notes.append(f"{key} not captured: the trace's byte budget is spent")
 
     def summarize_shared(self, value: Any) -> Value:
         # Every layer of a step gets the same mask, position ids, rotary embeddings and cache
         # objects: describe each object once per step. The memo holds the object, so its id can't
         # be reused by another one before the memo is cleared when the step ends.
+        # A float tensor's record is one interned TensorInfo already: memoizing it would only keep
+        # every layer's hidden states alive until the step ends.
+        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
+            return tensor_info(value)
         hit = self._shared.get(id(value))
         if hit is not None and hit[0] is value:
             return hit[1]
