@@ -5,7 +5,8 @@
   model (tracer.record's lock), so two sessions tracing at once each get their own records.
 - The current trace lives in st.session_state under a random id; figures are built through
   `view(builder, *args)`, cached by (builder, trace id, args), so moving to another step only
-  builds what that step shows, once.
+  builds what that step shows, once. `view(builder, *args, record=r)` does the same for any
+  other record (a training trace, a Trainer step, a doctor report), keyed by its identity.
 - `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files. A file
   holding a training trace or a doctor report opens on the Training step or Cache doctor page
   (`opened`, `show_opened_training`); `download_record` saves one of those from its page.
@@ -25,6 +26,7 @@ import importlib
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,7 @@ import models
 import tracer
 from models import scenarios
 from tracer import i18n
+from tracer.records import SavedRecord
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 # Decoding choices: the model's own generation_config (as generate() runs it), or one forced.
@@ -277,14 +280,54 @@ class FigureCache:
 FIGURES = FigureCache(max_entries=4096)
 
 
-def view(builder: Callable, *args, other: tracer.Trace | None = None) -> Any:
-    """`builder(current trace, *args)`, any builder of tracer.plots, cached per trace and arguments."""
-    trace_id, tr = current()
+class RecordIds:
+    """A short id for each record object while it lives: what FIGURES keys a record's views by.
+
+    A record's identity, not its content (see FigureCache). The records are frozen, so one object
+    always shows the same; a record read again from a file or built again is a new object and
+    gets a new id. The id is forgotten when the object is collected, before Python can give its
+    id() to another object.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[int, str] = {}  # id(record) -> its short id
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Any) -> str:
+        with self._lock:
+            found = self._ids.get(id(record))
+            if found is None:
+                found = self._ids[id(record)] = uuid.uuid4().hex[:12]
+                weakref.finalize(record, self._ids.pop, id(record), None)
+            return found
+
+
+record_id = RecordIds()
+
+
+def _key(value: Any) -> Any:
+    # A record among a builder's arguments (a generation trace beside a training trace) counts
+    # by its identity: hashing a record would hash its arrays, or fail.
+    return ("record", record_id(value)) if isinstance(value, SavedRecord) else value
+
+
+def view(builder: Callable, *args, record: Any = None, other: tracer.Trace | None = None) -> Any:
+    """`builder(record, *args)`, any builder of tracer.plots, cached per record and arguments.
+
+    `record` is the session's current generation trace unless given: a training trace, a Trainer
+    step, a doctor report, another trace. The current trace counts by its trace id, any other
+    record by its identity (record_id), so a page should pass the same object on every rerun
+    (one from st.cache_resource, the session or FIGURES, not a copy from st.cache_data).
+    """
+    if record is None:
+        record_key, record = current()
+    else:
+        record_key = record_id(record)
     name = (builder.__module__, builder.__qualname__)
+    key = (name, record_key, tuple(_key(a) for a in args))
     if other is None:
-        return FIGURES.get((name, trace_id, args), lambda: builder(tr, *args))
-    other_id = next((i for i, t in st.session_state["traces"].items() if t is other), None)
-    return FIGURES.get((name, trace_id, args, other_id), lambda: builder(tr, *args, other=other))
+        return FIGURES.get(key, lambda: builder(record, *args))
+    return FIGURES.get((*key, _key(other)), lambda: builder(record, *args, other=other))
 
 
 def narrow_screen() -> bool:
