@@ -10,6 +10,8 @@
 - `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files. A file
   holding a training trace or a doctor report opens on the Training step or Cache doctor page
   (`opened`, `show_opened_training`); `download_record` saves one of those from its page.
+- `show_training`, `show_trainer_step`: the training views' layout, for the Training step page
+  and for a file opened in the sidebar alike.
 - `step_picker`, `choice`: widgets whose value survives page changes and new traces.
 - Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
   session's first run, `update_link()` writes them back; the traces behind links stay in one
@@ -753,9 +755,8 @@ def show_opened_training() -> bool:
     """Lay out the training trace and Trainer step opened from files, if any; True when there was one.
 
     The Training step page calls it first: what was opened replaces the live page until closed.
+    It is laid out as the live page lays out its own (show_training, show_trainer_step).
     """
-    from tracer.plots import training as plots
-
     kinds = ("training-trace", "trainer-step")
     files = {kind: opened(kind) for kind in kinds}
     if all(record is None for _name, record in files.values()):
@@ -766,24 +767,97 @@ def show_opened_training() -> bool:
     _name, tt = files["training-trace"]
     if tt is not None:
         st.markdown(f"**{tt.model_name}**: `{tt.source_text}` → `{tt.target_text}`")
-        st.markdown(plots.loss_summary(tt))
-        st.plotly_chart(plots.shift_figure(tt), config={"displayModeBar": False}, key="opened-shift")
-        st.dataframe(plots.shift_table(tt))
-        st.plotly_chart(plots.loss_figure(tt), config={"displayModeBar": False}, key="opened-loss")
-        st.dataframe(plots.loss_table(tt), hide_index=True)
-        c1, c2 = st.columns(2)
-        kinds = plots.attention_kinds(tt)
-        kind = c1.selectbox("Attention", kinds, format_func=plots.KIND_TITLES.get, key="opened-kind")
-        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key="opened-layer")
-        st.plotly_chart(
-            plots.attention_figure(tt, kind, layer), config={"displayModeBar": False}, key="opened-attention"
-        )
+        show_training(tt, key="opened", download=False)
     _name, ts = files["trainer-step"]
     if ts is not None:
         st.markdown(f"**One Trainer step of {ts.model_name}**: loss {ts.loss:.6f}")
-        st.plotly_chart(plots.trainer_flow_figure(ts), config={"displayModeBar": False}, key="opened-flow")
-        st.dataframe(plots.trainer_table(ts), hide_index=True)
+        show_trainer_step(ts, key="opened-trainer", download=False)
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The training views, laid out alike on the Training step page and for a file opened in the sidebar
+# (tracer.plots.training is imported where it is used: it imports torch, which the first page
+# of the app does without)
+
+
+def show_training(
+    tt: tracer.TrainingTrace, *, key: str, more: tuple[str, ...] = (), download: bool = True
+) -> list:
+    """A teacher-forced pass: its loss in a line, then tabs for the shift, the loss per token and
+    the attention. `more` names further tabs, returned for the caller to fill; `key` prefixes the
+    keys of the widgets and charts; `download` adds a button that saves the trace to a file."""
+    from tracer.plots import training as plots
+
+    st.markdown(view(plots.loss_summary, record=tt))
+    if download:
+        download_record(tt, key=f"{key}-download")
+    shift_tab, loss_tab, attention_tab, *more_tabs = st.tabs(
+        ["Labels and the shift", "Loss per token", "Attention", *more]
+    )
+
+    with shift_tab:
+        if tt.encoder_decoder:
+            st.markdown(
+                "BART's forward gets `labels` and builds the decoder's input itself: "
+                "`shift_tokens_right(labels, pad_token_id, decoder_start_token_id)` moves every label one "
+                f"place right, puts the start token ({tt.settings['decoder_start_token_id']}) first and "
+                "turns -100 into padding. So position t is fed the label before it and scored against "
+                "label t."
+            )
+        else:
+            st.markdown(
+                "A Llama's labels are its input ids, with -100 where nothing is learned (the prompt, "
+                "padding). They are passed unshifted; the loss shifts them left, so position t is scored "
+                "against the token fed at t + 1."
+            )
+        st.plotly_chart(
+            view(plots.shift_figure, record=tt), config={"displayModeBar": False}, key=f"{key}-shift"
+        )
+        st.dataframe(view(plots.shift_table, record=tt))
+
+    with loss_tab:
+        st.plotly_chart(
+            view(plots.loss_figure, record=tt), config={"displayModeBar": False}, key=f"{key}-loss"
+        )
+        st.dataframe(view(plots.loss_table, record=tt), hide_index=True)
+        st.markdown(view(plots.bias_summary, record=tt))
+
+    with attention_tab:
+        st.markdown(
+            "All positions at once: the decoder's self-attention is causal (each position sees itself "
+            "and the ones before), which is what makes one pass equal to feeding the targets one by one."
+        )
+        c1, c2, c3 = st.columns(3)
+        kinds = plots.attention_kinds(tt)
+        kind = c1.selectbox("Attention", kinds, format_func=plots.KIND_TITLES.get, key=f"{key}-kind")
+        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key=f"{key}-layer")
+        head = c3.selectbox("Head", ["mean", *range(plots.num_heads(tt, kind))], key=f"{key}-head")
+        st.plotly_chart(
+            view(plots.attention_figure, kind, layer, None if head == "mean" else int(head), record=tt),
+            config={"displayModeBar": False},
+            key=f"{key}-attention",
+        )
+        with st.expander("Every hook point of the pass, in call order"):
+            st.dataframe(view(plots.events_table, record=tt), hide_index=True)
+    return more_tabs
+
+
+def show_trainer_step(ts: tracer.TrainerStepTrace, *, key: str, download: bool = True) -> None:
+    """One Trainer step: its flow, the loss checked against the logged one, the gradient norms and
+    updates per part, every event; `download` adds a button that saves it to a file."""
+    from tracer.plots import training as plots
+
+    st.plotly_chart(
+        view(plots.trainer_flow_figure, record=ts), config={"displayModeBar": False}, key=f"{key}-flow"
+    )
+    st.success(f"Recorded loss {ts.loss:.6f} = the loss the Trainer logged ({ts.logged_loss:.6f}).")
+    g1, g2 = st.columns(2)
+    g1.plotly_chart(view(plots.grad_norm_figure, record=ts), key=f"{key}-grad-norms")
+    g2.plotly_chart(view(plots.update_figure, record=ts), key=f"{key}-updates")
+    st.dataframe(view(plots.trainer_table, record=ts), hide_index=True)
+    if download:
+        download_record(ts, key=f"{key}-download")
 
 
 # ---------------------------------------------------------------------------------------------
