@@ -767,11 +767,11 @@ def show_opened_training() -> bool:
     _name, tt = files["training-trace"]
     if tt is not None:
         st.markdown(f"**{tt.model_name}**: `{tt.source_text}` → `{tt.target_text}`")
-        show_training(tt, key="opened", download=False)
+        show_training(tt, prefix="opened-", download=False)
     _name, ts = files["trainer-step"]
     if ts is not None:
         st.markdown(f"**One Trainer step of {ts.model_name}**: loss {ts.loss:.6f}")
-        show_trainer_step(ts, key="opened-trainer", download=False)
+        show_trainer_step(ts, prefix="opened-", download=False)
     return True
 
 
@@ -782,16 +782,17 @@ def show_opened_training() -> bool:
 
 
 def show_training(
-    tt: tracer.TrainingTrace, *, key: str, more: tuple[str, ...] = (), download: bool = True
+    tt: tracer.TrainingTrace, *, prefix: str = "", more: tuple[str, ...] = (), download: bool = True
 ) -> list:
     """A teacher-forced pass: its loss in a line, then tabs for the shift, the loss per token and
-    the attention. `more` names further tabs, returned for the caller to fill; `key` prefixes the
-    keys of the widgets and charts; `download` adds a button that saves the trace to a file."""
+    the attention. `more` names further tabs, returned for the caller to fill; `prefix` goes before
+    the keys of the widgets and charts (the live page's have none: links and tests find them by
+    those keys); `download` adds a button that saves the trace to a file."""
     from tracer.plots import training as plots
 
     st.markdown(view(plots.loss_summary, record=tt))
     if download:
-        download_record(tt, key=f"{key}-download")
+        download_record(tt, key=f"{prefix}training-download")
     shift_tab, loss_tab, attention_tab, *more_tabs = st.tabs(
         ["Labels and the shift", "Loss per token", "Attention", *more]
     )
@@ -812,13 +813,13 @@ def show_training(
                 "against the token fed at t + 1."
             )
         st.plotly_chart(
-            view(plots.shift_figure, record=tt), config={"displayModeBar": False}, key=f"{key}-shift"
+            view(plots.shift_figure, record=tt), config={"displayModeBar": False}, key=f"{prefix}shift-figure"
         )
         st.dataframe(view(plots.shift_table, record=tt))
 
     with loss_tab:
         st.plotly_chart(
-            view(plots.loss_figure, record=tt), config={"displayModeBar": False}, key=f"{key}-loss"
+            view(plots.loss_figure, record=tt), config={"displayModeBar": False}, key=f"{prefix}loss-figure"
         )
         st.dataframe(view(plots.loss_table, record=tt), hide_index=True)
         st.markdown(view(plots.bias_summary, record=tt))
@@ -830,34 +831,38 @@ def show_training(
         )
         c1, c2, c3 = st.columns(3)
         kinds = plots.attention_kinds(tt)
-        kind = c1.selectbox("Attention", kinds, format_func=plots.KIND_TITLES.get, key=f"{key}-kind")
-        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key=f"{key}-layer")
-        head = c3.selectbox("Head", ["mean", *range(plots.num_heads(tt, kind))], key=f"{key}-head")
+        kind = c1.selectbox(
+            "Attention", kinds, format_func=plots.KIND_TITLES.get, key=f"{prefix}training-kind"
+        )
+        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key=f"{prefix}training-layer")
+        head = c3.selectbox("Head", ["mean", *range(plots.num_heads(tt, kind))], key=f"{prefix}training-head")
         st.plotly_chart(
             view(plots.attention_figure, kind, layer, None if head == "mean" else int(head), record=tt),
             config={"displayModeBar": False},
-            key=f"{key}-attention",
+            key=f"{prefix}attention-figure",
         )
         with st.expander("Every hook point of the pass, in call order"):
             st.dataframe(view(plots.events_table, record=tt), hide_index=True)
     return more_tabs
 
 
-def show_trainer_step(ts: tracer.TrainerStepTrace, *, key: str, download: bool = True) -> None:
+def show_trainer_step(ts: tracer.TrainerStepTrace, *, prefix: str = "", download: bool = True) -> None:
     """One Trainer step: its flow, the loss checked against the logged one, the gradient norms and
-    updates per part, every event; `download` adds a button that saves it to a file."""
+    updates per part, every event; `prefix` and `download` as for show_training."""
     from tracer.plots import training as plots
 
     st.plotly_chart(
-        view(plots.trainer_flow_figure, record=ts), config={"displayModeBar": False}, key=f"{key}-flow"
+        view(plots.trainer_flow_figure, record=ts),
+        config={"displayModeBar": False},
+        key=f"{prefix}trainer-flow",
     )
     st.success(f"Recorded loss {ts.loss:.6f} = the loss the Trainer logged ({ts.logged_loss:.6f}).")
     g1, g2 = st.columns(2)
-    g1.plotly_chart(view(plots.grad_norm_figure, record=ts), key=f"{key}-grad-norms")
-    g2.plotly_chart(view(plots.update_figure, record=ts), key=f"{key}-updates")
+    g1.plotly_chart(view(plots.grad_norm_figure, record=ts), key=f"{prefix}grad-norms")
+    g2.plotly_chart(view(plots.update_figure, record=ts), key=f"{prefix}updates")
     st.dataframe(view(plots.trainer_table, record=ts), hide_index=True)
     if download:
-        download_record(ts, key=f"{key}-download")
+        download_record(ts, key=f"{prefix}trainer-download")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,9 +153,7 @@ except StepwiseInputError as exc:
     st.error(str(exc))
     st.stop()
 
-trainer_tab, generation_tab = ui.show_training(
-    tt, key="training", more=("Trainer step", "Teacher forcing vs generation")
-)
+trainer_tab, generation_tab = ui.show_training(tt, more=("Trainer step", "Teacher forcing vs generation"))
 
 with trainer_tab:
     st.markdown(
@@ -176,7 +174,7 @@ with trainer_tab:
         except StepwiseInputError as exc:
             st.error(str(exc))
         else:
-            ui.show_trainer_step(ts, key="trainer")
+            ui.show_trainer_step(ts)
     else:
         st.info("Press the button to run a real Trainer step (a few seconds the first time).")
 
