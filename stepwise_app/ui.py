@@ -5,10 +5,13 @@
   model (tracer.record's lock), so two sessions tracing at once each get their own records.
 - The current trace lives in st.session_state under a random id; figures are built through
   `view(builder, *args)`, cached by (builder, trace id, args), so moving to another step only
-  builds what that step shows, once.
+  builds what that step shows, once. `view(builder, *args, record=r)` does the same for any
+  other record (a training trace, a Trainer step, a doctor report), keyed by its identity.
 - `sidebar()`: model, prompt, Run, then the settings; download and upload of trace files. A file
   holding a training trace or a doctor report opens on the Training step or Cache doctor page
   (`opened`, `show_opened_training`); `download_record` saves one of those from its page.
+- `show_training`, `show_trainer_step`: the training views' layout, for the Training step page
+  and for a file opened in the sidebar alike.
 - `step_picker`, `choice`: widgets whose value survives page changes and new traces.
 - Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
   session's first run, `update_link()` writes them back; the traces behind links stay in one
@@ -25,6 +28,7 @@ import importlib
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +40,7 @@ import models
 import tracer
 from models import scenarios
 from tracer import i18n
+from tracer.records import SavedRecord
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 # Decoding choices: the model's own generation_config (as generate() runs it), or one forced.
@@ -277,14 +282,54 @@ class FigureCache:
 FIGURES = FigureCache(max_entries=4096)
 
 
-def view(builder: Callable, *args, other: tracer.Trace | None = None) -> Any:
-    """`builder(current trace, *args)`, any builder of tracer.plots, cached per trace and arguments."""
-    trace_id, tr = current()
+class RecordIds:
+    """A short id for each record object while it lives: what FIGURES keys a record's views by.
+
+    A record's identity, not its content (see FigureCache). The records are frozen, so one object
+    always shows the same; a record read again from a file or built again is a new object and
+    gets a new id. The id is forgotten when the object is collected, before Python can give its
+    id() to another object.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[int, str] = {}  # id(record) -> its short id
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Any) -> str:
+        with self._lock:
+            found = self._ids.get(id(record))
+            if found is None:
+                found = self._ids[id(record)] = uuid.uuid4().hex[:12]
+                weakref.finalize(record, self._ids.pop, id(record), None)
+            return found
+
+
+record_id = RecordIds()
+
+
+def _key(value: Any) -> Any:
+    # A record among a builder's arguments (a generation trace beside a training trace) counts
+    # by its identity: hashing a record would hash its arrays, or fail.
+    return ("record", record_id(value)) if isinstance(value, SavedRecord) else value
+
+
+def view(builder: Callable, *args, record: Any = None, other: tracer.Trace | None = None) -> Any:
+    """`builder(record, *args)`, any builder of tracer.plots, cached per record and arguments.
+
+    `record` is the session's current generation trace unless given: a training trace, a Trainer
+    step, a doctor report, another trace. The current trace counts by its trace id, any other
+    record by its identity (record_id), so a page should pass the same object on every rerun
+    (one from st.cache_resource, the session or FIGURES, not a copy from st.cache_data).
+    """
+    if record is None:
+        record_key, record = current()
+    else:
+        record_key = record_id(record)
     name = (builder.__module__, builder.__qualname__)
+    key = (name, record_key, tuple(_key(a) for a in args))
     if other is None:
-        return FIGURES.get((name, trace_id, args), lambda: builder(tr, *args))
-    other_id = next((i for i, t in st.session_state["traces"].items() if t is other), None)
-    return FIGURES.get((name, trace_id, args, other_id), lambda: builder(tr, *args, other=other))
+        return FIGURES.get(key, lambda: builder(record, *args))
+    return FIGURES.get((*key, _key(other)), lambda: builder(record, *args, other=other))
 
 
 def narrow_screen() -> bool:
@@ -710,9 +755,8 @@ def show_opened_training() -> bool:
     """Lay out the training trace and Trainer step opened from files, if any; True when there was one.
 
     The Training step page calls it first: what was opened replaces the live page until closed.
+    It is laid out as the live page lays out its own (show_training, show_trainer_step).
     """
-    from tracer.plots import training as plots
-
     kinds = ("training-trace", "trainer-step")
     files = {kind: opened(kind) for kind in kinds}
     if all(record is None for _name, record in files.values()):
@@ -723,24 +767,102 @@ def show_opened_training() -> bool:
     _name, tt = files["training-trace"]
     if tt is not None:
         st.markdown(f"**{tt.model_name}**: `{tt.source_text}` → `{tt.target_text}`")
-        st.markdown(plots.loss_summary(tt))
-        st.plotly_chart(plots.shift_figure(tt), config={"displayModeBar": False}, key="opened-shift")
-        st.dataframe(plots.shift_table(tt))
-        st.plotly_chart(plots.loss_figure(tt), config={"displayModeBar": False}, key="opened-loss")
-        st.dataframe(plots.loss_table(tt), hide_index=True)
-        c1, c2 = st.columns(2)
-        kinds = plots.attention_kinds(tt)
-        kind = c1.selectbox("Attention", kinds, format_func=plots.KIND_TITLES.get, key="opened-kind")
-        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key="opened-layer")
-        st.plotly_chart(
-            plots.attention_figure(tt, kind, layer), config={"displayModeBar": False}, key="opened-attention"
-        )
+        show_training(tt, prefix="opened-", download=False)
     _name, ts = files["trainer-step"]
     if ts is not None:
         st.markdown(f"**One Trainer step of {ts.model_name}**: loss {ts.loss:.6f}")
-        st.plotly_chart(plots.trainer_flow_figure(ts), config={"displayModeBar": False}, key="opened-flow")
-        st.dataframe(plots.trainer_table(ts), hide_index=True)
+        show_trainer_step(ts, prefix="opened-", download=False)
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The training views, laid out alike on the Training step page and for a file opened in the sidebar
+# (tracer.plots.training is imported where it is used: it imports torch, which the first page
+# of the app does without)
+
+
+def show_training(
+    tt: tracer.TrainingTrace, *, prefix: str = "", more: tuple[str, ...] = (), download: bool = True
+) -> list:
+    """A teacher-forced pass: its loss in a line, then tabs for the shift, the loss per token and
+    the attention. `more` names further tabs, returned for the caller to fill; `prefix` goes before
+    the keys of the widgets and charts (the live page's have none: links and tests find them by
+    those keys); `download` adds a button that saves the trace to a file."""
+    from tracer.plots import training as plots
+
+    st.markdown(view(plots.loss_summary, record=tt))
+    if download:
+        download_record(tt, key=f"{prefix}training-download")
+    shift_tab, loss_tab, attention_tab, *more_tabs = st.tabs(
+        ["Labels and the shift", "Loss per token", "Attention", *more]
+    )
+
+    with shift_tab:
+        if tt.encoder_decoder:
+            st.markdown(
+                "BART's forward gets `labels` and builds the decoder's input itself: "
+                "`shift_tokens_right(labels, pad_token_id, decoder_start_token_id)` moves every label one "
+                f"place right, puts the start token ({tt.settings['decoder_start_token_id']}) first and "
+                "turns -100 into padding. So position t is fed the label before it and scored against "
+                "label t."
+            )
+        else:
+            st.markdown(
+                "A Llama's labels are its input ids, with -100 where nothing is learned (the prompt, "
+                "padding). They are passed unshifted; the loss shifts them left, so position t is scored "
+                "against the token fed at t + 1."
+            )
+        st.plotly_chart(
+            view(plots.shift_figure, record=tt), config={"displayModeBar": False}, key=f"{prefix}shift-figure"
+        )
+        st.dataframe(view(plots.shift_table, record=tt))
+
+    with loss_tab:
+        st.plotly_chart(
+            view(plots.loss_figure, record=tt), config={"displayModeBar": False}, key=f"{prefix}loss-figure"
+        )
+        st.dataframe(view(plots.loss_table, record=tt), hide_index=True)
+        st.markdown(view(plots.bias_summary, record=tt))
+
+    with attention_tab:
+        st.markdown(
+            "All positions at once: the decoder's self-attention is causal (each position sees itself "
+            "and the ones before), which is what makes one pass equal to feeding the targets one by one."
+        )
+        c1, c2, c3 = st.columns(3)
+        kinds = plots.attention_kinds(tt)
+        kind = c1.selectbox(
+            "Attention", kinds, format_func=plots.KIND_TITLES.get, key=f"{prefix}training-kind"
+        )
+        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key=f"{prefix}training-layer")
+        head = c3.selectbox("Head", ["mean", *range(plots.num_heads(tt, kind))], key=f"{prefix}training-head")
+        st.plotly_chart(
+            view(plots.attention_figure, kind, layer, None if head == "mean" else int(head), record=tt),
+            config={"displayModeBar": False},
+            key=f"{prefix}attention-figure",
+        )
+        with st.expander("Every hook point of the pass, in call order"):
+            st.dataframe(view(plots.events_table, record=tt), hide_index=True)
+    return more_tabs
+
+
+def show_trainer_step(ts: tracer.TrainerStepTrace, *, prefix: str = "", download: bool = True) -> None:
+    """One Trainer step: its flow, the loss checked against the logged one, the gradient norms and
+    updates per part, every event; `prefix` and `download` as for show_training."""
+    from tracer.plots import training as plots
+
+    st.plotly_chart(
+        view(plots.trainer_flow_figure, record=ts),
+        config={"displayModeBar": False},
+        key=f"{prefix}trainer-flow",
+    )
+    st.success(f"Recorded loss {ts.loss:.6f} = the loss the Trainer logged ({ts.logged_loss:.6f}).")
+    g1, g2 = st.columns(2)
+    g1.plotly_chart(view(plots.grad_norm_figure, record=ts), key=f"{prefix}grad-norms")
+    g2.plotly_chart(view(plots.update_figure, record=ts), key=f"{prefix}updates")
+    st.dataframe(view(plots.trainer_table, record=ts), hide_index=True)
+    if download:
+        download_record(ts, key=f"{prefix}trainer-download")
 
 
 # ---------------------------------------------------------------------------------------------

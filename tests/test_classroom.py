@@ -4,6 +4,7 @@ them, and the training page opens on an example the model knows (or the sidebar'
 
 from __future__ import annotations
 
+import gc
 import re
 
 import plotly.graph_objects as go
@@ -146,3 +147,27 @@ def test_the_figure_cache_builds_each_view_once_and_keeps_the_newest():
     assert len(cache) == 2
     cache.get(("b",), lambda: build("b"))
     assert builds == ["a", "b", "c", "b"]
+
+
+def test_view_caches_the_views_of_any_record_by_its_identity():
+    from tests.tracefactory import make_trace
+
+    built = []
+
+    def summary(record, *args):  # stands for any builder of tracer.plots
+        built.append(args)  # not the record: the test lets it go below
+        return len(built)
+
+    training, generation = make_trace(), make_trace("encoder-decoder")  # any two records
+    first = ui.view(summary, 3, record=training)
+    assert ui.view(summary, 3, record=training) == first  # the same record: built once
+    assert ui.view(summary, 4, record=training) != first  # other arguments
+    assert ui.view(summary, 3, record=make_trace()) != first  # an equal record read again: its own views
+    # A record among the arguments counts by its identity too (it cannot be hashed by content).
+    beside = ui.view(summary, generation, record=training)
+    assert ui.view(summary, generation, record=training) == beside and len(built) == 4
+    # A collected record's id is forgotten: a new object at the same address is a new record.
+    known = len(ui.record_id._ids)
+    del training
+    gc.collect()
+    assert len(ui.record_id._ids) < known

@@ -23,7 +23,7 @@ from tracer.i18n import N_, Gettext
 from tracer.plots import doctor as doctor_plots
 from tracer.plots import generation as gen_plots
 from tracer.plots import training as training_plots
-from tracer.plots.generation import show_token
+from tracer.plots.common import shape_text, token_label
 from tracer.trace import Trace
 from tracer.training import TrainerStepTrace, TrainingTrace
 
@@ -70,10 +70,6 @@ class Runs:
     trainer: TrainerStepTrace | None = None
 
 
-def _tok(tr: Trace, token_id: int) -> str:
-    return show_token(tr.token_text(token_id))
-
-
 def _titled(fig, title: str):
     """The builder's figure with a translated title (the builders' own titles are English)."""
     if hasattr(fig, "update_layout"):
@@ -83,10 +79,6 @@ def _titled(fig, title: str):
             title=dict(text=title, y=1, yanchor="top", yref="container", pad_t=10), margin_t=top
         )
     return fig
-
-
-def _shape(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def loop_slides(_: Gettext, tr: Trace) -> list[Slide]:
@@ -144,7 +136,7 @@ def cache_slides(_: Gettext, tr: Trace) -> list[Slide]:
             _("Compare step 0 (the whole prompt) with a decode step (one token)."),
             Question(
                 _("What shape will {name} have at step {step}?").format(name=name, step=k),
-                _shape(fed) if fed is not None else _("not recorded"),
+                shape_text(fed) if fed is not None else _("not recorded"),
                 fed,
             ),
             _(
@@ -188,7 +180,7 @@ def attention_slides(_: Gettext, tr: Trace) -> list[Slide]:
         row = np.asarray(weights[0, -1], dtype=np.float64)  # head 0, the newest query: [k]
         top = int(np.argmax(row))
         ids = tr.sequence_ids
-        token = _tok(tr, ids[top]) if top < len(ids) else str(top)
+        token = token_label(tr, ids[top]) if top < len(ids) else str(top)
         question = Question(
             _("Layer 0, head 0, step {step}: which position will the newest token look at most?").format(
                 step=last
@@ -253,8 +245,8 @@ def bart_slides(_: Gettext, tr: Trace) -> list[Slide]:
             _(
                 "At step {step} the decoder writes {token}. Which source token will it look at most "
                 "(cross-attention, layer 0, mean over heads)?"
-            ).format(step=step, token=_tok(tr, tr.steps[step].chosen_id)),
-            _("position {pos} ({token})").format(pos=top, token=_tok(tr, tr.prompt_ids[top])),
+            ).format(step=step, token=token_label(tr, tr.steps[step].chosen_id)),
+            _("position {pos} ({token})").format(pos=top, token=token_label(tr, tr.prompt_ids[top])),
             top,
             figure_shows_answer=True,
         )
@@ -299,7 +291,7 @@ def bart_slides(_: Gettext, tr: Trace) -> list[Slide]:
             _("The chosen token is the tallest bar under greedy decoding."),
             Question(
                 _("Which token will step 0 choose?"),
-                _tok(tr, tr.steps[0].chosen_id),
+                token_label(tr, tr.steps[0].chosen_id),
                 tr.steps[0].chosen_id,
             ),
         ),
@@ -368,7 +360,7 @@ def training_slides(_: Gettext, tt: TrainingTrace) -> list[Slide]:
                 _("Which position will have the highest loss?"),
                 _("position {pos} ({token}), loss {loss:.2f}").format(
                     pos=worst,
-                    token=show_token(tt.token_text(tt.scored_labels[worst])),
+                    token=token_label(tt, tt.scored_labels[worst]),
                     loss=float(loss[worst]),
                 ),
                 worst,
@@ -381,7 +373,7 @@ def training_slides(_: Gettext, tt: TrainingTrace) -> list[Slide]:
             *[getattr(slides[0], f) for f in ("chapter", "title", "idea", "figure", "notice")],
             question=Question(
                 _("What will decoder_input_ids start with?"),
-                f"{first} ({show_token(tt.token_text(first))})",
+                f"{first} ({token_label(tt, first)})",
                 first,
             ),
         )

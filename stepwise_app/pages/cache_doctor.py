@@ -2,7 +2,9 @@
 
 Layout only: the report comes from tracer.check_cache, the figures and tables from
 tracer.plots.doctor. A scenario needs no model from the sidebar; "the current model" reads the
-sidebar's choice and loads it through ui's shared loader.
+sidebar's choice and loads it through ui's shared loader. Reports and their views are kept in
+ui's shared cache (ui.FIGURES, ui.view), like every page's figures: a report is the same for
+every session that asks for the same check.
 """
 
 import re
@@ -24,7 +26,6 @@ st.caption(
     "every decoder layer's output at the newest position, and the chosen tokens."
 )
 
-reports: dict = st.session_state.setdefault("doctor_reports", {})
 # A report opened from a file (the sidebar's upload) is one more source; it is shown once opened.
 opened_name, opened_report = ui.opened("cache-report")
 if ui.opened_now("cache-report"):
@@ -47,11 +48,12 @@ if source == SCENARIO_SOURCE:
         key=f"doctor_variant_{scenario.name}",
     )
     st.markdown(scenario.description)
-    key = ("scenario", scenario.name, variant, max_new)
-    if key not in reports:
+
+    def check_scenario():
         with st.spinner("Generating with the cache on and off…"):
-            reports[key] = scenarios.check(scenario.name, variant, max_new)
-    report = reports[key]
+            return scenarios.check(scenario.name, variant, max_new)
+
+    report = ui.FIGURES.get(("cache-report", "scenario", scenario.name, variant, max_new), check_scenario)
 elif source == OPENED_SOURCE:
     st.markdown(f"Opened from **{opened_name}** (no model needed).")
     report = opened_report
@@ -66,24 +68,29 @@ else:
         )
         st.stop()
     st.markdown(f"Model **{model_name}**, prompt: `{prompt}`")
-    key = ("model", model_name, prompt, max_new)
-    if st.button("Check the cache", type="primary", key="doctor_run") and key not in reports:
-        try:
-            with st.spinner("Generating with the cache on and off…"):
-                model, tok = ui.load_model(model_name)
-                reports[key] = tracer.check_cache(
-                    model, tok, prompt, max_new_tokens=max_new, model_name=model_name
-                )
-        except ValueError as exc:  # bad prompt, model that cannot be loaded or traced
-            st.error(str(exc))
-            st.stop()
-    report = reports.get(key)
-    if report is None:
+    key = ("cache-report", "model", model_name, prompt, max_new)
+    # The checks this session asked for (a model runs only when asked); the reports are in ui.FIGURES.
+    asked: set = st.session_state.setdefault("doctor_asked", set())
+    if st.button("Check the cache", type="primary", key="doctor_run"):
+        asked.add(key)
+    if key not in asked:
         st.info("Press **Check the cache** to compare generation with the cache on and off.")
         st.stop()
 
+    def check_model():
+        with st.spinner("Generating with the cache on and off…"):
+            model, tok = ui.load_model(model_name)
+            return tracer.check_cache(model, tok, prompt, max_new_tokens=max_new, model_name=model_name)
+
+    try:
+        report = ui.FIGURES.get(key, check_model)
+    except ValueError as exc:  # bad prompt, model that cannot be loaded or traced
+        asked.discard(key)  # a failed check is not kept: pressing the button tries again
+        st.error(str(exc))
+        st.stop()
+
 # -- the verdict ---------------------------------------------------------------------------
-kind, headline = d.verdict(report)
+kind, headline = ui.view(d.verdict, record=report)
 (st.success if kind == "success" else st.error)(f"**{headline}**")
 if source != OPENED_SOURCE:
     ui.download_record(report, key="doctor_download")
@@ -107,19 +114,23 @@ left.metric("First divergent step", "-" if step is None else step)
 middle.metric(
     "First divergent layer", "-" if report.first_divergent_layer is None else report.first_divergent_layer
 )
-right.metric("Largest logit difference", d.largest_logit_diff(report))
+right.metric("Largest logit difference", ui.view(d.largest_logit_diff, record=report))
 st.caption(
     f"Compared: {report.compared}. Tolerance for {report.dtype}: |a - b| ≤ {report.tolerance.atol:g} + "
     f"{report.tolerance.rtol:g} · max|b|, b being the uncached run."
 )
 
-st.plotly_chart(d.logit_diff_figure(report), config={"displayModeBar": False}, key="doctor_logit_diff")
+st.plotly_chart(
+    ui.view(d.logit_diff_figure, record=report), config={"displayModeBar": False}, key="doctor_logit_diff"
+)
 if any(r.layer_diffs for r in report.steps):
-    st.plotly_chart(d.layer_diff_figure(report), config={"displayModeBar": False}, key="doctor_layer_diff")
+    st.plotly_chart(
+        ui.view(d.layer_diff_figure, record=report), config={"displayModeBar": False}, key="doctor_layer_diff"
+    )
 
 # -- the two runs side by side ------------------------------------------------------------------
 st.subheader("The two runs, step by step")
-table = d.steps_table(report)
+table = ui.view(d.steps_table, record=report)
 bad = {"diverged", "error", "both-failed"}
 
 
@@ -132,9 +143,9 @@ st.dataframe(table.style.apply(_highlight, axis=1), hide_index=True, width="stre
 
 if step is not None:
     st.subheader(f"What was fed at step {step}")
-    for line in d.errors_text(report):
+    for line in ui.view(d.errors_text, record=report):
         st.code(line, language=None)
-    st.dataframe(d.fed_at_step_table(report, step), hide_index=True, width="stretch")
+    st.dataframe(ui.view(d.fed_at_step_table, step, record=report), hide_index=True, width="stretch")
     if report.suspects:
         st.markdown("**Shapes and values that do not fit**")
         for suspect in report.suspects:

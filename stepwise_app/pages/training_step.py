@@ -3,7 +3,8 @@
 Labels and what the decoder is fed (shift_tokens_right for BART, the shift inside the loss for a
 Llama), the per-token loss, the attention of the teacher-forced pass, one real Trainer step as a
 flow, and teacher forcing (one pass) beside generation (one position per step). Layout only:
-the records come from tracer.training, the figures from tracer.plots.training.
+the records come from tracer.training, the figures from tracer.plots.training through ui.view;
+ui.show_training and ui.show_trainer_step lay out what a file opened in the sidebar shows too.
 """
 
 from __future__ import annotations
@@ -53,19 +54,22 @@ def default_example(name: str, tok, encoder_decoder: bool) -> tuple[str, str]:
     return prompt, target
 
 
-@st.cache_data(show_spinner="Tracing the teacher-forced pass…", max_entries=32)
+# st.cache_resource, not st.cache_data: every rerun (and session) gets the same record object, which
+# ui.view keys its figures by; st.cache_data would hand out a fresh copy each time. The records
+# are frozen, with read-only arrays, so sharing them is safe.
+@st.cache_resource(show_spinner="Tracing the teacher-forced pass…", max_entries=32)
 def teacher_forced(name: str, source: str, target: str | None, pad_to: int | None) -> tracer.TrainingTrace:
     model, tok = ui.load_model(name)
     return tracer.trace_training_step(model, tok, source, target, pad_to=pad_to, model_name=name)
 
 
-@st.cache_data(show_spinner="Generating, one position per step…", max_entries=32)
+@st.cache_resource(show_spinner="Generating, one position per step…", max_entries=32)
 def generated(name: str, source: str, max_new_tokens: int) -> tracer.Trace:
     model, tok = ui.load_model(name)
     return tracer.trace_generation(model, tok, source, max_new_tokens=max_new_tokens, model_name=name)
 
 
-@st.cache_data(show_spinner="Running one Trainer step on a copy of the model…", max_entries=8)
+@st.cache_resource(show_spinner="Running one Trainer step on a copy of the model…", max_entries=8)
 def trainer_step(name: str, pairs: tuple[tuple[str, str | None], ...], max_grad_norm: float):
     model, tok = ui.load_model(name)
     return tracer.trace_trainer_step(model, tok, list(pairs), max_grad_norm=max_grad_norm, model_name=name)
@@ -149,53 +153,7 @@ except StepwiseInputError as exc:
     st.error(str(exc))
     st.stop()
 
-st.markdown(plots.loss_summary(tt))
-ui.download_record(tt, key="training-download")
-
-shift_tab, loss_tab, attention_tab, trainer_tab, generation_tab = st.tabs(
-    ["Labels and the shift", "Loss per token", "Attention", "Trainer step", "Teacher forcing vs generation"]
-)
-
-with shift_tab:
-    if tt.encoder_decoder:
-        st.markdown(
-            "BART's forward gets `labels` and builds the decoder's input itself: "
-            "`shift_tokens_right(labels, pad_token_id, decoder_start_token_id)` moves every label one "
-            f"place right, puts the start token ({tt.settings['decoder_start_token_id']}) first and turns "
-            "-100 into padding. So position t is fed the label before it and scored against label t."
-        )
-    else:
-        st.markdown(
-            "A Llama's labels are its input ids, with -100 where nothing is learned (the prompt, padding). "
-            "They are passed unshifted; the loss shifts them left, so position t is scored against the "
-            "token fed at t + 1."
-        )
-    st.plotly_chart(plots.shift_figure(tt), config={"displayModeBar": False}, key="shift-figure")
-    st.dataframe(plots.shift_table(tt))
-
-with loss_tab:
-    st.plotly_chart(plots.loss_figure(tt), config={"displayModeBar": False}, key="loss-figure")
-    st.dataframe(plots.loss_table(tt), hide_index=True)
-    st.markdown(plots.bias_summary(tt))
-
-with attention_tab:
-    st.markdown(
-        "All positions at once: the decoder's self-attention is causal (each position sees itself and "
-        "the ones before), which is what makes one pass equal to feeding the targets one by one."
-    )
-    kinds = plots.attention_kinds(tt)
-    c1, c2, c3 = st.columns(3)
-    kind = c1.selectbox("Attention", kinds, format_func=plots.KIND_TITLES.get, key="training-kind")
-    layer = c2.selectbox("Layer", list(range(tt.num_layers)), key="training-layer")
-    heads = plots.num_heads(tt, kind)
-    head = c3.selectbox("Head", ["mean", *range(heads)], key="training-head")
-    st.plotly_chart(
-        plots.attention_figure(tt, kind, layer, None if head == "mean" else int(head)),
-        config={"displayModeBar": False},
-        key="attention-figure",
-    )
-    with st.expander("Every hook point of the pass, in call order"):
-        st.dataframe(plots.events_table(tt), hide_index=True)
+trainer_tab, generation_tab = ui.show_training(tt, more=("Trainer step", "Teacher forcing vs generation"))
 
 with trainer_tab:
     st.markdown(
@@ -216,15 +174,7 @@ with trainer_tab:
         except StepwiseInputError as exc:
             st.error(str(exc))
         else:
-            st.plotly_chart(
-                plots.trainer_flow_figure(ts), config={"displayModeBar": False}, key="trainer-flow"
-            )
-            st.success(f"Recorded loss {ts.loss:.6f} = the loss the Trainer logged ({ts.logged_loss:.6f}).")
-            g1, g2 = st.columns(2)
-            g1.plotly_chart(plots.grad_norm_figure(ts), key="grad-norms")
-            g2.plotly_chart(plots.update_figure(ts), key="updates")
-            st.dataframe(plots.trainer_table(ts), hide_index=True)
-            ui.download_record(ts, key="trainer-download")
+            ui.show_trainer_step(ts)
     else:
         st.info("Press the button to run a real Trainer step (a few seconds the first time).")
 
@@ -244,6 +194,8 @@ with generation_tab:
             st.error(str(exc))
         else:
             st.plotly_chart(
-                plots.teacher_vs_generation_figure(tt, gen), config={"displayModeBar": False}, key="tf-vs-gen"
+                ui.view(plots.teacher_vs_generation_figure, gen, record=tt),
+                config={"displayModeBar": False},
+                key="tf-vs-gen",
             )
-            st.dataframe(plots.teacher_vs_generation(tt, gen), hide_index=True)
+            st.dataframe(ui.view(plots.teacher_vs_generation, gen, record=tt), hide_index=True)

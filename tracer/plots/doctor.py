@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tracer.doctor import CacheReport
+from tracer.plots.common import shape_text, value_text
 from tracer.trace import Step, TensorInfo, Trace
 
 # A difference of exactly 0 has no place on a log axis: it is drawn at this floor instead.
@@ -187,7 +188,7 @@ def suspects_table(report: CacheReport) -> pd.DataFrame:
                 "step": s.step,
                 "run": s.run,
                 "input": s.name,
-                "shape": _shape(s.shape),
+                "shape": shape_text(s.shape, "-"),
                 "what does not fit": s.reason,
             }
             for s in report.suspects
@@ -246,7 +247,7 @@ def _fed(step: Step | None) -> str:
     if step is None:
         return "-"
     ids = step.fed_ids
-    shape = _shape(step.fed_shape)
+    shape = shape_text(step.fed_shape, "-")
     if ids is None or len(ids) > 6:
         return shape
     return f"{shape} {ids}"
@@ -256,22 +257,12 @@ def _inputs(step: Step | None) -> str:
     """Shapes of the tensors fed beside the token ids, e.g. 'pixel_values [3, 48], position_ids [1, 1]'."""
     skip = {"input_ids", "decoder_input_ids"}
     return ", ".join(
-        f"{name} {_shape(v.shape)}"
+        f"{name} {shape_text(v.shape)}"
         for name, v in _fed_inputs(step).items()
         if isinstance(v, TensorInfo) and name not in skip
     )
 
 
 def _value(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, TensorInfo):
-        values = v.array()
-        if values is not None and values.size <= 8:
-            return f"{_shape(v.shape)} {values.reshape(-1).tolist()}"
-        return f"{v.dtype} {_shape(v.shape)}"
-    return str(v)
-
-
-def _shape(shape) -> str:
-    return "-" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
+    """An input of the fed-at-step table: a small tensor with its values, e.g. "[1, 1] [5]"."""
+    return value_text(v, missing="-", numbers=8, spaced=True)

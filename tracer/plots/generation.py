@@ -15,6 +15,9 @@ Positions: the decoder's sequence is `tr.sequence_ids` (the prompt then the gene
 a decoder-only model; the start token then the generated tokens for BART). Step i sees the first
 `len(tr.start_ids) + i` of them: the queries it computed are the last `q_len` of those, its keys
 all of them (self-attention) or the source tokens (cross-attention).
+
+Token labels, shape text, the heatmap and the message figure come from `tracer.plots.common`,
+shared with the training and doctor views.
 """
 
 from __future__ import annotations
@@ -28,45 +31,32 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tracer import names
+from tracer.plots.common import (
+    KIND_TITLES,
+    OTHER_COLOR,
+    TEXT_COLOR,
+    attention_heatmap,
+    message_figure,
+    plot_text,
+    shape_of,
+    shape_text,
+    show_token,
+    tick_labels,
+    token_label,
+    value_text,
+)
+from tracer.plots.common import attention_kinds as attention_kinds  # the pages call g.attention_kinds
 from tracer.trace import Event, Step, TensorInfo, Trace, human_bytes
 
 PROMPT_COLOR = "#d0e2ff"  # the prompt / source tokens
 GENERATED_COLOR = "#ffe3b3"  # tokens the model chose
 CHOSEN_COLOR = "#e8590c"
-OTHER_COLOR = "#8da9c4"
 ERROR_COLOR = "#fa5252"
-LABEL_COLOR = "#212529"  # tick labels and bar text: as dark as body text, for a projector
-LAYER_COLORS = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f59f00", "#0c8599", "#c2255c", "#5c940d"]
-HEATMAP_SCALE = "Blues"
 LAYER_COLORS = ("#1c7ed6", "#e8590c", "#2f9e44", "#9c36b5", "#f08c00", "#0c8599", "#c2255c", "#5c940d")
-KIND_TITLES = {
-    "self": "decoder self-attention",
-    "cross": "cross-attention (decoder → encoder)",
-    "encoder": "encoder self-attention",
-}
 
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def show_token(text: str) -> str:
-    """A token's text made visible: quotes show leading/trailing spaces, an empty one says so."""
-    if text == "":
-        return "''"
-    if text.strip() != text or text == "":
-        return repr(text)
-    return text
-
-
-def _shape(value) -> str:
-    if isinstance(value, TensorInfo):
-        return f"[{', '.join(map(str, value.shape))}]"
-    return str(value)
-
-
-def _value_text(value) -> str:
-    return str(value)  # TensorInfo prints as "int64[1, 7]"; other values are already text
 
 
 def _n(count: int, word: str) -> str:
@@ -88,7 +78,7 @@ def fed_count(step: Step) -> int | None:
 
 
 def _labels(tr: Trace, ids: list[int], start: int = 0) -> list[str]:
-    return [f"{start + i}: {show_token(tr.token_text(t))}" for i, t in enumerate(ids)]
+    return [f"{start + i}: {token_label(tr, t)}" for i, t in enumerate(ids)]
 
 
 def _decoder_ids(tr: Trace, end: int) -> list[int]:
@@ -107,9 +97,9 @@ def _decoder_labels(tr: Trace, positions, *, queries: bool) -> list[str]:
     first_writer = len(tr.start_ids) - 1
     labels = []
     for p in positions:
-        label = f"{p}: {show_token(tr.token_text(ids[p]))}"
+        label = f"{p}: {token_label(tr, ids[p])}"
         if queries and p >= first_writer and p + 1 < len(tr.sequence_ids):
-            label += f" → {show_token(tr.token_text(ids[p + 1]))}"
+            label += f" → {token_label(tr, ids[p + 1])}"
         labels.append(label)
     return labels
 
@@ -126,11 +116,6 @@ def _attention_labels(tr: Trace, step: Step, kind: str, layer: int) -> tuple[lis
     return queries, _decoder_labels(tr, step.key_positions(kind, layer), queries=False)
 
 
-def attention_kinds(tr: Trace) -> list[str]:
-    """The attention kinds a trace has: ["self"], or ["self", "cross", "encoder"] for BART."""
-    return ["self", "cross", "encoder"] if tr.encoder_decoder else ["self"]
-
-
 def num_heads(tr: Trace, kind: str = "self") -> int:
     for step in tr.steps:
         for layer in range(tr.num_layers):
@@ -143,15 +128,6 @@ def num_heads(tr: Trace, kind: str = "self") -> int:
 
 def kind_layers(tr: Trace, kind: str) -> int:
     return int(tr.config.get("encoder_layers") or 0) if kind == "encoder" else tr.num_layers
-
-
-def _empty_figure(message: str, height: int = 200) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10))
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +174,7 @@ def eos_line(tr: Trace) -> str:
 def eos_text(tr: Trace) -> str:
     """The run's end-of-sequence ids with their tokens: "2 (</s>)", or "none"."""
     ids = tr.eos_token_ids
-    return ", ".join(f"{i} ({show_token(tr.token_text(i))})" for i in ids) or "none"
+    return ", ".join(f"{i} ({token_label(tr, i)})" for i in ids) or "none"
 
 
 # Where a setting came from, in the words the app shows (tracer/generation_settings.py's sources).
@@ -263,7 +239,7 @@ def steps_table(tr: Trace) -> pd.DataFrame:
     rows = []
     for step in tr.steps:
         fed = step.fed_ids
-        fed_text = " ".join(show_token(tr.token_text(t)) for t in fed) if fed is not None else ""
+        fed_text = " ".join(token_label(tr, t) for t in fed) if fed is not None else ""
         if step.fed_name == "inputs_embeds":
             fed_text = f"embeddings of {_n(step.fed_len or 0, 'token')} (inputs_embeds)"
         if len(fed_text) > 60:
@@ -273,9 +249,9 @@ def steps_table(tr: Trace) -> pd.DataFrame:
                 "step": step.index,
                 "phase": step.phase,
                 "fed": fed_text,
-                "fed shape": _shape_of(step.fed_shape),
+                "fed shape": shape_text(step.fed_shape),
                 "cache length": step.cache_seq_len("self"),
-                "chosen token": show_token(tr.token_text(step.chosen_id)) if step.complete else "",
+                "chosen token": token_label(tr, step.chosen_id) if step.complete else "",
                 "probability": step.chosen_prob,
                 "status": _step_status(tr, step),
             }
@@ -293,10 +269,6 @@ def steps_table(tr: Trace) -> pd.DataFrame:
             "status",
         ],
     )
-
-
-def _shape_of(shape: tuple[int, ...] | None) -> str:
-    return "" if shape is None else f"[{', '.join(map(str, shape))}]"
 
 
 def _step_status(tr: Trace, step: Step) -> str:
@@ -340,29 +312,29 @@ def _event_detail(tr: Trace, step: Step, event: Event) -> str:
     if event.name in (names.DECODER_EMBED, names.ENCODER_EMBED):
         ids, out = event.inputs.get("arg0"), event.outputs.get("output")
         if isinstance(ids, TensorInfo) and isinstance(out, TensorInfo):
-            return f"input_ids {_shape(ids)} → embeddings {_shape(out)}"
+            return f"input_ids {shape_of(ids)} → embeddings {shape_of(out)}"
     parsed = names.parse_layer(event.name)
     if parsed is not None and parsed[2] == "mlp":
         hidden, out = event.inputs.get("hidden_states"), event.outputs.get("output")
         ffn = tr.config.get("ffn_dim")
         if isinstance(hidden, TensorInfo) and isinstance(out, TensorInfo):
             inner = f" → [{', '.join(map(str, hidden.shape[:-1]))}, {ffn}]" if ffn else ""
-            return f"hidden {_shape(hidden)}{inner} → {_shape(out)}"
+            return f"hidden {shape_of(hidden)}{inner} → {shape_of(out)}"
     if event.name == names.PREPARE_INPUTS:
         before = _first_tensor(event.inputs, ("input_ids",))
         after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids", "inputs_embeds"))
         if before and after:
-            return f"sequence {_shape(before[1])} → feeds {after[0]} {_shape(after[1])}"
+            return f"sequence {shape_of(before[1])} → feeds {after[0]} {shape_of(after[1])}"
     if event.name == names.CHOOSE_TOKEN:
         if step.chosen_id is None:
             return "no token chosen"
-        return f"picks {show_token(tr.token_text(step.chosen_id))} (p={_pct(step.chosen_prob)})"
+        return f"picks {token_label(tr, step.chosen_id)} (p={_pct(step.chosen_prob)})"
     if kind is not None:
         hidden = event.inputs.get("hidden_states")
         weights = event.outputs.get("attn_weights")
-        text = f"hidden {_shape(hidden)}" if hidden is not None else ""
+        text = f"hidden {shape_of(hidden)}" if hidden is not None else ""
         if weights is not None:
-            text += f" → weights {_shape(weights)}"
+            text += f" → weights {shape_of(weights)}"
         cache_before = event.inputs.get("cache_len_before")
         if kind == "self" and cache_before is not None and isinstance(weights, TensorInfo):
             text += f"; cache {cache_before} → {weights.shape[-1]}"
@@ -373,9 +345,9 @@ def _event_detail(tr: Trace, step: Step, event: Event) -> str:
     out = _first_tensor(event.outputs, _OUT_KEYS)
     parts = []
     if inp:
-        parts.append(f"{inp[0]} {_shape(inp[1])}")
+        parts.append(f"{inp[0]} {shape_of(inp[1])}")
     if out:
-        parts.append(f"{out[0]} {_shape(out[1])}")
+        parts.append(f"{out[0]} {shape_of(out[1])}")
     return " → ".join(parts)
 
 
@@ -412,7 +384,7 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
             nodes.append(
                 FlowNode(
                     "final_logits_bias",
-                    f"logits {_shape(logits)} + final_logits_bias {_shape_of(tuple(bias))}",
+                    f"logits {shape_of(logits)} + final_logits_bias {shape_text(tuple(bias))}",
                     2,
                     f"{tr.model_class}.forward (a buffer added after lm_head)",
                 )
@@ -421,7 +393,7 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
     if failed_here:
         nodes.append(FlowNode("error", str(tr.error), 0, failed=True))
     elif step.complete:
-        token = show_token(tr.token_text(step.chosen_id))
+        token = token_label(tr, step.chosen_id)
         nodes.append(FlowNode("append", f"input_ids [1, {end}] + {token} → [1, {end + 1}]", 1))
         last = step.index == len(tr.steps) - 1
         nodes.append(FlowNode("stop" if last else "next step", _stop_reason(tr) if last else "", 0))
@@ -436,7 +408,7 @@ def _stop_reason(tr: Trace) -> str:
         text = tr.stop.get("detail", "")
         token_id = tr.stop.get("token_id")
         if token_id is not None:
-            text = text.replace(f"id {token_id}", f"id {token_id} ({show_token(tr.token_text(token_id))})", 1)
+            text = text.replace(f"id {token_id}", f"id {token_id} ({token_label(tr, token_id)})", 1)
         return f"{text} (eos ids: {eos_text(tr)})"
     return "not recorded (a trace from an older Stepwise)"
 
@@ -513,7 +485,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
                 yanchor="middle",
                 showarrow=False,
                 align="left",
-                text="<br>".join([f"<b>{html.escape(title)}</b>", *map(html.escape, detail)]),
+                text="<br>".join([f"<b>{plot_text(title)}</b>", *map(plot_text, detail)]),
                 font=dict(family="monospace", size=12, color=color),
             )
         )
@@ -524,7 +496,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
             y=[-tops[i] - (len(texts[i]) + 1) / 2 for i in range(len(nodes))],
             mode="markers",
             marker=dict(opacity=0),
-            hovertext=[f"{n.title}<br>{html.escape(n.module)}<br>{html.escape(n.detail)}" for n in nodes],
+            hovertext=[f"{n.title}<br>{plot_text(n.module)}<br>{plot_text(n.detail)}" for n in nodes],
             hoverinfo="text",
             showlegend=False,
             **UNCHECKED,
@@ -551,8 +523,8 @@ def call_flow_table(tr: Trace, step_index: int) -> pd.DataFrame:
             "order": i,
             "hook point": e.name,
             "module": e.module,
-            "inputs": ", ".join(f"{k}={_value_text(v)}" for k, v in e.inputs.items()),
-            "outputs": ", ".join(f"{k}={_value_text(v)}" for k, v in e.outputs.items()),
+            "inputs": ", ".join(f"{k}={value_text(v)}" for k, v in e.inputs.items()),
+            "outputs": ", ".join(f"{k}={value_text(v)}" for k, v in e.outputs.items()),
             "note": e.note or (f"error: {e.error}" if e.error else ""),
         }
         for i, e in enumerate(step.events)
@@ -562,12 +534,6 @@ def call_flow_table(tr: Trace, step_index: int) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # Step replay: what prepare_inputs_for_generation returned
-
-
-def _pi_text(tr: Trace, value) -> str:
-    if value is None:
-        return "—"
-    return _value_text(value)
 
 
 def _pi_tokens(tr: Trace, value) -> str:
@@ -589,10 +555,10 @@ def prepare_inputs_table(tr: Trace, step_index: int) -> pd.DataFrame:
         rows.append(
             {
                 "argument": key,
-                "previous step": _pi_text(tr, before) if step_index > 0 else "",
-                "this step": _pi_text(tr, now),
+                "previous step": value_text(before, missing="—") if step_index > 0 else "",
+                "this step": value_text(now, missing="—"),
                 "values": _pi_tokens(tr, now),
-                "changed": step_index > 0 and _pi_text(tr, now) != _pi_text(tr, before),
+                "changed": step_index > 0 and value_text(now, missing="—") != value_text(before, missing="—"),
             }
         )
     return pd.DataFrame(rows, columns=["argument", "previous step", "this step", "values", "changed"])
@@ -612,8 +578,8 @@ def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
             same = isinstance(a, TensorInfo) and isinstance(b, TensorInfo) and a.shape == b.shape
             if not same:
                 changes.append(
-                    f"{key} {_shape(a) if a is not None else 'absent'} → "
-                    f"{_shape(b) if b is not None else 'absent'}"
+                    f"{key} {shape_of(a) if a is not None else 'absent'} → "
+                    f"{shape_of(b) if b is not None else 'absent'}"
                 )
         elif a != b:
             changes.append(f"{key} {a} → {b}")
@@ -639,16 +605,16 @@ def live_values_table(tr: Trace, step_index: int) -> pd.DataFrame:
     if tr.encoder_decoder:
         mask_row = (
             "attention_mask, decoder_attention_mask",
-            f"source mask {_value_text(args.get('attention_mask', 'None'))}; decoder mask "
-            f"{_value_text(fed_mask) if fed_mask is not None else 'None'}",
+            f"source mask {value_text(args.get('attention_mask', 'None'))}; decoder mask "
+            f"{value_text(fed_mask) if fed_mask is not None else 'None'}",
             "The source's mask stays (the encoder and cross-attention read it); generate() gives the "
             "decoder no mask of ones: its causal mask is built inside the model.",
         )
     else:
         mask_row = (
             "attention_mask",
-            f"called with {_value_text(args.get('attention_mask', 'None'))}; fed "
-            f"{_value_text(fed_mask) if fed_mask is not None else 'None'}",
+            f"called with {value_text(args.get('attention_mask', 'None'))}; fed "
+            f"{value_text(fed_mask) if fed_mask is not None else 'None'}",
             "A mask of all ones (no padding) says nothing the causal mask does not: generate() drops it "
             "and passes None, and the model builds its causal mask alone.",
         )
@@ -656,26 +622,26 @@ def live_values_table(tr: Trace, step_index: int) -> pd.DataFrame:
         (
             "logits_to_keep",
             f"{keep if keep is not None else 'not passed'}; lm_head sees "
-            f"{_shape(lm_in[1]) if lm_in else 'nothing recorded'}",
+            f"{shape_of(lm_in[1]) if lm_in else 'nothing recorded'}",
             "generate() needs only the last position's logits, so lm_head runs on [1, 1, hidden] even at "
             "the prefill; a training forward computes logits for every position, [1, T, hidden].",
         ),
         (
             "cache_position",
-            _value_text(fed["cache_position"]) if "cache_position" in fed else "absent",
+            value_text(fed["cache_position"]) if "cache_position" in fed else "absent",
             "transformers 5.x no longer passes cache_position to its models: the cache counts its own "
             "positions (the lesson notes, written for 4.x, still show it).",
         ),
         (
             "past_key_values",
-            _value_text(args.get("past_key_values", "None")),
+            value_text(args.get("past_key_values", "None")),
             "With the cache on, generate() builds an empty cache object before step 0 and passes it, "
             "not None: a check `past_key_values is None` never sees the first step in 5.x.",
         ),
         mask_row,
         (
             "is_first_iteration",
-            _value_text(args.get("is_first_iteration", "False (not passed)")),
+            value_text(args.get("is_first_iteration", "False (not passed)")),
             "generate() marks the prefill call, so prepare_inputs_for_generation uses inputs_embeds "
             "(and inputs such as pixel_values) on the first step only.",
         ),
@@ -691,12 +657,12 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
     """The top-10 of the distribution the token was chosen from, the chosen token highlighted."""
     step = tr.steps[step_index]
     if not step.topk:
-        return _empty_figure("No token was chosen at this step.")
+        return message_figure("No token was chosen at this step.")
     eos = set(tr.eos_token_ids)
     tokens = [show_token(t.text) + (" (eos)" if t.token_id in eos else "") for t in step.topk]
     probs = [t.prob for t in step.topk]
     colors = [CHOSEN_COLOR if t.token_id == step.chosen_id else OTHER_COLOR for t in step.topk]
-    labels = [html.escape(f"{i + 1}. {tok}") for i, tok in enumerate(tokens)]
+    labels = [plot_text(f"{i + 1}. {tok}") for i, tok in enumerate(tokens)]
     fig = go.Figure(
         go.Bar(
             x=probs,
@@ -716,9 +682,9 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
         margin=dict(l=10, r=50, t=30, b=10),
         title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=15)),
         # Read from the back of a classroom: labels as large and dark as the text around them.
-        font=dict(size=15, color=LABEL_COLOR),
+        font=dict(size=15, color=TEXT_COLOR),
         xaxis=dict(title="probability", range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
-        yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=LABEL_COLOR)),
+        yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=TEXT_COLOR)),
     )
     return fig
 
@@ -766,8 +732,8 @@ def step_story(tr: Trace, step_index: int) -> str:
     use_cache = bool(tr.settings.get("use_cache", True))
     fed = fed_count(step)
     fed_ids = step.fed_ids or []
-    fed_words = " ".join(show_token(tr.token_text(t)) for t in fed_ids)
-    fed_shape = f"{step.fed_name or 'input_ids'} {_shape_of(step.fed_shape)}"
+    fed_words = " ".join(token_label(tr, t) for t in fed_ids)
+    fed_shape = f"{step.fed_name or 'input_ids'} {shape_text(step.fed_shape)}"
     n_layers = tr.num_layers
     lines = []
 
@@ -817,7 +783,7 @@ def step_story(tr: Trace, step_index: int) -> str:
             lines.append(f"Cross-attention recomputed keys and values for the {src} source positions.")
 
     if step.complete:
-        token = show_token(tr.token_text(step.chosen_id))
+        token = token_label(tr, step.chosen_id)
         rank = next((i for i, t in enumerate(step.topk) if t.token_id == step.chosen_id), None)
         if tr.settings.get("do_sample"):
             where = f"the #{rank + 1} most likely" if rank is not None else "outside the top 10"
@@ -858,38 +824,6 @@ def step_story(tr: Trace, step_index: int) -> str:
 # Attention
 
 
-def _esc(labels: list[str]) -> list[str]:
-    # Plotly renders text as HTML: "<s>" would vanish as a strikethrough tag.
-    return [html.escape(label) for label in labels]
-
-
-def _heatmap(matrix: np.ndarray, queries: list[str], keys: list[str], showscale: bool = True) -> go.Heatmap:
-    # Numeric axes with token tick labels: a categorical axis would merge two "the" tokens.
-    queries, keys = _esc(queries), _esc(keys)
-    q_n, k_n = matrix.shape
-    custom = np.empty((q_n, k_n, 2), dtype=object)
-    custom[:, :, 0] = np.asarray(queries, dtype=object)[:, None]
-    custom[:, :, 1] = np.asarray(keys, dtype=object)[None, :]
-    return go.Heatmap(
-        z=matrix,
-        x=list(range(k_n)),
-        y=list(range(q_n)),
-        customdata=custom,
-        zmin=0,
-        zmax=1,
-        colorscale=HEATMAP_SCALE,
-        showscale=showscale,
-        hoverongaps=False,
-        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
-    )
-
-
-def _axis_ticks(labels: list[str], max_ticks: int = 40) -> dict:
-    every = max(1, int(np.ceil(len(labels) / max_ticks)))
-    vals = list(range(0, len(labels), every))
-    return dict(tickmode="array", tickvals=vals, ticktext=[html.escape(labels[i]) for i in vals])
-
-
 def step_attention(
     tr: Trace, step_index: int, kind: str, layer: int
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -908,16 +842,16 @@ def attention_figure(tr: Trace, step_index: int, kind: str, layer: int, head: in
     """One head's attention at one step: rows are the queries computed here, columns the keys."""
     step = tr.steps[step_index]
     if not step.has_attention(kind, layer):
-        return _empty_figure(_missing_attention(tr, step, kind, layer))
+        return message_figure(_missing_attention(tr, step, kind, layer))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
-    fig = go.Figure(_heatmap(att[head], queries, keys))
+    fig = go.Figure(attention_heatmap(att[head], queries, keys))
     q_n = len(queries)
     fig.update_layout(
         title=dict(text=_attention_title(tr, step_index, kind, layer, head), font=dict(size=14)),
         height=max(220, min(700, 120 + 18 * q_n)),
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key (attended to)", **_axis_ticks(keys)),
-        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries)),
+        xaxis=dict(title="key (attended to)", **tick_labels(keys, 40)),
+        yaxis=dict(title="query", autorange="reversed", **tick_labels(queries, 40)),
     )
     return fig
 
@@ -933,25 +867,26 @@ def attention_heads_figure(
     """
     step = tr.steps[step_index]
     if not step.has_attention(kind, layer):
-        return _empty_figure(_missing_attention(tr, step, kind, layer))
+        return message_figure(_missing_attention(tr, step, kind, layer))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
     heads = att.shape[0]
     title = dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14))
     if len(queries) == 1:
-        fig = go.Figure(_heatmap(att[:, 0, :], [f"head {h} ← {queries[0]}" for h in range(heads)], keys))
+        per_head = [f"head {h} ← {queries[0]}" for h in range(heads)]
+        fig = go.Figure(attention_heatmap(att[:, 0, :], per_head, keys))
         fig.update_layout(
             title=title,
             height=150 + 34 * heads,
             margin=dict(l=10, r=10, t=40, b=10),
-            xaxis=dict(title="key (attended to)", tickangle=-60, **_axis_ticks(keys, 10 if narrow else 24)),
+            xaxis=dict(title="key (attended to)", tickangle=-60, **tick_labels(keys, 10 if narrow else 24)),
             yaxis=dict(
                 autorange="reversed",
                 tickvals=list(range(heads)),
                 ticktext=[f"head {h}" for h in range(heads)],
             ),
         )
-        fig.update_xaxes(tickfont=dict(size=12, color=LABEL_COLOR))
-        fig.update_yaxes(tickfont=dict(size=13, color=LABEL_COLOR))
+        fig.update_xaxes(tickfont=dict(size=12, color=TEXT_COLOR))
+        fig.update_yaxes(tickfont=dict(size=13, color=TEXT_COLOR))
         return fig
     cols = 1 if narrow else min(2, heads)
     rows = int(np.ceil(heads / cols))
@@ -965,10 +900,11 @@ def attention_heads_figure(
         vertical_spacing=min(0.12, 0.5 / rows),
     )
     for h in range(heads):
-        fig.add_trace(_heatmap(att[h], queries, keys, showscale=h == 0), row=h // cols + 1, col=h % cols + 1)
-    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(keys, max_ticks))
+        heatmap = attention_heatmap(att[h], queries, keys, showscale=h == 0)
+        fig.add_trace(heatmap, row=h // cols + 1, col=h % cols + 1)
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(keys, max_ticks))
     fig.update_yaxes(
-        autorange="reversed", tickfont=dict(size=11, color=LABEL_COLOR), **_axis_ticks(queries, max_ticks)
+        autorange="reversed", tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(queries, max_ticks)
     )
     fig.update_yaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=True, col=1)
@@ -1043,8 +979,8 @@ def stitched_attention_figure(
     (`narrow`: fewer labels, for a phone)."""
     matrix, queries, keys, row_step = stitched_attention(tr, kind, layer)
     if matrix.size == 0:
-        return _empty_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
-    fig = go.Figure(_heatmap(matrix[head], queries, keys))
+        return message_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
+    fig = go.Figure(attention_heatmap(matrix[head], queries, keys))
     rows = [r for r, s in enumerate(row_step) if s == highlight_step]
     if rows:
         fig.add_shape(
@@ -1063,9 +999,9 @@ def stitched_attention_figure(
         title=dict(text=title, font=dict(size=14)),
         height=height,
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key", **_axis_ticks(keys, 10 if narrow else 40)),
+        xaxis=dict(title="key", **tick_labels(keys, 10 if narrow else 40)),
         # A labelled row needs 16 px, or its label lies on the next one's.
-        yaxis=dict(title="query", autorange="reversed", **_axis_ticks(queries, (height - 160) // 16)),
+        yaxis=dict(title="query", autorange="reversed", **tick_labels(queries, (height - 160) // 16)),
     )
     return fig
 
@@ -1084,8 +1020,8 @@ def cache_table(tr: Trace) -> pd.DataFrame:
             "seq_len": c.seq_len,
             "seen": c.positions_seen,
             "bytes": c.nbytes,
-            "key shape": _shape_of(c.key_shape),
-            "value shape": _shape_of(c.value_shape),
+            "key shape": shape_text(c.key_shape),
+            "value shape": shape_text(c.value_shape),
         }
         for s in tr.steps
         for c in s.cache
@@ -1103,7 +1039,7 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
     """
     table = cache_table(tr)
     if table.empty:
-        return _empty_figure("The cache is off in this trace: nothing is kept between steps.")
+        return message_figure("The cache is off in this trace: nothing is kept between steps.")
     fig = make_subplots(
         rows=2,
         cols=1,
@@ -1174,8 +1110,8 @@ def cache_shapes_table(tr: Trace, step_index: int) -> pd.DataFrame:
             {
                 "layer": c.layer,
                 "kind": c.kind,
-                "key shape": _shape_of(c.key_shape),
-                "value shape": _shape_of(c.value_shape),
+                "key shape": shape_text(c.key_shape),
+                "value shape": shape_text(c.value_shape),
                 "seq_len": c.seq_len,
                 "positions seen": c.positions_seen,
                 "grew by": c.seq_len - before.seq_len if before is not None else c.seq_len,

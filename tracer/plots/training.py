@@ -14,16 +14,26 @@ Positions are the decoder's: position t is fed `tt.decoder_ids[t]` and scored ag
 
 from __future__ import annotations
 
-import html
 import math
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from tracer.plots.generation import HEATMAP_SCALE, OTHER_COLOR, show_token
-from tracer.plots.generation import KIND_TITLES as GENERATION_KIND_TITLES
-from tracer.trace import TensorInfo, Trace
+from tracer.plots.common import KIND_TITLES as GENERATION_KIND_TITLES
+from tracer.plots.common import (
+    OTHER_COLOR,
+    TEXT_COLOR,
+    attention_heatmap,
+    message_figure,
+    plot_text,
+    projector_text,
+    shape_of,
+    tick_labels,
+    token_label,
+)
+from tracer.plots.common import attention_kinds as attention_kinds  # the page calls plots.attention_kinds
+from tracer.trace import Trace
 from tracer.training import IGNORE_INDEX, TrainerStepTrace, TrainingTrace
 
 FED_COLOR = "#d0e2ff"  # what the decoder is fed
@@ -31,24 +41,16 @@ LABEL_COLOR = "#ffe3b3"  # what a position is scored against
 START_COLOR = "#b2f2bb"  # BART's decoder_start_token_id
 IGNORED_COLOR = "#ced4da"  # -100: left out of the loss
 LOSS_COLOR = "#e8590c"
-TEXT_COLOR = "#212529"  # labels on the diagrams: large and dark enough for a projector
 KIND_TITLES = {**GENERATION_KIND_TITLES, "self": "decoder self-attention (causal)"}
 
 
 def _token(tt: TrainingTrace, token_id: int) -> str:
-    return "-100" if token_id == IGNORE_INDEX else show_token(tt.token_text(token_id))
-
-
-def _message_figure(text: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(height=200, xaxis_visible=False, yaxis_visible=False)
-    return fig
+    """A label's token, or "-100" where the label is left out of the loss."""
+    return "-100" if token_id == IGNORE_INDEX else token_label(tt, token_id)
 
 
 def _plot_token(tt: TrainingTrace, token_id: int) -> str:
-    # Plotly reads text as HTML: "<s>" would strike through the rest of the label.
-    return html.escape(_token(tt, token_id))
+    return plot_text(_token(tt, token_id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,10 +143,7 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
     fig.update_layout(
         height=250,
         margin=dict(l=10, r=10, t=30, b=30),
-        font=dict(size=14, color=TEXT_COLOR),
-        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
-        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
-        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        **projector_text(14),
         xaxis=dict(title="position", tickmode="linear", dtick=1, range=[-0.7, n - 0.3], zeroline=False),
         yaxis=dict(
             tickmode="array",
@@ -246,10 +245,6 @@ def loss_summary(tt: TrainingTrace) -> str:
 # The teacher-forced pass
 
 
-def _shape(value) -> str:
-    return f"[{', '.join(map(str, value.shape))}]" if isinstance(value, TensorInfo) else str(value)
-
-
 def events_table(tt: TrainingTrace) -> pd.DataFrame:
     """The teacher-forced pass, one row per hook point in call order, with shapes."""
     rows = []
@@ -258,16 +253,12 @@ def events_table(tt: TrainingTrace) -> pd.DataFrame:
             {
                 "hook point": event.name,
                 "module": event.module,
-                "inputs": ", ".join(f"{k} {_shape(v)}" for k, v in event.inputs.items()),
-                "outputs": ", ".join(f"{k} {_shape(v)}" for k, v in event.outputs.items()),
+                "inputs": ", ".join(f"{k} {shape_of(v)}" for k, v in event.inputs.items()),
+                "outputs": ", ".join(f"{k} {shape_of(v)}" for k, v in event.outputs.items()),
                 "note": event.note,
             }
         )
     return pd.DataFrame(rows)
-
-
-def attention_kinds(tt: TrainingTrace) -> list[str]:
-    return ["self", "cross", "encoder"] if tt.encoder_decoder else ["self"]
 
 
 def num_heads(tt: TrainingTrace, kind: str = "self") -> int:
@@ -277,40 +268,26 @@ def num_heads(tt: TrainingTrace, kind: str = "self") -> int:
         return 0
 
 
-def _axis(labels: list[str]) -> dict:
-    return dict(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels)
-
-
 def attention_figure(tt: TrainingTrace, kind: str, layer: int, head: int | None = None) -> go.Figure:
     """One head's (or, with head=None, the heads' mean) teacher-forced attention, tokens on the axes."""
     try:
         weights = tt.attention(kind, layer)  # [heads, q_len, k_len]
     except KeyError as exc:
-        return _message_figure(html.escape(str(exc.args[0]) if exc.args else str(exc)))
+        return message_figure(str(exc.args[0]) if exc.args else str(exc))
     matrix = weights.mean(axis=0) if head is None else weights[head]  # [q_len, k_len]
-    decoder = [f"{t}:{_plot_token(tt, i)}" for t, i in enumerate(tt.decoder_ids)]
-    source = [f"{t}:{_plot_token(tt, i)}" for t, i in enumerate(tt.input_ids)]
+    decoder = [f"{t}:{_token(tt, i)}" for t, i in enumerate(tt.decoder_ids)]
+    source = [f"{t}:{_token(tt, i)}" for t, i in enumerate(tt.input_ids)]
     queries = source if kind == "encoder" else decoder
     keys = decoder if kind == "self" else source
-    fig = go.Figure(
-        go.Heatmap(
-            z=matrix,
-            x=list(range(matrix.shape[1])),
-            y=list(range(matrix.shape[0])),
-            zmin=0,
-            zmax=1,
-            colorscale=HEATMAP_SCALE,
-            customdata=np.dstack(np.broadcast_arrays(np.array(queries)[:, None], np.array(keys)[None, :])),
-            hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
-        )
-    )
+    fig = go.Figure(attention_heatmap(matrix, queries, keys))
     which = "mean over heads" if head is None else f"head {head}"
     fig.update_layout(
         title=f"{KIND_TITLES[kind]}, layer {layer}, {which}: [{matrix.shape[0]} × {matrix.shape[1]}]",
         height=max(300, 28 * matrix.shape[0] + 140),
         margin=dict(l=10, r=10, t=50, b=10),
-        xaxis=dict(title="key", side="bottom", **_axis(keys)),
-        yaxis=dict(title="query (position)", autorange="reversed", **_axis(queries)),
+        # Every position labelled: a training example is short enough for one label per row.
+        xaxis=dict(title="key", side="bottom", **tick_labels(keys)),
+        yaxis=dict(title="query (position)", autorange="reversed", **tick_labels(queries)),
     )
     return fig
 
@@ -408,10 +385,7 @@ def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
     fig.update_layout(
         height=60 * n + 40,
         margin=dict(l=10, r=10, t=20, b=10),
-        font=dict(size=14, color=TEXT_COLOR),
-        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
-        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
-        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        **projector_text(14),
         xaxis=dict(visible=False, range=[-1, 3]),
         yaxis=dict(visible=False, autorange="reversed"),
         plot_bgcolor="white",
@@ -505,8 +479,8 @@ def teacher_vs_generation(tt: TrainingTrace, gen: Trace) -> pd.DataFrame:
                 "teacher forcing: predicted": _token(tt, tt.predicted_ids[t]),
                 "computed in": "the one pass",
                 "generation: step": step_index if step is not None else None,
-                "generation: fed": "" if fed_gen is None else show_token(gen.token_text(fed_gen)),
-                "generation: chose": "" if generated is None else show_token(gen.token_text(generated)),
+                "generation: fed": "" if fed_gen is None else token_label(gen, fed_gen),
+                "generation: chose": "" if generated is None else token_label(gen, generated),
                 "same prediction": None if generated is None else generated == tt.predicted_ids[t],
             }
         )
@@ -517,9 +491,9 @@ def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
     """When each position is computed: all in one pass (teacher forcing) vs one per step (generation)."""
     table = teacher_vs_generation(tt, gen)
     if table.empty:
-        return _message_figure("No target positions to compare.")
+        return message_figure("No target positions to compare.")
     texts = ["teacher forcing: fed", "teacher forcing: predicted", "generation: fed", "generation: chose"]
-    table[texts] = table[texts].map(html.escape)
+    table[texts] = table[texts].map(plot_text)
     positions = table["position"].tolist()
     steps = [s for s in table["generation: step"].tolist() if s is not None and not pd.isna(s)]
     fig = go.Figure()
@@ -560,10 +534,7 @@ def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
     fig.update_layout(
         height=60 * len(order) + 80,
         margin=dict(l=10, r=10, t=30, b=10),
-        font=dict(size=14, color=TEXT_COLOR),
-        # Axis labels too: Streamlit's chart theme gives ticks their own smaller, lighter font.
-        xaxis_tickfont=dict(size=14, color=TEXT_COLOR),
-        yaxis_tickfont=dict(size=14, color=TEXT_COLOR),
+        **projector_text(14),
         xaxis=dict(title="position", tickmode="array", tickvals=positions),
         yaxis=dict(categoryorder="array", categoryarray=order[::-1]),
         showlegend=False,

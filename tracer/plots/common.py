@@ -1,0 +1,175 @@
+"""What the plot modules share: token labels, shape and value text, the attention heatmap, a message figure.
+
+`generation` (a Trace), `training` (a TrainingTrace, a TrainerStepTrace) and `doctor` (a
+CacheReport) draw different records with the same pieces, so each piece is written once, here:
+
+- tokens: `show_token` (a token's text made visible), `token_label` (an id of a record, shown),
+  `plot_text` (text made safe for plotly, which reads it as HTML);
+- shapes and values: `shape_text` (a shape tuple), `shape_of` (a recorded value's shape),
+  `value_text` (a recorded value: dtype and shape, or its few numbers);
+- attention: `KIND_TITLES`, `attention_kinds`, `attention_heatmap` and `tick_labels` (tokens on
+  numeric axes);
+- figures: `message_figure` (a figure that only says why there is nothing to draw),
+  `projector_text` (text large and dark enough for a projector), the shared colors.
+
+Pure functions; no Streamlit, no model, and no torch: the app's first page imports this module
+before anyone has run a model.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import plotly.graph_objects as go
+
+from tracer.trace import TensorInfo
+
+HEATMAP_SCALE = "Blues"
+OTHER_COLOR = "#8da9c4"  # bars and markers that are not the highlighted one
+TEXT_COLOR = "#212529"  # labels on figures: as dark as body text, for a projector
+KIND_TITLES = {
+    "self": "decoder self-attention",
+    "cross": "cross-attention (decoder → encoder)",
+    "encoder": "encoder self-attention",
+}
+
+
+class HasTokens(Protocol):
+    """A record that can say what text a token id stands for (a Trace, a TrainingTrace)."""
+
+    def token_text(self, token_id: int) -> str: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens
+
+
+def show_token(text: str) -> str:
+    """A token's text made visible: quotes show leading/trailing spaces, an empty one says so."""
+    if text == "":
+        return "''"
+    if text.strip() != text:
+        return repr(text)
+    return text
+
+
+def token_label(record: HasTokens, token_id: int) -> str:
+    """The text of `token_id` in `record`'s vocabulary, made visible (see show_token)."""
+    return show_token(record.token_text(token_id))
+
+
+def plot_text(text: str) -> str:
+    """`text` escaped for plotly, which reads labels and hover text as HTML.
+
+    A token such as "<s>" would otherwise be taken for a strikethrough tag: it would vanish and
+    strike through the rest of the label.
+    """
+    return html.escape(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes and values
+
+
+def shape_text(shape: Sequence[int] | None, missing: str = "") -> str:
+    """A shape as the tables write it, "[1, 7]"; `missing` where nothing was recorded."""
+    return missing if shape is None else f"[{', '.join(map(str, shape))}]"
+
+
+def shape_of(value: Any) -> str:
+    """A recorded value's shape, "[1, 7]", if it is a tensor; any other value as its text."""
+    return shape_text(value.shape) if isinstance(value, TensorInfo) else str(value)
+
+
+def value_text(value: Any, *, missing: str | None = None, numbers: int = 0, spaced: bool = False) -> str:
+    """A recorded value as text: a tensor as its dtype and shape ("int64[1, 7]"), anything else as str().
+
+    `missing`: the text for None (by default "None"); `numbers`: a tensor whose values were
+    recorded and has at most this many shows its shape and values instead ("[1, 1] [5]");
+    `spaced`: dtype and shape apart ("int64 [1, 7]"), as the doctor's wide table prints them.
+    """
+    if value is None and missing is not None:
+        return missing
+    if not isinstance(value, TensorInfo):
+        return str(value)
+    values = value.array() if numbers else None
+    if values is not None and values.size <= numbers:
+        return f"{shape_text(value.shape)} {values.reshape(-1).tolist()}"
+    return f"{value.dtype} {shape_text(value.shape)}" if spaced else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention heatmaps
+
+
+class HasArch(Protocol):
+    encoder_decoder: bool
+
+
+def attention_kinds(record: HasArch) -> list[str]:
+    """The attention kinds a record has: ["self"], or ["self", "cross", "encoder"] for BART."""
+    return ["self", "cross", "encoder"] if record.encoder_decoder else ["self"]
+
+
+def attention_heatmap(
+    matrix: np.ndarray, queries: list[str], keys: list[str], showscale: bool = True
+) -> go.Heatmap:
+    """One attention matrix [q_len, k_len] as a heatmap, weights 0 to 1, the tokens on hover.
+
+    `queries` and `keys` are the plain labels of the rows and columns ("3: mat"); they are
+    escaped here. The axes stay numeric (label them with `tick_labels`): a categorical axis would
+    merge two rows labelled alike, two "the" tokens. NaN cells (masked keys) are blank and have
+    no hover.
+    """
+    q_n, k_n = matrix.shape
+    custom = np.empty((q_n, k_n, 2), dtype=object)  # [q_len, k_len, (query, key)]
+    custom[:, :, 0] = np.asarray([plot_text(q) for q in queries], dtype=object)[:, None]
+    custom[:, :, 1] = np.asarray([plot_text(k) for k in keys], dtype=object)[None, :]
+    return go.Heatmap(
+        z=matrix,
+        x=list(range(k_n)),
+        y=list(range(q_n)),
+        customdata=custom,
+        zmin=0,
+        zmax=1,
+        colorscale=HEATMAP_SCALE,
+        showscale=showscale,
+        hoverongaps=False,
+        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
+    )
+
+
+def tick_labels(labels: list[str], max_ticks: int | None = None) -> dict:
+    """Axis settings that put `labels` (escaped) on a numeric axis: every one, or at most `max_ticks`.
+
+    With a limit, every n-th label is shown: more labels than the axis has room for lie on top of
+    each other.
+    """
+    every = 1 if max_ticks is None else max(1, int(np.ceil(len(labels) / max_ticks)))
+    vals = list(range(0, len(labels), every))
+    return dict(tickmode="array", tickvals=vals, ticktext=[plot_text(labels[i]) for i in vals])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def message_figure(message: str, height: int = 200) -> go.Figure:
+    """An empty figure that says, in its middle, why there is nothing to draw."""
+    fig = go.Figure()
+    fig.add_annotation(text=plot_text(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def projector_text(size: int = 14) -> dict:
+    """Layout settings for a diagram read from the back of a classroom: its text, ticks included,
+    `size` pixels and dark."""
+    font = dict(size=size, color=TEXT_COLOR)
+    # The ticks too: Streamlit's chart theme gives them their own smaller, lighter font.
+    return dict(font=font, xaxis_tickfont=font, yaxis_tickfont=font)
