@@ -24,7 +24,9 @@ what is wrong and what to do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import inspect
 import threading
 import time
 import uuid
@@ -327,9 +329,20 @@ def view(builder: Callable, *args, record: Any = None, other: tracer.Trace | Non
         record_key = record_id(record)
     name = (builder.__module__, builder.__qualname__)
     key = (name, record_key, tuple(_key(a) for a in args))
-    if other is None:
-        return FIGURES.get(key, lambda: builder(record, *args))
-    return FIGURES.get((*key, _key(other)), lambda: builder(record, *args, other=other))
+    kwargs: dict[str, Any] = {}
+    if _writes_text(builder):
+        kwargs["_"] = i18n.gettext_for(lang())
+        key = (*key, lang())
+    if other is not None:
+        kwargs["other"] = other
+        key = (*key, _key(other))
+    return FIGURES.get(key, lambda: builder(record, *args, **kwargs))
+
+
+@functools.cache
+def _writes_text(builder: Callable) -> bool:
+    """Whether `builder` takes the session's gettext as `_=` (tracer.i18n: builders that write text)."""
+    return "_" in inspect.signature(builder).parameters
 
 
 def narrow_screen() -> bool:

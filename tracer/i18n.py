@@ -5,6 +5,9 @@ catalog under tracer/locales/<lang>/LC_MESSAGES/stepwise.po, compiled with Babel
 There is no process-global language (Streamlit serves many sessions in threads): a caller asks
 for `translator(lang)` and passes its `gettext` along.
 
+A builder in tracer.plots that writes text takes it as a keyword, `_: Gettext = untranslated`;
+ui.view passes the session's and keys its cache by language.
+
 `N_("...")` marks a string for extraction without translating it (for tables built at import).
 Extract new strings with `pybabel extract -k _ -k N_ -o stepwise.pot .` and merge them into the .po.
 """
@@ -30,6 +33,11 @@ Gettext = Callable[[str], str]
 
 def N_(message: str) -> str:
     """Mark `message` for the catalog; translate it later with a session's gettext."""
+    return message
+
+
+def untranslated(message: str) -> str:
+    """The English msgid as it is: the default `_` of a builder called outside the app."""
     return message
 
 
