@@ -42,11 +42,12 @@ import models
 import tracer
 from models import scenarios
 from tracer import i18n
+from tracer.i18n import N_
 from tracer.records import SavedRecord
 
-LOCAL_FOLDER = "Local checkpoint folder…"
+LOCAL_FOLDER = N_("Local checkpoint folder…")  # an option value: shown through _
 # Decoding choices: the model's own generation_config (as generate() runs it), or one forced.
-MODEL_DECODING, GREEDY, SAMPLING = "model's own", "greedy", "sampling"
+MODEL_DECODING, GREEDY, SAMPLING = N_("model's own"), N_("greedy"), N_("sampling")
 MAX_NEW_TOKENS = 64
 KEEP_TRACES = 4  # per session: the current one and a few earlier ones (cache on vs off)
 # Traces behind links (?trace=…), for every session together: the newest are kept.
@@ -225,11 +226,13 @@ def current() -> tuple[str | None, tracer.Trace | None]:
 
 def require_trace() -> tracer.Trace:
     """The current trace; without one, say how to get one and stop the page."""
-    _, tr = current()
+    _trace_id, tr = current()
     if tr is None:
         st.info(
-            "No trace yet. Pick a model and a prompt in the sidebar (on a phone: » at the top left) "
-            "and press **Run trace**, or open a saved trace file under **Trace file**."
+            _(
+                "No trace yet. Pick a model and a prompt in the sidebar (on a phone: » at the top left) "
+                "and press **Run trace**, or open a saved trace file under **Trace file**."
+            )
         )
         st.stop()
     return tr
@@ -353,9 +356,10 @@ def narrow_screen() -> bool:
 def show_trace_error(tr: tracer.Trace) -> None:
     if tr.error is not None:
         st.error(
-            f"The model raised at step {tr.error.step}: {tr.error}. "
-            f"The {tr.error.step} step(s) before it are complete; the failing step shows its calls up "
-            "to the failure.",
+            _(
+                "The model raised at step {step}: {error}. The {step} step(s) before it are complete; "
+                "the failing step shows its calls up to the failure."
+            ).format(step=tr.error.step, error=tr.error),
             icon="⚠️",
         )
 
@@ -389,15 +393,15 @@ def step_picker(tr: tracer.Trace) -> int:
     step = min(max(int(st.session_state.get("step", 0)), 0), max(last, 0))
     st.session_state["step"] = step
     if last <= 0:
-        st.caption("Step 0, the only step of this trace.")
+        st.caption(_("Step 0, the only step of this trace."))
         return 0
     # One row that never wraps: the buttons as wide as their labels, the slider takes the rest
     # (columns of fixed shares cut the labels at 1280 px and stacked them on a phone).
     with st.container(horizontal=True, wrap=False, vertical_alignment="bottom", key="step_picker"):
-        st.button("◀ Prev", on_click=_move_step, args=(-1, last), disabled=step == 0, key="prev_step")
+        st.button(_("◀ Prev"), on_click=_move_step, args=(-1, last), disabled=step == 0, key="prev_step")
         st.session_state["_w_step"] = step
-        st.slider("Step", 0, last, key="_w_step", on_change=_copy_widget, args=("step",))
-        st.button("Next ▶", on_click=_move_step, args=(1, last), disabled=step == last, key="next_step")
+        st.slider(_("Step"), 0, last, key="_w_step", on_change=_copy_widget, args=("step",))
+        st.button(_("Next ▶"), on_click=_move_step, args=(1, last), disabled=step == last, key="next_step")
     return step
 
 
@@ -415,6 +419,12 @@ def lang() -> str:
 def _(message: str) -> str:
     """`message` in this session's language (tracer.i18n catalogs; never a process-global switch)."""
     return i18n.gettext_for(lang())(message)
+
+
+def error_text(exc: BaseException) -> str:
+    """An error's message in this session's language (tracer.i18n.error_message): bad input, a model
+    that cannot be loaded, a damaged file."""
+    return i18n.error_message(exc, i18n.gettext_for(lang()))
 
 
 def presenting() -> bool:
@@ -487,13 +497,20 @@ def follow_link() -> None:
         if tr is None:
             _say(
                 "warning",
-                "This link's trace is no longer on the server (it keeps the newest "
-                f"{LINKED_TRACES}). Press **Run trace** to record it again.",
+                _(
+                    "This link's trace is no longer on the server (it keeps the newest {count}). "
+                    "Press **Run trace** to record it again."
+                ).format(count=LINKED_TRACES),
             )
         else:
             _adopt(trace_id, tr)
             st.session_state["prompt"] = tr.prompt_text
-            _say("success", f"Opened the linked trace: {len(tr.steps)} steps of {tr.model_name}.")
+            _say(
+                "success",
+                _("Opened the linked trace: {count} steps of {model}.").format(
+                    count=len(tr.steps), model=tr.model_name
+                ),
+            )
 
 
 def update_link(keep: tuple[str, ...] = ()) -> None:
@@ -506,7 +523,7 @@ def update_link(keep: tuple[str, ...] = ()) -> None:
         wanted["present"] = "1"
     if st.session_state.get("model") in models.available():
         wanted["model"] = st.session_state["model"]
-    trace_id, _ = current()
+    trace_id, _tr = current()
     if trace_id is not None:
         wanted["trace"] = trace_id
         for name in _LINKED_VIEW:
@@ -550,7 +567,7 @@ def sidebar() -> None:
     with st.sidebar:
         # Model, prompt and Run first: on a projector (1280x720) and in a phone's drawer the Run
         # button shows without scrolling; the settings follow below it.
-        model = st.selectbox(_("Model"), options, key="model", on_change=_on_model_change)
+        model = st.selectbox(_("Model"), options, format_func=_, key="model", on_change=_on_model_change)
         folder = ""
         if model == LOCAL_FOLDER:
             folder = st.text_input(
@@ -572,8 +589,9 @@ def sidebar() -> None:
             _("Decoding"),
             [MODEL_DECODING, GREEDY, SAMPLING],
             horizontal=True,
+            format_func=_,
             key="decoding",
-            help="model's own: the checkpoint's generation_config, as generate() uses it",
+            help=_("model's own: the checkpoint's generation_config, as generate() uses it"),
         )
         temperature, seed = None, None
         if decoding == SAMPLING:
@@ -583,7 +601,7 @@ def sidebar() -> None:
             _("Feed the prompt as embeddings"),
             value=False,
             key="feed_embeddings",
-            help="step 0 feeds inputs_embeds [1, P, hidden], later steps input_ids [1, 1]",
+            help=_("step 0 feeds inputs_embeds [1, P, hidden], later steps input_ids [1, 1]"),
         )
         with run_area:
             if st.button(_("Run trace"), type="primary", key="run", width="stretch"):
@@ -619,19 +637,21 @@ def _run(
 ) -> None:
     st.session_state.pop("message", None)
     if not name:
-        _say("error", "Type the path of a local checkpoint folder (it holds config.json and *.safetensors).")
+        _say(
+            "error", _("Type the path of a local checkpoint folder (it holds config.json and *.safetensors).")
+        )
         return
     if not prompt.strip():
         _say("error", _("The prompt is empty: type a few words for the model to continue."))
         return
-    bar = st.progress(0.0, text=f"Loading {name}…")
+    bar = st.progress(0.0, text=_("Loading {name}…").format(name=name))
     try:
         import_the_tracer()  # the first Run of a fresh server: torch and transformers, a few seconds
         from models.tokenizer import unknown_words
 
         _model, tok = load_model(name)
         unknown = unknown_words(tok, prompt)
-        bar.progress(0.0, text="Tracing step 0…")
+        bar.progress(0.0, text=_("Tracing step 0…"))
 
         shown = [time.perf_counter()]
 
@@ -640,7 +660,8 @@ def _run(
             # lock: a few a second are enough to see it move.
             if time.perf_counter() - shown[0] >= 0.25:
                 shown[0] = time.perf_counter()
-                bar.progress(min(done / max_new, 1.0), text=f"Traced {done} of up to {max_new} steps")
+                text = _("Traced {done} of up to {count} steps").format(done=done, count=max_new)
+                bar.progress(min(done / max_new, 1.0), text=text)
 
         tr = run_trace(
             name,
@@ -654,19 +675,25 @@ def _run(
             progress=progress,
         )
     except (models.ModelLoadError, tracer.StepwiseInputError) as exc:  # TracingNotSupported too
-        _say("error", str(exc))
+        _say("error", error_text(exc))
         return
     except Exception as exc:  # anything else: still one clear message, never a traceback
-        _say("error", f"Tracing failed: {type(exc).__name__}: {exc}")
+        _say("error", _("Tracing failed: {error}").format(error=f"{type(exc).__name__}: {exc}"))
         return
     finally:
         bar.empty()
     set_trace(tr)
     if unknown:
         words = ", ".join(f"'{w}'" for w in unknown)
-        _say("warning", f"Not in {name}'s vocabulary, so traced as <unk>: {words}.")
+        _say(
+            "warning",
+            _("Not in {name}'s vocabulary, so traced as <unk>: {words}.").format(name=name, words=words),
+        )
     elif tr.error is not None:
-        _say("warning", f"The model raised at step {tr.error.step}; the steps before it are kept.")
+        _say(
+            "warning",
+            _("The model raised at step {step}; the steps before it are kept.").format(step=tr.error.step),
+        )
     else:
         _say("success", _("Traced {count} steps.").format(count=len(tr.steps)))
 
@@ -694,13 +721,18 @@ def _trace_file() -> None:
             try:
                 tr = tracer.record_from_bytes(uploaded.getvalue(), source=uploaded.name)
             except tracer.TraceFileError as exc:
-                _say("error", str(exc))
+                _say("error", error_text(exc))
                 st.rerun()  # show it where the sidebar shows messages
             if not isinstance(tr, tracer.Trace):
                 _open_record(uploaded.name, tr)  # a training trace or a doctor report: its page shows it
                 st.rerun()
             set_trace(tr)
-            _say("success", f"Opened {uploaded.name}: {len(tr.steps)} steps of {tr.model_name}.")
+            _say(
+                "success",
+                _("Opened {file}: {count} steps of {model}.").format(
+                    file=uploaded.name, count=len(tr.steps), model=tr.model_name
+                ),
+            )
             st.rerun()  # redraw the page with the new trace
 
 
@@ -715,9 +747,9 @@ OPENED_PAGES = {
     "cache-report": "cache_doctor.py",
 }
 RECORD_WORDS = {
-    "training-trace": "a training trace",
-    "trainer-step": "a Trainer step",
-    "cache-report": "a cache doctor report",
+    "training-trace": N_("a training trace"),
+    "trainer-step": N_("a Trainer step"),
+    "cache-report": N_("a cache doctor report"),
 }
 
 
@@ -726,7 +758,12 @@ def _open_record(file_name: str, record: Any) -> None:
     kind = record.record_kind
     st.session_state.setdefault("opened", {})[kind] = (file_name, record)
     st.session_state["opened_now"] = kind
-    _say("success", f"Opened {file_name}: {RECORD_WORDS[kind]} of {_record_model(record)}.")
+    _say(
+        "success",
+        _("Opened {file}: {what} of {model}.").format(
+            file=file_name, what=_(RECORD_WORDS[kind]), model=_record_model(record)
+        ),
+    )
     st.switch_page(PAGES / OPENED_PAGES[kind])
 
 
@@ -755,7 +792,7 @@ def _close(kinds: tuple[str, ...]) -> None:
 def download_record(record: Any, key: str) -> None:
     """A button that saves a training trace, a Trainer step or a doctor report as a trace file."""
     st.download_button(
-        "Download as a trace file",
+        _("Download as a trace file"),
         data=lambda: record.to_bytes(),  # built only when clicked
         file_name=f"{_record_model(record).replace('/', '_')}-{record.record_kind}.trace",
         mime="application/octet-stream",
@@ -775,15 +812,17 @@ def show_opened_training() -> bool:
     if all(record is None for _name, record in files.values()):
         return False
     names = ", ".join(name for name, record in files.values() if record is not None)
-    st.info(f"Showing {names}, opened from a file (no model needed).")
-    st.button("Close the file", key="close-opened-training", on_click=_close, args=(kinds,))
+    st.info(_("Showing {files}, opened from a file (no model needed).").format(files=names))
+    st.button(_("Close the file"), key="close-opened-training", on_click=_close, args=(kinds,))
     _name, tt = files["training-trace"]
     if tt is not None:
         st.markdown(f"**{tt.model_name}**: `{tt.source_text}` → `{tt.target_text}`")
         show_training(tt, prefix="opened-", download=False)
     _name, ts = files["trainer-step"]
     if ts is not None:
-        st.markdown(f"**One Trainer step of {ts.model_name}**: loss {ts.loss:.6f}")
+        st.markdown(
+            _("**One Trainer step of {model}**: loss {loss:.6f}").format(model=ts.model_name, loss=ts.loss)
+        )
         show_trainer_step(ts, prefix="opened-", download=False)
     return True
 
@@ -807,23 +846,26 @@ def show_training(
     if download:
         download_record(tt, key=f"{prefix}training-download")
     shift_tab, loss_tab, attention_tab, *more_tabs = st.tabs(
-        ["Labels and the shift", "Loss per token", "Attention", *more]
+        [_("Labels and the shift"), _("Loss per token"), _("Attention"), *more]
     )
 
     with shift_tab:
         if tt.encoder_decoder:
             st.markdown(
-                "BART's forward gets `labels` and builds the decoder's input itself: "
-                "`shift_tokens_right(labels, pad_token_id, decoder_start_token_id)` moves every label one "
-                f"place right, puts the start token ({tt.settings['decoder_start_token_id']}) first and "
-                "turns -100 into padding. So position t is fed the label before it and scored against "
-                "label t."
+                _(
+                    "BART's forward gets `labels` and builds the decoder's input itself: "
+                    "`shift_tokens_right(labels, pad_token_id, decoder_start_token_id)` moves every label "
+                    "one place right, puts the start token ({start}) first and turns -100 into padding. "
+                    "So position t is fed the label before it and scored against label t."
+                ).format(start=tt.settings["decoder_start_token_id"])
             )
         else:
             st.markdown(
-                "A Llama's labels are its input ids, with -100 where nothing is learned (the prompt, "
-                "padding). They are passed unshifted; the loss shifts them left, so position t is scored "
-                "against the token fed at t + 1."
+                _(
+                    "A Llama's labels are its input ids, with -100 where nothing is learned (the prompt, "
+                    "padding). They are passed unshifted; the loss shifts them left, so position t is "
+                    "scored against the token fed at t + 1."
+                )
             )
         st.plotly_chart(
             view(plots.shift_figure, record=tt), config={"displayModeBar": False}, key=f"{prefix}shift-figure"
@@ -839,22 +881,29 @@ def show_training(
 
     with attention_tab:
         st.markdown(
-            "All positions at once: the decoder's self-attention is causal (each position sees itself "
-            "and the ones before), which is what makes one pass equal to feeding the targets one by one."
+            _(
+                "All positions at once: the decoder's self-attention is causal (each position sees itself "
+                "and the ones before), which is what makes one pass equal to feeding the targets one by one."
+            )
         )
         c1, c2, c3 = st.columns(3)
         kinds = plots.attention_kinds(tt)
         kind = c1.selectbox(
-            "Attention", kinds, format_func=plots.KIND_TITLES.get, key=f"{prefix}training-kind"
+            _("Attention"), kinds, format_func=lambda k: _(plots.KIND_TITLES[k]), key=f"{prefix}training-kind"
         )
-        layer = c2.selectbox("Layer", list(range(tt.num_layers)), key=f"{prefix}training-layer")
-        head = c3.selectbox("Head", ["mean", *range(plots.num_heads(tt, kind))], key=f"{prefix}training-head")
+        layer = c2.selectbox(_("Layer"), list(range(tt.num_layers)), key=f"{prefix}training-layer")
+        head = c3.selectbox(
+            _("Head"),
+            ["mean", *range(plots.num_heads(tt, kind))],
+            format_func=lambda h: _("mean") if h == "mean" else h,
+            key=f"{prefix}training-head",
+        )
         st.plotly_chart(
             view(plots.attention_figure, kind, layer, None if head == "mean" else int(head), record=tt),
             config={"displayModeBar": False},
             key=f"{prefix}attention-figure",
         )
-        with st.expander("Every hook point of the pass, in call order"):
+        with st.expander(_("Every hook point of the pass, in call order")):
             st.dataframe(view(plots.events_table, record=tt), hide_index=True)
     return more_tabs
 
@@ -869,7 +918,11 @@ def show_trainer_step(ts: tracer.TrainerStepTrace, *, prefix: str = "", download
         config={"displayModeBar": False},
         key=f"{prefix}trainer-flow",
     )
-    st.success(f"Recorded loss {ts.loss:.6f} = the loss the Trainer logged ({ts.logged_loss:.6f}).")
+    st.success(
+        _("Recorded loss {loss:.6f} = the loss the Trainer logged ({logged:.6f}).").format(
+            loss=ts.loss, logged=ts.logged_loss
+        )
+    )
     g1, g2 = st.columns(2)
     g1.plotly_chart(view(plots.grad_norm_figure, record=ts), key=f"{prefix}grad-norms")
     g2.plotly_chart(view(plots.update_figure, record=ts), key=f"{prefix}updates")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import gettext
 import io
-from collections.abc import Callable
+import re
+import string
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,11 +31,46 @@ DEFAULT = "en"
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
 
 Gettext = Callable[[str], str]
+_FORMATTER = string.Formatter()
 
 
 def N_(message: str) -> str:
     """Mark `message` for the catalog; translate it later with a session's gettext."""
     return message
+
+
+def templated(error: type[Exception], template: str, **fields: object) -> Exception:
+    """`error(template.format(**fields))`, keeping the template and fields so an app can say it in
+    its user's language (`error_message`); str() of it stays the English text. `template` is marked
+    with N_ where it is written."""
+    exc = error(template.format(**fields))
+    exc.template, exc.fields = template, fields  # type: ignore[attr-defined]
+    return exc
+
+
+def error_message(exc: BaseException, _: Gettext | None = None) -> str:
+    """The message of `exc` in the language of `_`: its template translated when it was raised with
+    `templated`, else its English text as it is."""
+    template = getattr(exc, "template", None)
+    if template is None or _ is None:
+        return str(exc)
+    return _(template).format(**exc.fields)  # type: ignore[attr-defined]
+
+
+def reword(text: str, templates: Iterable[str], _: Gettext) -> str:
+    """`text`, written in English from one of `templates` (msgids with {fields}), in the language of
+    `_`: for words a record keeps as text (a run's stop reason). Text from no template stays as it is."""
+    for template in templates:
+        pattern = "".join(
+            f"(?P<{field}>.+?)" if field else re.escape(literal)
+            for literal, field, _spec, _conv in _FORMATTER.parse(template)
+            for literal, field in ((literal, None), (None, field))
+            if (literal if field is None else field)
+        )
+        found = re.fullmatch(pattern, text)
+        if found:
+            return _(template).format(**found.groupdict())
+    return text
 
 
 def untranslated(message: str) -> str:

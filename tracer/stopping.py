@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from transformers import EosTokenCriteria, MaxLengthCriteria, StoppingCriteria
 
+from tracer.trace import STOP_DETAILS
+
 EOS = "eos"
 MAX_NEW_TOKENS = "max_new_tokens"
 OTHER_CRITERION = "other criterion"
@@ -48,21 +50,18 @@ class StopWatch(StoppingCriteria):
     def reason(self, *, failed: bool, max_new_tokens: int) -> dict:
         """{"reason": eos | max_new_tokens | other criterion | error, "token_id": eos id, "detail": words}."""
         if failed:
-            return {"reason": ERROR, "token_id": None, "detail": "the model raised"}
+            return {"reason": ERROR, "token_id": None, "detail": STOP_DETAILS["error"]}
         if not self.checks:
-            return {"reason": OTHER_CRITERION, "token_id": None, "detail": "no token was chosen"}
+            return {"reason": OTHER_CRITERION, "token_id": None, "detail": STOP_DETAILS["nothing"]}
         eos_id, length_reached = self.checks[-1]
         if eos_id is not None:
-            also = f" (also the last of max_new_tokens={max_new_tokens})" if length_reached else ""
-            return {"reason": EOS, "token_id": eos_id, "detail": f"end-of-sequence id {eos_id} chosen{also}"}
+            words = STOP_DETAILS["eos-last" if length_reached else "eos"]
+            detail = words.format(token_id=eos_id, max_new_tokens=max_new_tokens)
+            return {"reason": EOS, "token_id": eos_id, "detail": detail}
         if length_reached:
-            detail = f"max_new_tokens={max_new_tokens} reached"
+            detail = STOP_DETAILS["max_new_tokens"].format(max_new_tokens=max_new_tokens)
             return {"reason": MAX_NEW_TOKENS, "token_id": None, "detail": detail}
-        return {
-            "reason": OTHER_CRITERION,
-            "token_id": None,
-            "detail": "another stopping criterion ended the run (stop_strings, max_time or one passed in)",
-        }
+        return {"reason": OTHER_CRITERION, "token_id": None, "detail": STOP_DETAILS["other"]}
 
 
 def row_stop(generated: list[int], eos_token_ids: list[int], run_stop: dict) -> dict:
@@ -70,6 +69,6 @@ def row_stop(generated: list[int], eos_token_ids: list[int], run_stop: dict) -> 
     row after it), else the way the whole run ended."""
     for step, token_id in enumerate(generated):
         if token_id in eos_token_ids:
-            detail = f"end-of-sequence id {token_id} chosen at step {step}; the pad id fed after it"
+            detail = STOP_DETAILS["eos-row"].format(token_id=token_id, step=step)
             return {"reason": EOS, "token_id": token_id, "step": step, "detail": detail}
     return dict(run_stop)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tracer import names, positions
+from tracer.i18n import N_
 from tracer.records import (  # noqa: F401  (FORMAT_NAME, TraceFileError: the trace file's public names)
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -99,6 +100,19 @@ class CacheLayer:
     @property
     def positions_seen(self) -> int:
         return self.seq_len if self.seen is None else self.seen
+
+
+# The words of a run's stop["detail"]: tracer/stopping.py (which needs torch) writes them; the views
+# say them in the reader's language without it (tracer.i18n.reword).
+STOP_DETAILS = {
+    "error": N_("the model raised"),
+    "nothing": N_("no token was chosen"),
+    "eos": N_("end-of-sequence id {token_id} chosen"),
+    "eos-last": N_("end-of-sequence id {token_id} chosen (also the last of max_new_tokens={max_new_tokens})"),
+    "eos-row": N_("end-of-sequence id {token_id} chosen at step {step}; the pad id fed after it"),
+    "max_new_tokens": N_("max_new_tokens={max_new_tokens} reached"),
+    "other": N_("another stopping criterion ended the run (stop_strings, max_time or one passed in)"),
+}
 
 
 @dataclass(frozen=True)

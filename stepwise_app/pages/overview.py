@@ -5,19 +5,25 @@ import streamlit as st
 from stepwise_app import ui
 from tracer.plots import generation as g
 
-st.title("Overview")
+_ = ui._
+
+st.title(_("Overview"))
 tr = ui.require_trace()
 st.caption(ui.view(g.trace_summary))
 ui.show_trace_error(tr)
 
-st.subheader("Tokens")
-st.caption("Blue: the prompt (BART: the encoder's source). Orange: one token chosen per step. Hover for ids.")
+st.subheader(_("Tokens"))
+st.caption(
+    _("Blue: the prompt (BART: the encoder's source). Orange: one token chosen per step. Hover for ids.")
+)
 st.html(ui.view(g.token_strip_html))
 
-st.subheader("Steps")
+st.subheader(_("Steps"))
 st.caption(
-    "Each step is one decoder forward pass: prepare_inputs_for_generation, the layers, lm_head, "
-    "then the token choice. *fed* is what the model was given at that step."
+    _(
+        "Each step is one decoder forward pass: prepare_inputs_for_generation, the layers, lm_head, "
+        "then the token choice. *fed* is what the model was given at that step."
+    )
 )
 with st.container(key="steps_table"):  # one keyed container per table: tests find each
     st.dataframe(
@@ -25,20 +31,22 @@ with st.container(key="steps_table"):  # one keyed container per table: tests fi
         hide_index=True,
         width="stretch",
         column_config={
-            "probability": st.column_config.ProgressColumn(
-                "probability", format="%.3f", min_value=0, max_value=1
+            _("probability"): st.column_config.ProgressColumn(
+                _("probability"), format="%.3f", min_value=0, max_value=1
             ),
-            "cache length": st.column_config.NumberColumn(
-                "cache length", help="positions in the cache after the step"
+            _("cache length"): st.column_config.NumberColumn(
+                _("cache length"), help=_("positions in the cache after the step")
             ),
         },
     )
-st.caption("Open **Step replay** to walk through one step's calls.")
+st.caption(_("Open **Step replay** to walk through one step's calls."))
 
-st.subheader("Generation settings")
+st.subheader(_("Generation settings"))
 st.caption(
-    "Every setting generate() ran with and where it came from: the model's generation_config "
-    "(its generation_config.json), your choice in the sidebar, or transformers' default."
+    _(
+        "Every setting generate() ran with and where it came from: the model's generation_config "
+        "(its generation_config.json), your choice in the sidebar, or transformers' default."
+    )
 )
 with st.container(key="settings_table"):
     st.dataframe(ui.view(g.settings_table), hide_index=True, width="stretch")

@@ -5,7 +5,9 @@ import streamlit as st
 from stepwise_app import ui
 from tracer.plots import generation as g
 
-st.title("Step replay")
+_ = ui._
+
+st.title(_("Step replay"))
 tr = ui.require_trace()
 ui.show_trace_error(tr)
 
@@ -21,30 +23,34 @@ def step_view() -> None:
 
     flow_col, token_col = st.columns([3, 2], gap="large")
     with flow_col:
-        st.subheader("Call flow")
-        st.caption("This step's calls in the order they happened, with the shapes that went in and out.")
+        st.subheader(_("Call flow"))
+        st.caption(_("This step's calls in the order they happened, with the shapes that went in and out."))
         st.plotly_chart(ui.view(g.call_flow_figure, step), config={"displayModeBar": False}, key="call_flow")
     with token_col:
-        st.subheader("Next token")
+        st.subheader(_("Next token"))
         st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")
         st.caption(ui.view(g.eos_line))
 
-    st.subheader("What prepare_inputs_for_generation returned")
+    st.subheader(_("What prepare_inputs_for_generation returned"))
     changes = ui.view(g.prepare_inputs_changes, step)
     if changes:
-        st.markdown(f"Changed since step {step - 1}: " + ", ".join(f"`{c}`" for c in changes))
+        st.markdown(
+            _("Changed since step {step}: ").format(step=step - 1) + ", ".join(f"`{c}`" for c in changes)
+        )
     elif step > 0:
-        st.markdown(f"Nothing changed shape since step {step - 1}.")
+        st.markdown(_("Nothing changed shape since step {step}.").format(step=step - 1))
     st.dataframe(ui.view(g.prepare_inputs_table, step), hide_index=True, width="stretch")
 
-    st.subheader("What transformers 5.x does here")
-    st.caption("Live values of this step, each with why; the lesson notes describe 4.x, where some differ.")
+    st.subheader(_("What transformers 5.x does here"))
+    st.caption(
+        _("Live values of this step, each with why; the lesson notes describe 4.x, where some differ.")
+    )
     st.dataframe(ui.view(g.live_values_table, step), hide_index=True, width="stretch")
 
     # A toggle, not an expander: an expander's table is built and sent on every step change even
     # while it is closed, and this is the largest table of the page.
     if st.toggle(
-        "Every recorded call, exactly (hook point, Hugging Face module, inputs, outputs)", key="all_calls"
+        _("Every recorded call, exactly (hook point, Hugging Face module, inputs, outputs)"), key="all_calls"
     ):
         st.dataframe(ui.view(g.call_flow_table, step), hide_index=True, width="stretch")
 

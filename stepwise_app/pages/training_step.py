@@ -22,6 +22,8 @@ from tracer.errors import StepwiseInputError
 from tracer.plots import training as plots
 from tracer.training import default_pairs
 
+_ = ui._
+
 # A source and target each model knows the words of: for the trained models, the first of their
 # example prompts (models.EXAMPLES, words of their corpus) with its answer.
 DEFAULTS = {
@@ -57,19 +59,20 @@ def default_example(name: str, tok, encoder_decoder: bool) -> tuple[str, str]:
 # st.cache_resource, not st.cache_data: every rerun (and session) gets the same record object, which
 # ui.view keys its figures by; st.cache_data would hand out a fresh copy each time. The records
 # are frozen, with read-only arrays, so sharing them is safe.
-@st.cache_resource(show_spinner="Tracing the teacher-forced pass…", max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def teacher_forced(name: str, source: str, target: str | None, pad_to: int | None) -> tracer.TrainingTrace:
+    # The spinners are shown by the callers, in the session's language (a cached function has none).
     model, tok = ui.load_model(name)
     return tracer.trace_training_step(model, tok, source, target, pad_to=pad_to, model_name=name)
 
 
-@st.cache_resource(show_spinner="Generating, one position per step…", max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def generated(name: str, source: str, max_new_tokens: int) -> tracer.Trace:
     model, tok = ui.load_model(name)
     return tracer.trace_generation(model, tok, source, max_new_tokens=max_new_tokens, model_name=name)
 
 
-@st.cache_resource(show_spinner="Running one Trainer step on a copy of the model…", max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def trainer_step(name: str, pairs: tuple[tuple[str, str | None], ...], max_grad_norm: float):
     model, tok = ui.load_model(name)
     return tracer.trace_trainer_step(model, tok, list(pairs), max_grad_norm=max_grad_norm, model_name=name)
@@ -91,17 +94,19 @@ def choose_model() -> str | None:
         if shared == ui.LOCAL_FOLDER:
             shared = st.session_state.get("folder", "").strip()
             if not shared:
-                st.info("Type the checkpoint folder in the sidebar.")
+                st.info(_("Type the checkpoint folder in the sidebar."))
                 return None
-        st.caption(f"Model: **{shared}**, picked in the sidebar.")
+        st.caption(_("Model: **{model}**, picked in the sidebar.").format(model=shared))
         return shared
-    return st.selectbox("Model", models.available(), key="training_model")
+    return st.selectbox(_("Model"), models.available(), key="training_model")
 
 
-st.title("Training step")
+st.title(_("Training step"))
 st.caption(
-    "What the model sees when it learns: the labels, what the decoder is fed, the loss of every "
-    "position, and what `Trainer.train()` does in one step."
+    _(
+        "What the model sees when it learns: the labels, what the decoder is fed, the loss of every "
+        "position, and what `Trainer.train()` does in one step."
+    )
 )
 
 if ui.show_opened_training():  # a file opened in the sidebar, until it is closed
@@ -112,7 +117,7 @@ if name is None:
 try:
     model, tok = ui.load_model(name)
 except (models.ModelLoadError, OSError, ValueError) as exc:
-    st.error(f"Cannot load {name}: {exc}")
+    st.error(_("Cannot load {name}: {error}").format(name=name, error=ui.error_text(exc)))
     st.stop()
 encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
 default_source, default_target = default_example(name, tok, encoder_decoder)
@@ -123,17 +128,21 @@ if default_source != DEFAULTS.get(name, ("",))[0]:
 
 left, right = st.columns(2)
 if encoder_decoder:
-    source = left.text_input("Source (the encoder reads it)", default_source, key=f"source-{example_key}")
-    target = right.text_input("Target (the decoder learns it)", default_target, key=f"target-{example_key}")
+    source = left.text_input(_("Source (the encoder reads it)"), default_source, key=f"source-{example_key}")
+    target = right.text_input(
+        _("Target (the decoder learns it)"), default_target, key=f"target-{example_key}"
+    )
     mask_prompt = True
 else:
-    source = left.text_input("Prompt", default_source, key=f"source-{example_key}")
-    target = right.text_input("Answer (the answer starts here)", default_target, key=f"target-{example_key}")
+    source = left.text_input(_("Prompt"), default_source, key=f"source-{example_key}")
+    target = right.text_input(
+        _("Answer (the answer starts here)"), default_target, key=f"target-{example_key}"
+    )
     mask_prompt = st.checkbox(
-        "Learn only the answer (prompt positions get -100)", value=True, key=f"mask-{name}"
+        _("Learn only the answer (prompt positions get -100)"), value=True, key=f"mask-{name}"
     )
 pad_to = st.number_input(
-    "Pad the labels to this many positions, as a batch would (0: no padding)",
+    _("Pad the labels to this many positions, as a batch would (0: no padding)"),
     min_value=0,
     max_value=512,
     value=0,
@@ -143,55 +152,65 @@ pad_to = st.number_input(
 
 unknown = [w for text in (source, target) for w in unknown_words(tok, text)]
 if unknown:
-    st.warning(f"Not in {name}'s vocabulary (read as <unk>): {', '.join(dict.fromkeys(unknown))}")
+    words = ", ".join(dict.fromkeys(unknown))
+    st.warning(_("Not in {name}'s vocabulary (read as <unk>): {words}").format(name=name, words=words))
 
 if not mask_prompt:  # the whole text is learned: one string, no boundary
     source, target = f"{source} {target}".strip(), None
 try:
-    tt = teacher_forced(name, source, target, int(pad_to) or None)
+    with st.spinner(_("Tracing the teacher-forced pass…")):
+        tt = teacher_forced(name, source, target, int(pad_to) or None)
 except StepwiseInputError as exc:
-    st.error(str(exc))
+    st.error(ui.error_text(exc))
     st.stop()
 
-trainer_tab, generation_tab = ui.show_training(tt, more=("Trainer step", "Teacher forcing vs generation"))
+trainer_tab, generation_tab = ui.show_training(
+    tt, more=(_("Trainer step"), _("Teacher forcing vs generation"))
+)
 
 with trainer_tab:
     st.markdown(
-        "One real `transformers.Trainer` step (max_steps=1, linear schedule, AdamW) on a copy of the "
-        "model, with this example and a second one in the batch. Recorded through a `TrainerCallback`, "
-        "optimizer step hooks and gradient hooks; the model on the other pages is not changed."
+        _(
+            "One real `transformers.Trainer` step (max_steps=1, linear schedule, AdamW) on a copy of the "
+            "model, with this example and a second one in the batch. Recorded through a `TrainerCallback`, "
+            "optimizer step hooks and gradient hooks; the model on the other pages is not changed."
+        )
     )
     max_grad_norm = st.number_input(
         "max_grad_norm", min_value=0.01, max_value=100.0, value=1.0, step=0.5, key="training-max-grad-norm"
     )
-    if st.button("Run one Trainer step", key="run-trainer"):
+    if st.button(_("Run one Trainer step"), key="run-trainer"):
         st.session_state["trainer-request"] = (name, source, target, float(max_grad_norm))
     request = st.session_state.get("trainer-request")
     if request is not None and request == (name, source, target, float(max_grad_norm)):
         pairs = ((source, target), *second_example(name, model, source))
         try:
-            ts = trainer_step(name, pairs, float(max_grad_norm))
+            with st.spinner(_("Running one Trainer step on a copy of the model…")):
+                ts = trainer_step(name, pairs, float(max_grad_norm))
         except StepwiseInputError as exc:
-            st.error(str(exc))
+            st.error(ui.error_text(exc))
         else:
             ui.show_trainer_step(ts)
     else:
-        st.info("Press the button to run a real Trainer step (a few seconds the first time).")
+        st.info(_("Press the button to run a real Trainer step (a few seconds the first time)."))
 
 with generation_tab:
     scored = int((~tt.ignored).sum())
     if target is None:
-        st.info("Mark where the answer starts (tick 'Learn only the answer') to compare with generation.")
+        st.info(_("Mark where the answer starts (tick 'Learn only the answer') to compare with generation."))
     else:
         st.markdown(
-            "Teacher forcing computes every position in **one pass**, each fed the *true* previous token. "
-            "Generation computes **one position per step**, each fed the model's *own* previous choice; "
-            "where they differ, generation has drifted from the target."
+            _(
+                "Teacher forcing computes every position in **one pass**, each fed the *true* previous "
+                "token. Generation computes **one position per step**, each fed the model's *own* previous "
+                "choice; where they differ, generation has drifted from the target."
+            )
         )
         try:
-            gen = generated(name, tt.source_text, scored)
+            with st.spinner(_("Generating, one position per step…")):
+                gen = generated(name, tt.source_text, scored)
         except StepwiseInputError as exc:
-            st.error(str(exc))
+            st.error(ui.error_text(exc))
         else:
             st.plotly_chart(
                 ui.view(plots.teacher_vs_generation_figure, gen, record=tt),

@@ -25,15 +25,16 @@ from typing import Any, Protocol
 import numpy as np
 import plotly.graph_objects as go
 
+from tracer.i18n import N_
 from tracer.trace import TensorInfo
 
 HEATMAP_SCALE = "Blues"
 OTHER_COLOR = "#8da9c4"  # bars and markers that are not the highlighted one
 TEXT_COLOR = "#212529"  # labels on figures: as dark as body text, for a projector
-KIND_TITLES = {
-    "self": "decoder self-attention",
-    "cross": "cross-attention (decoder → encoder)",
-    "encoder": "encoder self-attention",
+KIND_TITLES = {  # shown through a session's _
+    "self": N_("decoder self-attention"),
+    "cross": N_("cross-attention (decoder → encoder)"),
+    "encoder": N_("encoder self-attention"),
 }
 
 

@@ -30,7 +30,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tracer import names
+from tracer import i18n, names
+from tracer.i18n import N_, Gettext, untranslated
 from tracer.plots.common import (
     KIND_TITLES,
     OTHER_COLOR,
@@ -46,7 +47,7 @@ from tracer.plots.common import (
     value_text,
 )
 from tracer.plots.common import attention_kinds as attention_kinds  # the pages call g.attention_kinds
-from tracer.trace import Event, Step, TensorInfo, Trace, human_bytes
+from tracer.trace import STOP_DETAILS, Event, Step, TensorInfo, Trace, human_bytes
 
 PROMPT_COLOR = "#d0e2ff"  # the prompt / source tokens
 GENERATED_COLOR = "#ffe3b3"  # tokens the model chose
@@ -59,8 +60,18 @@ LAYER_COLORS = ("#1c7ed6", "#e8590c", "#2f9e44", "#9c36b5", "#f08c00", "#0c8599"
 # Small helpers
 
 
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+# A count with its noun, singular and plural (a language without plurals says both alike).
+_COUNTED = {
+    "position": (N_("{count} position"), N_("{count} positions")),
+    "decoder position": (N_("{count} decoder position"), N_("{count} decoder positions")),
+    "key": (N_("{count} key"), N_("{count} keys")),
+    "token": (N_("{count} token"), N_("{count} tokens")),
+}
+
+
+def _n(count: int, word: str, _: Gettext = untranslated) -> str:
+    one, many = _COUNTED[word]
+    return _(one if count == 1 else many).format(count=count)
 
 
 def _pct(prob: float | None) -> str:
@@ -134,75 +145,92 @@ def kind_layers(tr: Trace, kind: str) -> int:
 # Overview
 
 
-def trace_summary(tr: Trace) -> str:
+def trace_summary(tr: Trace, *, _: Gettext = untranslated) -> str:
     """One line: model, architecture, decoding and cache settings, steps, and the error if any."""
     s = tr.settings
     if s.get("do_sample"):
         # top_k and top_p only when someone set them: transformers' defaults (50, 1.0) go unsaid.
         sources = s.get("sources") or {}
-        parts = [f"temperature {s.get('temperature')}"]
+        parts = [_("temperature {value}").format(value=s.get("temperature"))]
         parts += [
             f"{key} {s[key]}"
             for key in ("top_k", "top_p")
             if sources.get(key) in ("caller", "checkpoint") and s.get(key) is not None
         ]
-        parts.append(f"seed {s.get('seed')}")
-        decoding = f"sampling ({', '.join(parts)})"
+        parts.append(_("seed {value}").format(value=s.get("seed")))
+        decoding = _("sampling ({settings})").format(settings=", ".join(parts))
     else:
-        decoding = "greedy"
-    cache = "cache on" if s.get("use_cache", True) else "cache off"
-    text = (
-        f"{tr.model_name} ({tr.model_class}, {tr.arch}), {decoding}, {cache}: "
-        f"{len(tr.prompt_ids)} prompt tokens, {len(tr.generated_ids)} generated in {len(tr.steps)} steps"
+        decoding = _("greedy")
+    cache = _("cache on") if s.get("use_cache", True) else _("cache off")
+    text = _(
+        "{model} ({model_class}, {arch}), {decoding}, {cache}: {prompt} prompt tokens, "
+        "{generated} generated in {steps} steps"
+    ).format(
+        model=tr.model_name,
+        model_class=tr.model_class,
+        arch=_(tr.arch),
+        decoding=decoding,
+        cache=cache,
+        prompt=len(tr.prompt_ids),
+        generated=len(tr.generated_ids),
+        steps=len(tr.steps),
     )
     if tr.error is not None:
-        text += f"; failed at step {tr.error.step}"
+        text += _("; failed at step {step}").format(step=tr.error.step)
     elif tr.stop:
-        text += f"; stopped: {tr.stop.get('detail', '')}"
+        text += _("; stopped: {reason}").format(reason=stop_detail(tr, _=_))
     if "eos_token_id" in tr.settings:
-        text += f"; eos ids {eos_text(tr)}"
+        text += _("; eos ids {ids}").format(ids=eos_text(tr, _=_))
     return text
 
 
-def eos_line(tr: Trace) -> str:
+# The architectures, as trace.arch names them (shown through _).
+_ARCH_WORDS = (N_("decoder-only"), N_("encoder-decoder"))
+
+
+def eos_line(tr: Trace, *, _: Gettext = untranslated) -> str:
     """A sentence on the run's end-of-sequence ids, for the step replay."""
     if not tr.eos_token_ids:
-        return "This run has no end-of-sequence id: max_new_tokens (or another stopping criterion) ends it."
-    return f"End-of-sequence ids of this run: {eos_text(tr)}. Choosing one stops generate()."
+        return _(
+            "This run has no end-of-sequence id: max_new_tokens (or another stopping criterion) ends it."
+        )
+    return _("End-of-sequence ids of this run: {ids}. Choosing one stops generate().").format(
+        ids=eos_text(tr, _=_)
+    )
 
 
-def eos_text(tr: Trace) -> str:
+def eos_text(tr: Trace, *, _: Gettext = untranslated) -> str:
     """The run's end-of-sequence ids with their tokens: "2 (</s>)", or "none"."""
     ids = tr.eos_token_ids
-    return ", ".join(f"{i} ({token_label(tr, i)})" for i in ids) or "none"
+    return ", ".join(f"{i} ({token_label(tr, i)})" for i in ids) or _("none")
 
 
 # Where a setting came from, in the words the app shows (tracer/generation_settings.py's sources).
 _SOURCE_WORDS = {
-    "caller": "your choice",
-    "checkpoint": "the model's generation_config",
-    "transformers default": "transformers default",
+    "caller": N_("your choice"),
+    "checkpoint": N_("the model's generation_config"),
+    "transformers default": N_("transformers default"),
 }
 
 
-def settings_table(tr: Trace) -> pd.DataFrame:
+def settings_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
     """Every generation setting in force for the run, its value and where it came from."""
     sources = tr.settings.get("sources") or {}
     rows = [
-        {"setting": key, "value": _setting_text(tr, key), "from": _SOURCE_WORDS.get(source, source)}
+        {"setting": key, "value": _setting_text(tr, key, _), "from": _(_SOURCE_WORDS.get(source, source))}
         for key, source in sources.items()
     ]
-    return pd.DataFrame(rows, columns=["setting", "value", "from"])
+    return pd.DataFrame(rows, columns=[N_("setting"), N_("value"), N_("from")]).rename(columns=_)
 
 
-def _setting_text(tr: Trace, key: str) -> str:
+def _setting_text(tr: Trace, key: str, _: Gettext = untranslated) -> str:
     value = tr.settings.get(key)
     if key == "eos_token_id":
-        return eos_text(tr)
+        return eos_text(tr, _=_)
     return str(value)
 
 
-def token_strip_html(tr: Trace) -> str:
+def token_strip_html(tr: Trace, *, _: Gettext = untranslated) -> str:
     """The prompt (blue) and the generated tokens (orange, numbered by step) as an HTML strip."""
 
     def chip(text: str, color: str, title: str) -> str:
@@ -212,36 +240,40 @@ def token_strip_html(tr: Trace) -> str:
             f"{html.escape(show_token(text))}</span>"
         )
 
-    prompt_label = "source" if tr.encoder_decoder else "prompt"
+    where = _("source position {i}, id {id}") if tr.encoder_decoder else _("prompt position {i}, id {id}")
     parts = [
-        chip(tr.token_text(t), PROMPT_COLOR, f"{prompt_label} position {i}, id {t}")
-        for i, t in enumerate(tr.prompt_ids)
+        chip(tr.token_text(t), PROMPT_COLOR, where.format(i=i, id=t)) for i, t in enumerate(tr.prompt_ids)
     ]
     if tr.encoder_decoder:
         parts.append('<span style="margin:0 8px">⇒</span>')
-        parts += [chip(tr.token_text(t), "#e9ecef", f"decoder start, id {t}") for t in tr.start_ids]
+        parts += [
+            chip(tr.token_text(t), "#e9ecef", _("decoder start, id {id}").format(id=t)) for t in tr.start_ids
+        ]
     chosen = [s for s in tr.steps if s.chosen_id is not None]
     parts += [
         chip(
             tr.token_text(s.chosen_id),
             GENERATED_COLOR,
-            f"step {s.index}, id {s.chosen_id}, p={_pct(s.chosen_prob)}",
+            _("step {step}, id {id}, p={p}").format(step=s.index, id=s.chosen_id, p=_pct(s.chosen_prob)),
         )
         for s in chosen
     ]
     if tr.error is not None:
-        parts.append(chip(f"✗ step {tr.error.step}: {tr.error.type}", "#ffc9c9", str(tr.error)))
+        failed = _("✗ step {step}: {error}").format(step=tr.error.step, error=tr.error.type)
+        parts.append(chip(failed, "#ffc9c9", str(tr.error)))
     return '<div style="line-height:2.2">' + "".join(parts) + "</div>"
 
 
-def steps_table(tr: Trace) -> pd.DataFrame:
+def steps_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
     """One row per step: phase, what was fed, cache length after it, the chosen token and its probability."""
     rows = []
     for step in tr.steps:
         fed = step.fed_ids
         fed_text = " ".join(token_label(tr, t) for t in fed) if fed is not None else ""
         if step.fed_name == "inputs_embeds":
-            fed_text = f"embeddings of {_n(step.fed_len or 0, 'token')} (inputs_embeds)"
+            fed_text = _("embeddings of {tokens} (inputs_embeds)").format(
+                tokens=_n(step.fed_len or 0, "token", _)
+            )
         if len(fed_text) > 60:
             fed_text = fed_text[:57] + "..."
         rows.append(
@@ -253,28 +285,28 @@ def steps_table(tr: Trace) -> pd.DataFrame:
                 "cache length": step.cache_seq_len("self"),
                 "chosen token": token_label(tr, step.chosen_id) if step.complete else "",
                 "probability": step.chosen_prob,
-                "status": _step_status(tr, step),
+                "status": _step_status(tr, step, _),
             }
         )
     return pd.DataFrame(
         rows,
         columns=[
-            "step",
-            "phase",
-            "fed",
-            "fed shape",
-            "cache length",
-            "chosen token",
-            "probability",
-            "status",
+            N_("step"),
+            N_("phase"),
+            N_("fed"),
+            N_("fed shape"),
+            N_("cache length"),
+            N_("chosen token"),
+            N_("probability"),
+            N_("status"),
         ],
-    )
+    ).rename(columns=_)
 
 
-def _step_status(tr: Trace, step: Step) -> str:
+def _step_status(tr: Trace, step: Step, _: Gettext = untranslated) -> str:
     if tr.error is not None and tr.error.step == step.index:
-        return f"failed: {tr.error.type}"
-    return "ok" if step.complete else "incomplete"
+        return _("failed: {error}").format(error=tr.error.type)
+    return _("ok") if step.complete else _("incomplete")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,17 +432,22 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
     return nodes
 
 
-def _stop_reason(tr: Trace) -> str:
+def _stop_reason(tr: Trace, _: Gettext = untranslated) -> str:
     """Why generate() ended, as recorded (tracer/stopping.py); older traces say less."""
     if tr.error is not None:
-        return "the model raised"
+        return _("the model raised")
     if tr.stop:
-        text = tr.stop.get("detail", "")
+        text = stop_detail(tr, _=_)
         token_id = tr.stop.get("token_id")
         if token_id is not None:
             text = text.replace(f"id {token_id}", f"id {token_id} ({token_label(tr, token_id)})", 1)
-        return f"{text} (eos ids: {eos_text(tr)})"
-    return "not recorded (a trace from an older Stepwise)"
+        return _("{reason} (eos ids: {ids})").format(reason=text, ids=eos_text(tr, _=_))
+    return _("not recorded (a trace from an older Stepwise)")
+
+
+def stop_detail(tr: Trace, *, _: Gettext = untranslated) -> str:
+    """The recorded stop reason's words (tracer.stopping), in the language of `_` when it has them."""
+    return i18n.reword((tr.stop or {}).get("detail", ""), STOP_DETAILS.values(), _)
 
 
 # The step replay's two figures are rebuilt at every step a session visits: plotly's checking of
@@ -515,7 +552,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
     return fig
 
 
-def call_flow_table(tr: Trace, step_index: int) -> pd.DataFrame:
+def call_flow_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
     """Every recorded call of the step, exactly: hook point, HF module, inputs and outputs."""
     step = tr.steps[step_index]
     rows = [
@@ -529,7 +566,9 @@ def call_flow_table(tr: Trace, step_index: int) -> pd.DataFrame:
         }
         for i, e in enumerate(step.events)
     ]
-    return pd.DataFrame(rows, columns=["order", "hook point", "module", "inputs", "outputs", "note"])
+    return pd.DataFrame(
+        rows, columns=[N_("order"), N_("hook point"), N_("module"), N_("inputs"), N_("outputs"), N_("note")]
+    ).rename(columns=_)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,7 +583,7 @@ def _pi_tokens(tr: Trace, value) -> str:
     return ""
 
 
-def prepare_inputs_table(tr: Trace, step_index: int) -> pd.DataFrame:
+def prepare_inputs_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
     """What prepare_inputs_for_generation returned here and at the previous step, and what changed."""
     step = tr.steps[step_index]
     prev = tr.steps[step_index - 1].prepare_inputs if step_index > 0 else {}
@@ -561,7 +600,8 @@ def prepare_inputs_table(tr: Trace, step_index: int) -> pd.DataFrame:
                 "changed": step_index > 0 and value_text(now, missing="—") != value_text(before, missing="—"),
             }
         )
-    return pd.DataFrame(rows, columns=["argument", "previous step", "this step", "values", "changed"])
+    columns = [N_("argument"), N_("previous step"), N_("this step"), N_("values"), N_("changed")]
+    return pd.DataFrame(rows, columns=columns).rename(columns=_)
 
 
 def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
@@ -590,7 +630,7 @@ def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
 # Step replay: what transformers 5.x does that the (4.x) lesson notes describe otherwise
 
 
-def live_values_table(tr: Trace, step_index: int) -> pd.DataFrame:
+def live_values_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
     """Five things generate() does in transformers 5.x, each as this step's recorded value and why."""
     step = tr.steps[step_index]
     args, fed = step.prepare_inputs_args, step.prepare_inputs
@@ -605,59 +645,77 @@ def live_values_table(tr: Trace, step_index: int) -> pd.DataFrame:
     if tr.encoder_decoder:
         mask_row = (
             "attention_mask, decoder_attention_mask",
-            f"source mask {value_text(args.get('attention_mask', 'None'))}; decoder mask "
-            f"{value_text(fed_mask) if fed_mask is not None else 'None'}",
-            "The source's mask stays (the encoder and cross-attention read it); generate() gives the "
-            "decoder no mask of ones: its causal mask is built inside the model.",
+            _("source mask {source}; decoder mask {decoder}").format(
+                source=value_text(args.get("attention_mask", "None")),
+                decoder=value_text(fed_mask) if fed_mask is not None else "None",
+            ),
+            _(
+                "The source's mask stays (the encoder and cross-attention read it); generate() gives the "
+                "decoder no mask of ones: its causal mask is built inside the model."
+            ),
         )
     else:
         mask_row = (
             "attention_mask",
-            f"called with {value_text(args.get('attention_mask', 'None'))}; fed "
-            f"{value_text(fed_mask) if fed_mask is not None else 'None'}",
-            "A mask of all ones (no padding) says nothing the causal mask does not: generate() drops it "
-            "and passes None, and the model builds its causal mask alone.",
+            _("called with {given}; fed {fed}").format(
+                given=value_text(args.get("attention_mask", "None")),
+                fed=value_text(fed_mask) if fed_mask is not None else "None",
+            ),
+            _(
+                "A mask of all ones (no padding) says nothing the causal mask does not: generate() drops it "
+                "and passes None, and the model builds its causal mask alone."
+            ),
         )
     rows = [
         (
             "logits_to_keep",
-            f"{keep if keep is not None else 'not passed'}; lm_head sees "
-            f"{shape_of(lm_in[1]) if lm_in else 'nothing recorded'}",
-            "generate() needs only the last position's logits, so lm_head runs on [1, 1, hidden] even at "
-            "the prefill; a training forward computes logits for every position, [1, T, hidden].",
+            _("{keep}; lm_head sees {shape}").format(
+                keep=keep if keep is not None else _("not passed"),
+                shape=shape_of(lm_in[1]) if lm_in else _("nothing recorded"),
+            ),
+            _(
+                "generate() needs only the last position's logits, so lm_head runs on [1, 1, hidden] even "
+                "at the prefill; a training forward computes logits for every position, [1, T, hidden]."
+            ),
         ),
         (
             "cache_position",
-            value_text(fed["cache_position"]) if "cache_position" in fed else "absent",
-            "transformers 5.x no longer passes cache_position to its models: the cache counts its own "
-            "positions (the lesson notes, written for 4.x, still show it).",
+            value_text(fed["cache_position"]) if "cache_position" in fed else _("absent"),
+            _(
+                "transformers 5.x no longer passes cache_position to its models: the cache counts its own "
+                "positions (the lesson notes, written for 4.x, still show it)."
+            ),
         ),
         (
             "past_key_values",
             value_text(args.get("past_key_values", "None")),
-            "With the cache on, generate() builds an empty cache object before step 0 and passes it, "
-            "not None: a check `past_key_values is None` never sees the first step in 5.x.",
+            _(
+                "With the cache on, generate() builds an empty cache object before step 0 and passes it, "
+                "not None: a check `past_key_values is None` never sees the first step in 5.x."
+            ),
         ),
         mask_row,
         (
             "is_first_iteration",
-            value_text(args.get("is_first_iteration", "False (not passed)")),
-            "generate() marks the prefill call, so prepare_inputs_for_generation uses inputs_embeds "
-            "(and inputs such as pixel_values) on the first step only.",
+            value_text(args.get("is_first_iteration", _("False (not passed)"))),
+            _(
+                "generate() marks the prefill call, so prepare_inputs_for_generation uses inputs_embeds "
+                "(and inputs such as pixel_values) on the first step only."
+            ),
         ),
     ]
-    return pd.DataFrame(rows, columns=["argument", "this step", "why"])
+    return pd.DataFrame(rows, columns=[N_("argument"), N_("this step"), N_("why")]).rename(columns=_)
 
 
 # ---------------------------------------------------------------------------------------------
 # Step replay: the token choice and the plain-language account
 
 
-def topk_figure(tr: Trace, step_index: int) -> go.Figure:
+def topk_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> go.Figure:
     """The top-10 of the distribution the token was chosen from, the chosen token highlighted."""
     step = tr.steps[step_index]
     if not step.topk:
-        return message_figure("No token was chosen at this step.")
+        return message_figure(_("No token was chosen at this step."))
     eos = set(tr.eos_token_ids)
     tokens = [show_token(t.text) + (" (eos)" if t.token_id in eos else "") for t in step.topk]
     probs = [t.prob for t in step.topk]
@@ -672,7 +730,7 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
             text=[_pct(p) for p in probs],
             textposition="outside",
             customdata=[[t.token_id] for t in step.topk],
-            hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",
+            hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",  # no words
             **UNCHECKED,
         ),
         **UNCHECKED,
@@ -680,16 +738,21 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
     fig.update_layout(
         height=360,
         margin=dict(l=10, r=50, t=30, b=10),
-        title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=15)),
+        title=dict(
+            text=_("Step {step}: next-token distribution (top {count})").format(
+                step=step.index, count=len(probs)
+            ),
+            font=dict(size=15),
+        ),
         # Read from the back of a classroom: labels as large and dark as the text around them.
         font=dict(size=15, color=TEXT_COLOR),
-        xaxis=dict(title="probability", range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
+        xaxis=dict(title=_("probability"), range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
         yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=TEXT_COLOR)),
     )
     return fig
 
 
-def _cache_before_words(tr: Trace, step: Step) -> str:
+def _cache_before_words(tr: Trace, step: Step, _: Gettext = untranslated) -> str:
     """ "The cache already holds 7 positions", or, on sliding-window layers, what it saw and kept."""
     previous = tr.steps[step.index - 1] if step.index > 0 else None
     seen = previous.cache_seen("self") if previous is not None else None
@@ -697,14 +760,13 @@ def _cache_before_words(tr: Trace, step: Step) -> str:
         seen = step.index - 1 + len(tr.start_ids)
     kept = sorted({c.seq_len for c in previous.cache if c.kind == "self"}) if previous is not None else []
     if kept and kept[0] < seen:
-        return (
-            f"The cache has seen {_n(seen, 'position')} but its sliding-window layers keep only the last "
-            f"{kept[0]}"
-        )
-    return f"The cache already holds {_n(seen, 'position')}"
+        return _(
+            "The cache has seen {positions} but its sliding-window layers keep only the last {kept}"
+        ).format(positions=_n(seen, "position", _), kept=kept[0])
+    return _("The cache already holds {positions}").format(positions=_n(seen, "position", _))
 
 
-def _keys_words(tr: Trace, step: Step) -> str:
+def _keys_words(tr: Trace, step: Step, _: Gettext = untranslated) -> str:
     """Which keys the new token's query attended to, per layer, by absolute position."""
     spans = {}
     for layer in range(tr.num_layers):
@@ -717,16 +779,22 @@ def _keys_words(tr: Trace, step: Step) -> str:
     parts = []
     for (first, last), layers in spans.items():
         count = last - first + 1
-        plural = "s" if len(layers) > 1 else ""
-        who = "Its query" if len(spans) == 1 else f"In layer{plural} {', '.join(map(str, layers))} its query"
+        which = ", ".join(map(str, layers))
+        if len(spans) == 1:
+            who = _("Its query")
+        else:
+            who = (
+                _("In layers {layers} its query") if len(layers) > 1 else _("In layer {layers} its query")
+            ).format(layers=which)
         parts.append(
-            f"{who} attended to {_n(count, 'key')}, positions {first} to {last}: "
-            f"the {count - 1} cached and its own."
+            _(
+                "{who} attended to {keys}, positions {first} to {last}: the {cached} cached and its own."
+            ).format(who=who, keys=_n(count, "key", _), first=first, last=last, cached=count - 1)
         )
     return " ".join(parts)
 
 
-def step_story(tr: Trace, step_index: int) -> str:
+def step_story(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> str:
     """A short plain-language account of the step, built from what the trace recorded."""
     step = tr.steps[step_index]
     use_cache = bool(tr.settings.get("use_cache", True))
@@ -739,83 +807,131 @@ def step_story(tr: Trace, step_index: int) -> str:
 
     if tr.encoder_decoder and step.index == 0 and step.event(names.ENCODER) is not None:
         lines.append(
-            f"The **encoder** read the {len(tr.prompt_ids)} source tokens once, before this first step; "
-            "every step reuses its output."
+            _(
+                "The **encoder** read the {count} source tokens once, before this first step; "
+                "every step reuses its output."
+            ).format(count=len(tr.prompt_ids))
         )
     if step.index == 0:
-        what = "only the decoder start token" if tr.encoder_decoder else f"the whole prompt of {fed} tokens"
-        how = ""
-        if step.fed_name == "inputs_embeds":
-            how = " as embeddings, their rows of the embedding table rather than their ids,"
+        embedded = step.fed_name == "inputs_embeds"
+        if tr.encoder_decoder:
+            what = _("only the decoder start token")
+        else:
+            what = _("the whole prompt of {count} tokens").format(count=fed)
+        if embedded:
+            what = _(
+                "{what}, as embeddings (their rows of the embedding table rather than their ids),"
+            ).format(what=what)
         if use_cache:
             lines.append(
-                f"Step 0 is the **prefill**: the cache is empty, so {what} was fed{how} "
-                f"({fed_shape}). Each of the {n_layers} layers stored their keys and values in the cache."
+                _(
+                    "Step 0 is the **prefill**: the cache is empty, so {what} was fed ({shape}). "
+                    "Each of the {layers} layers stored their keys and values in the cache."
+                ).format(what=what, shape=fed_shape, layers=n_layers)
             )
         else:
-            lines.append(f"Step 0: the cache is off, so {what} was fed{how} ({fed_shape}).")
-        if step.fed_name == "inputs_embeds":
             lines.append(
-                "generate() uses inputs_embeds on the first step only: from step 1 it feeds the new "
-                "token's input_ids [1, 1]."
+                _("Step 0: the cache is off, so {what} was fed ({shape}).").format(what=what, shape=fed_shape)
+            )
+        if embedded:
+            lines.append(
+                _(
+                    "generate() uses inputs_embeds on the first step only: from step 1 it feeds the new "
+                    "token's input_ids [1, 1]."
+                )
             )
     elif use_cache:
         lines.append(
-            f"{_cache_before_words(tr, step)}, so only the new token **{fed_words}** was fed ({fed_shape}). "
-            f"{_keys_words(tr, step)}"
+            _("{cache}, so only the new token **{token}** was fed ({shape}).").format(
+                cache=_cache_before_words(tr, step, _), token=fed_words, shape=fed_shape
+            )
+            + " "
+            + _keys_words(tr, step, _)
         )
     else:
         lines.append(
-            f"The cache is **off**, so all {fed} tokens so far were fed again ({fed_shape}) "
-            "and every layer recomputed keys and values for every position; only the last position's "
-            "logits choose the next token."
+            _(
+                "The cache is **off**, so all {count} tokens so far were fed again ({shape}) "
+                "and every layer recomputed keys and values for every position; only the last position's "
+                "logits choose the next token."
+            ).format(count=fed, shape=fed_shape)
         )
     if tr.encoder_decoder and step.complete:
         src = len(tr.prompt_ids)
         if use_cache and step.index == 0:
             lines.append(
-                f"Cross-attention projected the encoder output into keys and values for the {src} source "
-                "positions and stored them in the cross-attention cache, which stays fixed from now on."
+                _(
+                    "Cross-attention projected the encoder output into keys and values for the {count} "
+                    "source positions and stored them in the cross-attention cache, which stays fixed from "
+                    "now on."
+                ).format(count=src)
             )
         elif use_cache:
-            lines.append(f"Cross-attention read its {src} source keys and values from the cache.")
+            lines.append(
+                _("Cross-attention read its {count} source keys and values from the cache.").format(count=src)
+            )
         else:
-            lines.append(f"Cross-attention recomputed keys and values for the {src} source positions.")
+            lines.append(
+                _("Cross-attention recomputed keys and values for the {count} source positions.").format(
+                    count=src
+                )
+            )
 
     if step.complete:
         token = token_label(tr, step.chosen_id)
         rank = next((i for i, t in enumerate(step.topk) if t.token_id == step.chosen_id), None)
         if tr.settings.get("do_sample"):
-            where = f"the #{rank + 1} most likely" if rank is not None else "outside the top 10"
-            how = (
-                f"Sampling at temperature {tr.settings.get('temperature')} (seed {tr.settings.get('seed')}) "
-                f"drew **{token}** ({_pct(step.chosen_prob)}), {where}."
+            where = (
+                _("the #{rank} most likely").format(rank=rank + 1)
+                if rank is not None
+                else _("outside the top 10")
+            )
+            how = _(
+                "Sampling at temperature {temperature} (seed {seed}) drew **{token}** ({p}), {where}."
+            ).format(
+                temperature=tr.settings.get("temperature"),
+                seed=tr.settings.get("seed"),
+                token=token,
+                p=_pct(step.chosen_prob),
+                where=where,
             )
         else:
-            how = f"Greedy decoding took the most likely token, **{token}** ({_pct(step.chosen_prob)})."
+            how = _("Greedy decoding took the most likely token, **{token}** ({p}).").format(
+                token=token, p=_pct(step.chosen_prob)
+            )
         lines.append(how)
         after = step.cache_seq_len("self")
         kept = sorted({c.seq_len for c in step.cache if c.kind == "self"})
         seen = step.cache_seen("self")
         if after is not None and kept[0] < (seen or 0):
-            others = f", the other layers all {seen}" if kept[-1] == seen else ""
+            others = _(", the other layers all {seen}").format(seen=seen) if kept[-1] == seen else ""
             lines.append(
-                f"After the step the cache has seen {_n(seen, 'position')}; its sliding-window layers keep "
-                f"the last {kept[0]} of them{others}. {token} is appended."
+                _(
+                    "After the step the cache has seen {positions}; its sliding-window layers keep "
+                    "the last {kept} of them{others}. {token} is appended."
+                ).format(positions=_n(seen, "position", _), kept=kept[0], others=others, token=token)
             )
         elif after is not None:
             lines.append(
-                f"After the step the cache holds {_n(after, 'position')} per layer; {token} is appended."
+                _("After the step the cache holds {positions} per layer; {token} is appended.").format(
+                    positions=_n(after, "position", _), token=token
+                )
             )
         else:
-            lines.append(f"{token} is appended to the sequence; nothing is kept for the next step.")
+            lines.append(
+                _("{token} is appended to the sequence; nothing is kept for the next step.").format(
+                    token=token
+                )
+            )
         if step.index == len(tr.steps) - 1 and tr.error is None:
-            lines.append(f"generate() stops here: {_stop_reason(tr)}.")
+            lines.append(_("generate() stops here: {reason}.").format(reason=_stop_reason(tr, _)))
     if tr.error is not None and tr.error.step == step.index:
-        where = f" in `{tr.error.where}`" if tr.error.where else ""
+        where = _(" in `{where}`").format(where=tr.error.where) if tr.error.where else ""
         lines.append(
-            f"**This step failed**{where}: {tr.error.type}: {tr.error.message}. "
-            "The calls recorded before the failure are shown."
+            _(
+                "**This step failed**{where}: {error}: {message}. "
+                "The calls recorded before the failure are shown."
+            ).format(where=where, error=tr.error.type, message=tr.error.message)
         )
     return "\n\n".join(lines)
 
@@ -833,31 +949,37 @@ def step_attention(
     return step.attention(kind, layer), queries, keys
 
 
-def _attention_title(tr: Trace, step_index: int, kind: str, layer: int, head: int | None) -> str:
-    head_text = "all heads" if head is None else f"head {head}"
-    return f"Step {step_index}, layer {layer}, {head_text}: {KIND_TITLES[kind]}"
+def _attention_title(
+    tr: Trace, step_index: int, kind: str, layer: int, head: int | None, _: Gettext = untranslated
+) -> str:
+    head_text = _("all heads") if head is None else _("head {head}").format(head=head)
+    return _("Step {step}, layer {layer}, {heads}: {kind}").format(
+        step=step_index, layer=layer, heads=head_text, kind=_(KIND_TITLES[kind])
+    )
 
 
-def attention_figure(tr: Trace, step_index: int, kind: str, layer: int, head: int) -> go.Figure:
+def attention_figure(
+    tr: Trace, step_index: int, kind: str, layer: int, head: int, *, _: Gettext = untranslated
+) -> go.Figure:
     """One head's attention at one step: rows are the queries computed here, columns the keys."""
     step = tr.steps[step_index]
     if not step.has_attention(kind, layer):
-        return message_figure(_missing_attention(tr, step, kind, layer))
+        return message_figure(_missing_attention(tr, step, kind, layer, _))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
     fig = go.Figure(attention_heatmap(att[head], queries, keys))
     q_n = len(queries)
     fig.update_layout(
-        title=dict(text=_attention_title(tr, step_index, kind, layer, head), font=dict(size=14)),
+        title=dict(text=_attention_title(tr, step_index, kind, layer, head, _), font=dict(size=14)),
         height=max(220, min(700, 120 + 18 * q_n)),
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key (attended to)", **tick_labels(keys, 40)),
-        yaxis=dict(title="query", autorange="reversed", **tick_labels(queries, 40)),
+        xaxis=dict(title=_("key (attended to)"), **tick_labels(keys, 40)),
+        yaxis=dict(title=_("query"), autorange="reversed", **tick_labels(queries, 40)),
     )
     return fig
 
 
 def attention_heads_figure(
-    tr: Trace, step_index: int, kind: str, layer: int, narrow: bool = False
+    tr: Trace, step_index: int, kind: str, layer: int, narrow: bool = False, *, _: Gettext = untranslated
 ) -> go.Figure:
     """Every head of one layer at one step; `narrow` for a phone: one head per row, fewer labels.
 
@@ -867,23 +989,22 @@ def attention_heads_figure(
     """
     step = tr.steps[step_index]
     if not step.has_attention(kind, layer):
-        return message_figure(_missing_attention(tr, step, kind, layer))
+        return message_figure(_missing_attention(tr, step, kind, layer, _))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
     heads = att.shape[0]
-    title = dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14))
+    title = dict(text=_attention_title(tr, step_index, kind, layer, None, _), font=dict(size=14))
+    head_names = [_("head {head}").format(head=h) for h in range(heads)]
     if len(queries) == 1:
-        per_head = [f"head {h} ← {queries[0]}" for h in range(heads)]
+        per_head = [f"{name} ← {queries[0]}" for name in head_names]
         fig = go.Figure(attention_heatmap(att[:, 0, :], per_head, keys))
         fig.update_layout(
             title=title,
             height=150 + 34 * heads,
             margin=dict(l=10, r=10, t=40, b=10),
-            xaxis=dict(title="key (attended to)", tickangle=-60, **tick_labels(keys, 10 if narrow else 24)),
-            yaxis=dict(
-                autorange="reversed",
-                tickvals=list(range(heads)),
-                ticktext=[f"head {h}" for h in range(heads)],
+            xaxis=dict(
+                title=_("key (attended to)"), tickangle=-60, **tick_labels(keys, 10 if narrow else 24)
             ),
+            yaxis=dict(autorange="reversed", tickvals=list(range(heads)), ticktext=head_names),
         )
         fig.update_xaxes(tickfont=dict(size=12, color=TEXT_COLOR))
         fig.update_yaxes(tickfont=dict(size=13, color=TEXT_COLOR))
@@ -894,7 +1015,7 @@ def attention_heads_figure(
     fig = make_subplots(
         rows=rows,
         cols=cols,
-        subplot_titles=[f"head {h}" for h in range(heads)],
+        subplot_titles=head_names,
         shared_yaxes=True,
         horizontal_spacing=0.04,
         vertical_spacing=min(0.12, 0.5 / rows),
@@ -913,17 +1034,23 @@ def attention_heads_figure(
     return fig
 
 
-def _missing_attention(tr: Trace, step: Step, kind: str, layer: int) -> str:
+def _missing_attention(tr: Trace, step: Step, kind: str, layer: int, _: Gettext = untranslated) -> str:
+    what = _(KIND_TITLES[kind])
     if kind == "encoder" and step.index != 0:
-        return "The encoder runs once, before step 0: choose step 0 to see its attention."
+        return _("The encoder runs once, before step 0: choose step 0 to see its attention.")
     if kind != "self" and not tr.encoder_decoder:
-        return f"A {tr.arch} model has no {KIND_TITLES[kind]}."
+        return _("A {arch} model has no {kind}.").format(arch=_(tr.arch), kind=what)
     event = step.event(names.attention_name(kind, layer))
     if event is None:
-        return f"Step {step.index} did not reach layer {layer}'s {KIND_TITLES[kind]}."
+        return _("Step {step} did not reach layer {layer}'s {kind}.").format(
+            step=step.index, layer=layer, kind=what
+        )
     if event.error is not None:
-        return f"Step {step.index}, layer {layer}: the {KIND_TITLES[kind]} raised before returning weights."
-    return f"Step {step.index}, layer {layer}: {event.note or 'attention was not captured'}."
+        return _("Step {step}, layer {layer}: the {kind} raised before returning weights.").format(
+            step=step.index, layer=layer, kind=what
+        )
+    note = event.note or _("attention was not captured")
+    return _("Step {step}, layer {layer}: {note}.").format(step=step.index, layer=layer, note=note)
 
 
 def stitched_attention(
@@ -973,13 +1100,22 @@ def stitched_attention(
 
 
 def stitched_attention_figure(
-    tr: Trace, kind: str, layer: int, head: int, highlight_step: int | None = None, narrow: bool = False
+    tr: Trace,
+    kind: str,
+    layer: int,
+    head: int,
+    highlight_step: int | None = None,
+    narrow: bool = False,
+    *,
+    _: Gettext = untranslated,
 ) -> go.Figure:
     """One head's stitched matrix over the whole run, the rows of `highlight_step` outlined
     (`narrow`: fewer labels, for a phone)."""
     matrix, queries, keys, row_step = stitched_attention(tr, kind, layer)
     if matrix.size == 0:
-        return message_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
+        return message_figure(
+            _("No {kind} was captured in layer {layer}.").format(kind=_(KIND_TITLES[kind]), layer=layer)
+        )
     fig = go.Figure(attention_heatmap(matrix[head], queries, keys))
     rows = [r for r, s in enumerate(row_step) if s == highlight_step]
     if rows:
@@ -992,16 +1128,22 @@ def stitched_attention_figure(
             line=dict(color=CHOSEN_COLOR, width=2),
         )
     height = max(300, min(900, 160 + 16 * len(queries)))
-    title = f"Layer {layer}, head {head}: {KIND_TITLES[kind]} over the whole run"
+    title = _("Layer {layer}, head {head}: {kind} over the whole run").format(
+        layer=layer, head=head, kind=_(KIND_TITLES[kind])
+    )
     if kind != "encoder":
-        title += " (each step adds its rows)" if tr.settings.get("use_cache", True) else " (last step's rows)"
+        title += (
+            _(" (each step adds its rows)")
+            if tr.settings.get("use_cache", True)
+            else _(" (last step's rows)")
+        )
     fig.update_layout(
         title=dict(text=title, font=dict(size=14)),
         height=height,
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key", **tick_labels(keys, 10 if narrow else 40)),
+        xaxis=dict(title=_("key"), **tick_labels(keys, 10 if narrow else 40)),
         # A labelled row needs 16 px, or its label lies on the next one's.
-        yaxis=dict(title="query", autorange="reversed", **tick_labels(queries, (height - 160) // 16)),
+        yaxis=dict(title=_("query"), autorange="reversed", **tick_labels(queries, (height - 160) // 16)),
     )
     return fig
 
@@ -1027,11 +1169,21 @@ def cache_table(tr: Trace) -> pd.DataFrame:
         for c in s.cache
     ]
     return pd.DataFrame(
-        rows, columns=["step", "layer", "kind", "seq_len", "seen", "bytes", "key shape", "value shape"]
+        rows,
+        columns=[
+            N_("step"),
+            N_("layer"),
+            N_("kind"),
+            N_("seq_len"),
+            N_("seen"),
+            N_("bytes"),
+            N_("key shape"),
+            N_("value shape"),
+        ],
     )
 
 
-def cache_growth_figure(tr: Trace) -> go.Figure:
+def cache_growth_figure(tr: Trace, *, _: Gettext = untranslated) -> go.Figure:
     """Cache length (top) and bytes (below) per layer over the steps; BART's cross cache dashed.
 
     Layers whose cache grew alike draw as one line named after all of them ("layers 0, 1, 2"), so
@@ -1039,11 +1191,11 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
     """
     table = cache_table(tr)
     if table.empty:
-        return message_figure("The cache is off in this trace: nothing is kept between steps.")
+        return message_figure(_("The cache is off in this trace: nothing is kept between steps."))
     fig = make_subplots(
         rows=2,
         cols=1,
-        subplot_titles=("positions kept (seq_len) and seen", "memory per layer"),
+        subplot_titles=(_("positions kept (seq_len) and seen"), _("memory per layer")),
         shared_xaxes=True,  # one step axis: the top chart needs no tick labels of its own
         vertical_spacing=0.16,
     )
@@ -1053,7 +1205,8 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
         key = (kind, tuple(part["step"]), tuple(part["seq_len"]), tuple(part["seen"]), tuple(part["bytes"]))
         series.setdefault(key, []).append(int(layer))
     for i, ((kind, steps, lengths, seen, sizes), layers) in enumerate(series.items()):
-        name = ("layer " if len(layers) == 1 else "layers ") + ", ".join(map(str, layers))
+        which = ", ".join(map(str, layers))
+        name = (_("layer {layers}") if len(layers) == 1 else _("layers {layers}")).format(layers=which)
         if tr.encoder_decoder:
             name += f" {kind}"
         color = LAYER_COLORS[i % len(LAYER_COLORS)]  # a group's lines (kept, seen, bytes) share its color
@@ -1069,7 +1222,7 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
                 go.Scatter(
                     x=steps,
                     y=seen,
-                    name=f"{name}, positions seen",
+                    name=_("{name}, positions seen").format(name=name),
                     mode="lines",
                     line=dict(dash="dot", color=color),
                     legendgroup=name,
@@ -1084,7 +1237,7 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
                 name=name,
                 showlegend=False,
                 customdata=[human_bytes(int(b)) for b in sizes],
-                hovertemplate="step %{x}<br>%{customdata}<extra>" + name + "</extra>",
+                hovertemplate=_("step") + " %{x}<br>%{customdata}<extra>" + name + "</extra>",
                 **common,
             ),
             row=2,
@@ -1092,14 +1245,14 @@ def cache_growth_figure(tr: Trace) -> go.Figure:
         )
     # Room above the highest line: BART's fixed cross cache is the top one and sat on the frame.
     top = max(table["seq_len"].max(), table["seen"].max())
-    fig.update_yaxes(title_text="positions", range=[0, top * 1.15 + 1], row=1, col=1)
-    fig.update_yaxes(title_text="bytes", range=[0, table["bytes"].max() * 1.15], row=2, col=1)
-    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_yaxes(title_text=_("positions"), range=[0, top * 1.15 + 1], row=1, col=1)
+    fig.update_yaxes(title_text=_("bytes"), range=[0, table["bytes"].max() * 1.15], row=2, col=1)
+    fig.update_xaxes(title_text=_("step"), row=2, col=1)
     fig.update_layout(height=560, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.12))
     return fig
 
 
-def cache_shapes_table(tr: Trace, step_index: int) -> pd.DataFrame:
+def cache_shapes_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
     """The cache after one step: key/value shapes [batch, kv_heads, seq, head_dim] per layer and kind."""
     step = tr.steps[step_index]
     prev = {(c.layer, c.kind): c for c in tr.steps[step_index - 1].cache} if step_index > 0 else {}
@@ -1118,11 +1271,20 @@ def cache_shapes_table(tr: Trace, step_index: int) -> pd.DataFrame:
                 "memory": human_bytes(c.nbytes),
             }
         )
-    columns = ["layer", "kind", "key shape", "value shape", "seq_len", "positions seen", "grew by", "memory"]
-    return pd.DataFrame(rows, columns=columns)
+    columns = [
+        N_("layer"),
+        N_("kind"),
+        N_("key shape"),
+        N_("value shape"),
+        N_("seq_len"),
+        N_("positions seen"),
+        N_("grew by"),
+        N_("memory"),
+    ]
+    return pd.DataFrame(rows, columns=columns).rename(columns=_)
 
 
-def cache_on_off_table(tr: Trace, other: Trace | None = None) -> pd.DataFrame:
+def cache_on_off_table(tr: Trace, other: Trace | None = None, *, _: Gettext = untranslated) -> pd.DataFrame:
     """Tokens fed to the decoder per step with the cache on (1 after the prefill) and off (all so far).
 
     This trace's own column is what it recorded; the other setting's column is what that
@@ -1142,31 +1304,31 @@ def cache_on_off_table(tr: Trace, other: Trace | None = None) -> pd.DataFrame:
             other_fed = computed_off if use_cache else computed_on
         on, off = (recorded, other_fed) if use_cache else (other_fed, recorded)
         rows.append({"step": step.index, "cache on": on, "cache off": off})
-    table = pd.DataFrame(rows, columns=["step", "cache on", "cache off"])
-    table["cache on, total"] = table["cache on"].cumsum()
-    table["cache off, total"] = table["cache off"].cumsum()
-    return table
+    table = pd.DataFrame(rows, columns=[N_("step"), N_("cache on"), N_("cache off")])
+    table[N_("cache on, total")] = table["cache on"].cumsum()
+    table[N_("cache off, total")] = table["cache off"].cumsum()
+    return table.rename(columns=_)
 
 
-def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
+def cache_on_off_figure(tr: Trace, other: Trace | None = None, *, _: Gettext = untranslated) -> go.Figure:
     """Tokens fed per step and in total, cache on vs off."""
-    table = cache_on_off_table(tr, other)
+    table = cache_on_off_table(tr, other)  # English columns: the names below are shown through _
     # One chart above the other: side by side, they ran into each other on a phone.
     fig = make_subplots(
         rows=2,
         cols=1,
-        subplot_titles=("tokens fed per step", "tokens fed in total"),
+        subplot_titles=(_("tokens fed per step"), _("tokens fed in total")),
         shared_xaxes=True,  # one step axis, labelled once under the lower chart
         vertical_spacing=0.18,
     )
     colors = {"cache on": "#1c7ed6", "cache off": "#f08c00"}
     for name, color in colors.items():
-        fig.add_trace(go.Bar(x=table["step"], y=table[name], name=name, marker_color=color), row=1, col=1)
+        fig.add_trace(go.Bar(x=table["step"], y=table[name], name=_(name), marker_color=color), row=1, col=1)
         fig.add_trace(
             go.Scatter(
                 x=table["step"],
                 y=table[f"{name}, total"],
-                name=f"{name}, total",
+                name=_(f"{name}, total"),
                 mode="lines+markers",
                 line=dict(color=color),
                 showlegend=False,
@@ -1174,20 +1336,20 @@ def cache_on_off_figure(tr: Trace, other: Trace | None = None) -> go.Figure:
             row=2,
             col=1,
         )
-    fig.update_xaxes(title_text="step", row=2, col=1)
-    fig.update_yaxes(title_text="tokens")
+    fig.update_xaxes(title_text=_("step"), row=2, col=1)
+    fig.update_yaxes(title_text=_("tokens"))
     fig.update_layout(barmode="group", height=520, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
-def cache_on_off_summary(tr: Trace, other: Trace | None = None) -> str:
+def cache_on_off_summary(tr: Trace, other: Trace | None = None, *, _: Gettext = untranslated) -> str:
     table = cache_on_off_table(tr, other)
     if table.empty:
         return ""
     on, off = int(table["cache on"].sum()), int(table["cache off"].sum())
-    side = "decoder" if tr.encoder_decoder else "model"
-    return (
-        f"Over {len(table)} steps the {side} is fed {on} tokens with the cache on and {off} with it off "
-        f"({off / max(on, 1):.1f}×). With the cache, each step after the prefill feeds one token and reads "
+    side = _("decoder") if tr.encoder_decoder else _("model")
+    return _(
+        "Over {steps} steps the {side} is fed {on} tokens with the cache on and {off} with it off "
+        "({ratio:.1f}×). With the cache, each step after the prefill feeds one token and reads "
         "the rest from the cache; without it, every step feeds the whole sequence again."
-    )
+    ).format(steps=len(table), side=side, on=on, off=off, ratio=off / max(on, 1))
