@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from tracer.i18n import N_, templated
+
 # The families Stepwise is tested on (tests/test_models_local.py traces each one), by the
 # config's `model_type`. Decoder-only ones have the Llama layout (model.layers[i].self_attn,
 # lm_head); encoder-decoder ones the BART layout (encoder and decoder layers, encoder_attn).
@@ -60,16 +62,26 @@ def read_config(folder: Path) -> dict:
 
     folder = Path(folder)
     if not folder.exists():
-        raise ModelLoadError(
-            f"No model folder at {folder}. Give a built-in name or the path of a local checkpoint folder."
+        raise templated(
+            ModelLoadError,
+            N_("No model folder at {folder}. Give a built-in name or the path of a local checkpoint folder."),
+            folder=folder,
         )
     if not folder.is_dir():
-        raise ModelLoadError(f"{folder} is a file, not a folder. Give the folder that holds config.json.")
+        raise templated(
+            ModelLoadError,
+            N_("{folder} is a file, not a folder. Give the folder that holds config.json."),
+            folder=folder,
+        )
     path = folder / "config.json"
     if not path.is_file():
-        raise ModelLoadError(
-            f"{folder} has no config.json, so it is not a Hugging Face checkpoint folder. "
-            "Save one with `model.save_pretrained(folder)`."
+        raise templated(
+            ModelLoadError,
+            N_(
+                "{folder} has no config.json, so it is not a Hugging Face checkpoint folder. "
+                "Save one with `model.save_pretrained(folder)`."
+            ),
+            folder=folder,
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))

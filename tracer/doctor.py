@@ -40,6 +40,7 @@ import torch
 from tracer import names, positions
 from tracer.errors import StepwiseInputError
 from tracer.generate import trace_generation
+from tracer.i18n import N_, Gettext, untranslated
 from tracer.loop import trace_loop
 from tracer.record import describe
 from tracer.records import SavedRecord, plain_data
@@ -114,33 +115,34 @@ class Suspect:
         return self.reason
 
 
-# The usual fix for each kind of suspect, said once in the summary.
+# The usual fix for each kind of suspect, said once in the summary (msgids: an app shows them
+# through its user's gettext).
 USUAL_FIX = {
-    "side-input": (
+    "side-input": N_(
         "Pass such inputs only together with the tokens they belong to: in prepare_inputs_for_generation, "
         "add them when the fed input_ids contain their placeholder tokens (the prefill, and every step "
         "with use_cache=False). Passing them 'only on the first iteration' looks equivalent but breaks "
         "use_cache=False, where every step feeds the placeholders again."
     ),
-    "positions": (
+    "positions": N_(
         "Start the new tokens' positions after the cache: position_ids = past_key_values.get_seq_length() "
         "+ arange(number of fed tokens), or let generate() make position_ids (it advances them itself)."
     ),
-    "mask": (
+    "mask": N_(
         "Extend the attention mask by a column of ones for every generated token, so it covers the cache "
         "and the fed tokens, as generate() does in _update_model_kwargs_for_generation."
     ),
-    "stale-cross-cache": (
+    "stale-cross-cache": N_(
         "Give every new source sentence a fresh EncoderDecoderCache (or none): crop() trims only the "
         "self-attention part, and once its cross-attention part is filled BART reads keys and values "
         "from it instead of projecting the new encoder output."
     ),
-    "dropped-side-input": (
+    "dropped-side-input": N_(
         "Pass such inputs whenever their placeholder tokens are fed, not only on the first iteration: "
         "with use_cache=False every step feeds them again. Decide from the fed input_ids (do they contain "
         "the placeholders?), which is right with the cache on and off."
     ),
-    "reused-cache": (
+    "reused-cache": N_(
         "Start generation from an empty cache unless the cache really holds this prompt's prefix."
     ),
 }
@@ -389,8 +391,10 @@ _SEQUENCE_INPUTS = {
 }  # fmt: skip
 
 
-def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
-    """Inputs of the cached run at `step` (and before it) whose shapes or values don't fit what was fed."""
+def find_suspects(cached: Trace, uncached: Trace, step: int, *, _: Gettext = untranslated) -> list[Suspect]:
+    """Inputs of the cached run at `step` (and before it) whose shapes or values don't fit what was fed.
+
+    The reasons are in English unless `_` (a gettext) says them in another language."""
     suspects: list[Suspect] = []
 
     def add(run: str, name: str, shape, kind: str, reason: str) -> None:
@@ -408,11 +412,12 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
             at_prefill = first.prepare_inputs.get(name)
             if isinstance(at_prefill, TensorInfo) and at_prefill.shape == info.shape:
                 rows = info.shape[0] if info.shape else 0
-                add("cached", name, info.shape, "side-input", (
-                    f"{name} {list(info.shape)} is fed again at step {step}, the same as at the prefill, "
-                    f"beside input_ids {list(s.fed_shape)}: only {fed} new token(s) reach the model, not the "
-                    f"{rows} positions these rows belong to, which the cache already holds."
-                ))  # fmt: skip
+                add("cached", name, info.shape, "side-input", _(
+                    "{name} {shape} is fed again at step {step}, the same as at the prefill, "
+                    "beside input_ids {fed_shape}: only {fed} new token(s) reach the model, not the "
+                    "{rows} positions these rows belong to, which the cache already holds."
+                ).format(name=name, shape=list(info.shape), step=step, fed_shape=list(s.fed_shape), fed=fed,
+                         rows=rows))  # fmt: skip
 
     # Side inputs given at the prefill but dropped at a later step of the uncached run, which feeds
     # every token again, the ones those inputs belong to included ("drop them after the first
@@ -423,11 +428,12 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
         if u_fed is not None and u0_fed is not None and u_fed >= u0_fed:
             for name, info in _side_inputs(u0):
                 if not isinstance(ui.prepare_inputs.get(name), TensorInfo):
-                    add("uncached", name, info.shape, "dropped-side-input", (
-                        f"{name} {list(info.shape)} was fed at the prefill but not at step {step} of the "
-                        f"uncached run, which feeds all {u_fed} tokens again (input_ids "
-                        f"{list(ui.fed_shape)}), the ones {name} belongs to included."
-                    ))  # fmt: skip
+                    add("uncached", name, info.shape, "dropped-side-input", _(
+                        "{name} {shape} was fed at the prefill but not at step {step} of the "
+                        "uncached run, which feeds all {fed} tokens again (input_ids "
+                        "{fed_shape}), the ones {name} belongs to included."
+                    ).format(name=name, shape=list(info.shape), step=step, fed=u_fed,
+                             fed_shape=list(ui.fed_shape)))  # fmt: skip
 
     # position_ids that do not continue after the cache.
     for key in ("position_ids", "decoder_position_ids"):
@@ -436,10 +442,10 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
             got = info.array().reshape(-1, info.shape[-1])[0].tolist()
             want = list(range(before, before + fed))
             if got != want:
-                add("cached", key, info.shape, "positions", (
-                    f"{key} {got} at step {step}, but the cache has already seen {before} positions, so the "
-                    f"fed token(s) belong at {want}: the positions do not advance with the cache."
-                ))  # fmt: skip
+                add("cached", key, info.shape, "positions", _(
+                    "{name} {got} at step {step}, but the cache has already seen {before} positions, so the "
+                    "fed token(s) belong at {want}: the positions do not advance with the cache."
+                ).format(name=key, got=got, step=step, before=before, want=want))  # fmt: skip
 
     # An attention mask that does not cover cache + fed tokens (BART's attention_mask is the
     # encoder's, over the source, so only its decoder mask is checked).
@@ -448,11 +454,12 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
         if not (isinstance(info, TensorInfo) and len(info.shape) == 2 and before is not None and fed):
             continue
         if info.shape[-1] != before + fed:
-            add("cached", key, info.shape, "mask", (
-                f"{key} {list(info.shape)} at step {step} covers {info.shape[-1]} positions, but the cache "
-                f"has seen {before} and {fed} token(s) are fed ({before + fed} in all): the mask was not "
+            add("cached", key, info.shape, "mask", _(
+                "{name} {shape} at step {step} covers {covered} positions, but the cache "
+                "has seen {before} and {fed} token(s) are fed ({total} in all): the mask was not "
                 "extended, so the newest positions count as padding."
-            ))  # fmt: skip
+            ).format(name=key, shape=list(info.shape), step=step, covered=info.shape[-1], before=before,
+                     fed=fed, total=before + fed))  # fmt: skip
 
     # A cache that was not empty when generation started.
     for kind in ("cross", "self"):
@@ -461,15 +468,15 @@ def find_suspects(cached: Trace, uncached: Trace, step: int) -> list[Suspect]:
         if not held:
             continue
         if kind == "cross":
-            add("cached", "past_key_values", None, "stale-cross-cache", (
-                f"past_key_values already held cross-attention keys/values for {held} source positions at "
+            add("cached", "past_key_values", None, "stale-cross-cache", _(
+                "past_key_values already held cross-attention keys/values for {held} source positions at "
                 "step 0, before this source's encoder output was projected: they come from an earlier source "
                 "sentence, and the decoder reads them instead of the new ones."
-            ))  # fmt: skip
+            ).format(held=held))  # fmt: skip
         else:
-            add("cached", "past_key_values", None, "reused-cache", (
-                f"past_key_values already held {held} self-attention positions at step 0 (a reused cache)."
-            ))  # fmt: skip
+            add("cached", "past_key_values", None, "reused-cache", _(
+                "past_key_values already held {held} self-attention positions at step 0 (a reused cache)."
+            ).format(held=held))  # fmt: skip
     return suspects
 
 
@@ -531,89 +538,144 @@ def _summary(
     flipped_at: int | None,
     tol: Tolerance,
     dtype: str,
+    _: Gettext = untranslated,
 ) -> str:
     lines: list[str] = []
-    tol_words = f"rtol {tol.rtol:g}, atol {tol.atol:g} for {dtype}"
+    tol_words = _("rtol {rtol:g}, atol {atol:g} for {dtype}").format(
+        rtol=tol.rtol, atol=tol.atol, dtype=dtype
+    )
     if kind == "consistent":
         compared = [r for r in rows if r.compared and r.status in ("same", "noise-flip")]
         worst = max((r.logit_diff for r in compared), default=0.0)
         lines.append(
-            f"Consistent: with and without the cache the model computes the same logits and layer outputs "
-            f"over {len(compared)} step(s) (largest logit difference {worst:.2g}, within {tol_words})."
+            _(
+                "Consistent: with and without the cache the model computes the same logits and layer outputs "
+                "over {count} step(s) (largest logit difference {worst:.2g}, within {tolerance})."
+            ).format(count=len(compared), worst=worst, tolerance=tol_words)
         )
         if flipped_at is not None:
             r = rows[flipped_at]
             lines.append(
-                f"At step {flipped_at} the greedy token differs ({_tok(cached, r.cached_token)} vs "
-                f"{_tok(uncached, r.uncached_token)}) although the logits agree within the tolerance: a near "
-                "tie decided by rounding, not a cache bug. Later steps continue different texts and were not "
-                "compared."
+                _(
+                    "At step {step} the greedy token differs ({cached} vs {uncached}) although the logits "
+                    "agree within the tolerance: a near tie decided by rounding, not a cache bug. Later "
+                    "steps continue different texts and were not compared."
+                ).format(
+                    step=flipped_at,
+                    cached=_tok(cached, r.cached_token, _),
+                    uncached=_tok(uncached, r.uncached_token, _),
+                )
             )
         return " ".join(lines)
 
     if kind == "both-failed":
         e = cached.error
-        return (
-            f"Both runs failed at step {step} with the same error, with and without the cache: {e.type}: "
-            f"{e.message}. The model fails either way; this is not a cache bug."
-        )
+        return _(
+            "Both runs failed at step {step} with the same error, with and without the cache: {error}: "
+            "{message}. The model fails either way; this is not a cache bug."
+        ).format(step=step, error=e.type, message=e.message)
 
     row = rows[step]
     if kind == "error":
-        failed, other = (
-            ("cached", "uncached") if cached.error and cached.error.step == step else ("uncached", "cached")
-        )
+        failed = "cached" if cached.error and cached.error.step == step else "uncached"
         e = cached.error if failed == "cached" else uncached.error
-        where = f" in {e.where}" if e.where else ""
-        lines.append(
-            f"The {failed} run fails at step {step}{where}: {e.type}: {e.message}. "
-            f"The {other} run gets past it."
+        where = _(" in {where}").format(where=e.where) if e.where else ""
+        text = (
+            _(
+                "The cached run fails at step {step}{where}: {error}: {message}. "
+                "The uncached run gets past it."
+            )
+            if failed == "cached"
+            else _(
+                "The uncached run fails at step {step}{where}: {error}: {message}. "
+                "The cached run gets past it."
+            )
         )
+        lines.append(text.format(step=step, where=where, error=e.type, message=e.message))
     else:
         r_step = cached.steps[step] if step < len(cached.steps) else None
         ids_name = "decoder_input_ids" if cached.encoder_decoder else "input_ids"
-        fed = f" (fed {ids_name} {list(r_step.fed_shape)})" if r_step is not None and r_step.fed_shape else ""
+        fed = ""
+        if r_step is not None and r_step.fed_shape:
+            fed = _(" (fed {name} {shape})").format(name=ids_name, shape=list(r_step.fed_shape))
         if layer is not None:
             diff, limit = row.layer_diffs[layer], row.layer_limits[layer]
-            where = (
-                f"decoder layer {layer}'s output at the newest position differs by {diff:.3g} "
-                f"(noise allows {limit:.2g})"
-            )
+            where = _(
+                "decoder layer {layer}'s output at the newest position differs by {diff:.3g} "
+                "(noise allows {limit:.2g})"
+            ).format(layer=layer, diff=diff, limit=limit)
         elif row.logit_diff is not None:
-            where = f"the logits differ by {row.logit_diff:.3g} (noise allows {row.logit_limit:.2g})"
+            where = _("the logits differ by {diff:.3g} (noise allows {limit:.2g})").format(
+                diff=row.logit_diff, limit=row.logit_limit
+            )
         else:
-            where = "one run stopped while the other went on"
-        lines.append(f"Cached generation parts from uncached generation at step {step}{fed}: {where}.")
+            where = _("one run stopped while the other went on")
+        lines.append(
+            _("Cached generation parts from uncached generation at step {step}{fed}: {where}.").format(
+                step=step, fed=fed, where=where
+            )
+        )
         if row.cached_token == row.uncached_token and row.cached_token is not None:
             lines.append(
-                f"The greedy token is still the same there ({_tok(cached, row.cached_token)}), so the bug is "
-                "silent at first."
+                _(
+                    "The greedy token is still the same there ({token}), so the bug is silent at first."
+                ).format(token=_tok(cached, row.cached_token, _))
             )
         else:
             lines.append(
-                f"The cache on chooses {_tok(cached, row.cached_token)}, the cache off "
-                f"{_tok(uncached, row.uncached_token)}."
+                _("The cache on chooses {cached}, the cache off {uncached}.").format(
+                    cached=_tok(cached, row.cached_token, _), uncached=_tok(uncached, row.uncached_token, _)
+                )
             )
     if suspects:
-        lines.append("What does not fit: " + " ".join(s.reason for s in suspects))
+        lines.append(_("What does not fit:") + " " + " ".join(s.reason for s in suspects))
         kinds = list(dict.fromkeys(s.kind for s in suspects))
-        lines.append("The usual fix: " + " ".join(USUAL_FIX[k] for k in kinds))
+        lines.append(_("The usual fix:") + " " + " ".join(_(USUAL_FIX[k]) for k in kinds))
     elif kind == "error":
         lines.append(
-            "No fed input has an obviously wrong shape; compare what the failing step was fed with the "
-            "prefill (the two runs side by side), and check what the model recomputes from inputs the "
-            "cache already holds."
+            _(
+                "No fed input has an obviously wrong shape; compare what the failing step was fed with the "
+                "prefill (the two runs side by side), and check what the model recomputes from inputs the "
+                "cache already holds."
+            )
         )
     else:
         lines.append(
-            "No fed input has an obviously wrong shape or position; look at what this layer reads from the "
-            "cache (keys, values, mask, positions) at this step."
+            _(
+                "No fed input has an obviously wrong shape or position; look at what this layer reads from "
+                "the cache (keys, values, mask, positions) at this step."
+            )
         )
     return " ".join(lines)
 
 
-def _tok(tr: Trace, token_id: int | None) -> str:
-    return "nothing" if token_id is None else repr(tr.token_text(token_id))
+def _tok(tr: Trace, token_id: int | None, _: Gettext = untranslated) -> str:
+    return _("nothing") if token_id is None else repr(tr.token_text(token_id))
+
+
+def summary_in(report: CacheReport, _: Gettext) -> str:
+    """The report's summary said again in the language of `_` (report.summary is the English one,
+    as the command line prints it), from the same rows, suspects and traces."""
+    flipped = next((r.index for r in report.steps if r.status == "noise-flip"), None)
+    return _summary(
+        report.cached,
+        report.uncached,
+        report.steps,
+        report.first_divergent_step,
+        report.first_divergent_layer,
+        report.kind,
+        suspects_in(report, _),
+        flipped,
+        report.tolerance,
+        report.dtype,
+        _,
+    )
+
+
+def suspects_in(report: CacheReport, _: Gettext) -> list[Suspect]:
+    """The report's suspects with their reasons in the language of `_`."""
+    step = report.first_divergent_step
+    return [] if step is None else find_suspects(report.cached, report.uncached, step, _=_)
 
 
 # ---------------------------------------------------------------------------------------------

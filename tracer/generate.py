@@ -16,6 +16,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tracer.errors import StepwiseInputError, TracingNotSupported
 from tracer.generation_settings import refuse_untraceable, resolve_settings, split_generation_kwargs
+from tracer.i18n import N_, templated
 from tracer.record import DEFAULT_BUDGET_BYTES, BeamSteps, GenerateSteps, Recorder, describe
 from tracer.stopping import StopWatch, row_stop
 from tracer.trace import Batch, BeamResult, Trace
@@ -326,8 +327,14 @@ def encode_prompt(
             raise StepwiseInputError("The prompt must be a text, or a non-empty list of texts.")
         for i, text in enumerate(texts):
             if not text.strip():
-                which = "The prompt" if len(texts) == 1 else f"Prompt {i + 1} of the batch"
-                raise StepwiseInputError(f"{which} is empty: type a few words for the model to continue.")
+                if len(texts) == 1:
+                    empty = N_("The prompt is empty: type a few words for the model to continue.")
+                    raise templated(StepwiseInputError, empty)
+                raise templated(
+                    StepwiseInputError,
+                    N_("Prompt {number} of the batch is empty: type a few words for the model to continue."),
+                    number=i + 1,
+                )
         side = padding_side or ("left" if not encoder_decoder else getattr(tok, "padding_side", "right"))
         if len(texts) == 1:
             encoding = tok(texts[0], return_tensors="pt")

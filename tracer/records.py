@@ -34,6 +34,7 @@ from safetensors.numpy import load as load_safetensors_bytes
 from safetensors.numpy import save as save_safetensors_bytes
 
 from tracer import names
+from tracer.i18n import N_, templated
 
 FORMAT_NAME = "stepwise-trace"
 # 2: the header names the record's kind (a file may hold a training trace or a doctor report);
@@ -278,9 +279,14 @@ def record_from_bytes(data: bytes, source: str = "the uploaded file") -> SavedRe
     """Read any record from a trace file's bytes; `source` names the file in error messages."""
     header = _read_header_metadata(data, source)
     if header.get("format") != FORMAT_NAME:
-        raise TraceFileError(
-            f"{source} is a safetensors file but not a Stepwise trace (no '{FORMAT_NAME}' marker). "
-            "Record one with `python -m tracer record` or the app's Download button."
+        raise templated(
+            TraceFileError,
+            N_(
+                "{source} is a safetensors file but not a Stepwise trace (no '{marker}' marker). "
+                "Record one with `python -m tracer record` or the app's Download button."
+            ),
+            source=source,
+            marker=FORMAT_NAME,
         )
     try:
         version = int(header.get("version", ""))
@@ -308,8 +314,11 @@ def record_from_bytes(data: bytes, source: str = "the uploaded file") -> SavedRe
             meta.setdefault("prompt_text", "")  # the first traces had no prompt text
         record = _decode(cls, meta, arrays)
     except (SafetensorError, KeyError, ValueError, TypeError, IndexError) as exc:
-        raise TraceFileError(
-            f"{source} is damaged: {type(exc).__name__}: {exc}. Record the trace again."
+        raise templated(
+            TraceFileError,
+            N_("{source} is damaged: {error}. Record the trace again."),
+            source=source,
+            error=f"{type(exc).__name__}: {exc}",
         ) from exc
     if any(f.name == "format_version" for f in dataclasses.fields(record)):
         record = dataclasses.replace(record, format_version=version)
@@ -318,16 +327,16 @@ def record_from_bytes(data: bytes, source: str = "the uploaded file") -> SavedRe
 
 def _read_header_metadata(data: bytes, source: str) -> dict[str, str]:
     # The safetensors layout: 8 bytes little-endian header length, then the JSON header.
-    problem = f"{source} is not a Stepwise trace file (it is damaged, or a file of another kind)."
+    problem = N_("{source} is not a Stepwise trace file (it is damaged, or a file of another kind).")
     if len(data) < 8:
-        raise TraceFileError(problem)
+        raise templated(TraceFileError, problem, source=source)
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > len(data) - 8 or header_len > 100_000_000:
-        raise TraceFileError(problem)
+        raise templated(TraceFileError, problem, source=source)
     try:
         header = json.loads(data[8 : 8 + header_len])
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TraceFileError(problem) from None
+        raise templated(TraceFileError, problem, source=source) from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict):
         raise TraceFileError(

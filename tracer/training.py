@@ -38,6 +38,7 @@ from torch import nn
 from tracer import names
 from tracer.errors import StepwiseInputError
 from tracer.generate import config_summary, model_name_of, token_texter
+from tracer.i18n import N_, templated
 from tracer.record import DEFAULT_BUDGET_BYTES, Recorder, SinglePass, summarize_all, tensor_info
 from tracer.records import EventSequence, ModelRun, SavedRecord, read_only
 from tracer.trace import CaptureSummary, Event
@@ -203,10 +204,13 @@ def _encode_pair(model, tok, source: str, target: str | None, pad_to: int | None
     if tok is None:
         raise StepwiseInputError("Tracing a training step needs the model's tokenizer: pass tok.")
     if not isinstance(source, str) or not source.strip():
-        raise StepwiseInputError("The source is empty: type a few words for the model to read.")
+        empty = N_("The source is empty: type a few words for the model to read.")
+        raise templated(StepwiseInputError, empty)
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     if target is not None and not target.strip():
-        raise StepwiseInputError("The target is empty: type the words the model should learn to produce.")
+        raise templated(
+            StepwiseInputError, N_("The target is empty: type the words the model should learn to produce.")
+        )
     if target is None and encoder_decoder:
         raise StepwiseInputError(
             "BART learns to turn a source into a target: give a target too (the text the decoder learns)."

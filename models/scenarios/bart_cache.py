@@ -17,6 +17,7 @@ from transformers import DynamicCache, EncoderDecoderCache
 
 from models.random_models import build_random_bart
 from models.scenarios import Expected, Scenario, Setup
+from tracer.i18n import N_  # the app shows a scenario's words in its user's language
 
 SEED = 13
 FIRST_SOURCE = "ann saw a big dog in the park ."  # translated first, with the same cache
@@ -52,14 +53,14 @@ def build(variant: str) -> Setup:
 
 SCENARIO = Scenario(
     name="bart-reused-cache",
-    title="A BART cache reused for a new source sentence",
-    description=(
+    title=N_("A BART cache reused for a new source sentence"),
+    description=N_(
         "One EncoderDecoderCache serves sentence after sentence; before each new one it is 'emptied' "
         "with crop(-cache.get_seq_length()). The cross-attention keys and values of the previous "
         "sentence stay, and the decoder reads them instead of the new encoder output: a silent "
         "divergence from step 0."
     ),
-    explanation=(
+    explanation=N_(
         "BART's cross-attention projects the encoder output to keys and values once, on the first "
         "step, stores them in the cache's cross-attention part and sets is_updated[layer]; later it "
         "reads them from the cache. EncoderDecoderCache.crop() trims the self-attention part only, so "
@@ -73,5 +74,8 @@ SCENARIO = Scenario(
         "broken": inspect.getsource(broken_cache_for_next_sentence),
         "fixed": inspect.getsource(fixed_cache_for_next_sentence),
     },
-    notes={"broken": "decodes with the previous sentence's cross K/V", "fixed": "a fresh cache per sentence"},
+    notes={
+        "broken": N_("decodes with the previous sentence's cross K/V"),
+        "fixed": N_("a fresh cache per sentence"),
+    },
 )

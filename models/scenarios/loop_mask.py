@@ -16,6 +16,7 @@ import torch
 
 from models.random_models import build_random_llama
 from models.scenarios import Expected, Scenario, Setup
+from tracer.i18n import N_  # the app shows a scenario's words in its user's language
 
 SEED = 11
 PROMPT = "once upon a time there was a small fox ."
@@ -64,13 +65,13 @@ def build(variant: str) -> Setup:
 
 SCENARIO = Scenario(
     name="loop-mask",
-    title="A hand-written loop that does not extend the attention mask",
-    description=(
+    title=N_("A hand-written loop that does not extend the attention mask"),
+    description=N_(
         "A greedy decoding loop written by hand (no generate()) feeds the new token with the cache and "
         "the prompt's attention mask, which it never extends. No error: the text parts from the "
         "uncached loop at step 1."
     ),
-    explanation=(
+    explanation=N_(
         "The attention mask must cover every key position: the ones in the cache plus the tokens fed "
         "now. The loop keeps the mask the tokenizer made for the prompt, so at step 1 it is one "
         "position short, at step 2 two, and so on. transformers treats positions the mask does not "
@@ -81,5 +82,8 @@ SCENARIO = Scenario(
     build=build,
     expected={"broken": Expected(False, step=1, layer=0), "fixed": Expected(True)},
     code={"broken": inspect.getsource(broken_greedy_loop), "fixed": inspect.getsource(fixed_greedy_loop)},
-    notes={"broken": "silently diverges with the cache on", "fixed": "extends the mask after every token"},
+    notes={
+        "broken": N_("silently diverges with the cache on"),
+        "fixed": N_("extends the mask after every token"),
+    },
 )

@@ -20,6 +20,7 @@ from transformers import LlamaForCausalLM
 
 from models.random_models import build_random_llama, random_tokenizer
 from models.scenarios import Expected, Scenario, Setup
+from tracer.i18n import N_  # the app shows a scenario's words in its user's language
 
 SEED = 5
 NUM_PATCHES = 3
@@ -107,14 +108,14 @@ def build(variant: str) -> Setup:
 
 SCENARIO = Scenario(
     name="side-inputs",
-    title="Side inputs on every step (image patches)",
-    description=(
+    title=N_("Side inputs on every step (image patches)"),
+    description=N_(
         "A Llama that reads 3 image patches: its forward replaces the embeddings of the 3 placeholder "
         "tokens with projected patch features, and its prepare_inputs_for_generation passes "
         "pixel_values and boxes on every step. It works with use_cache=False and crashes with the "
         "cache on, at step 1."
     ),
-    explanation=(
+    explanation=N_(
         "With the cache, step 0 (the prefill) feeds the whole prompt, placeholders included, and the "
         "patches land in the cache as keys and values. From step 1 on only the new token is fed, "
         "input_ids [1, 1], but pixel_values [3, 48] come along again: the forward selects 0 "
@@ -138,8 +139,8 @@ SCENARIO = Scenario(
         "model": inspect.getsource(PatchLlama),
     },
     notes={
-        "broken": "crashes with the cache on; works with it off",
-        "fixed": "works with the cache on and off",
-        "tempting": "works with the cache on; silently wrong with use_cache=False",
+        "broken": N_("crashes with the cache on; works with it off"),
+        "fixed": N_("works with the cache on and off"),
+        "tempting": N_("works with the cache on; silently wrong with use_cache=False"),
     },
 )

@@ -15,6 +15,7 @@ from transformers import LlamaForCausalLM
 
 from models.random_models import build_random_llama
 from models.scenarios import Expected, Scenario, Setup
+from tracer.i18n import N_  # the app shows a scenario's words in its user's language
 
 SEED = 7
 PROMPT = "tom has a red ball and ann has a blue book ."
@@ -55,13 +56,13 @@ def build(variant: str) -> Setup:
 
 SCENARIO = Scenario(
     name="stale-positions",
-    title="Positions that do not advance with the cache",
-    description=(
+    title=N_("Positions that do not advance with the cache"),
+    description=N_(
         "A Llama whose prepare_inputs_for_generation makes its own position_ids by numbering the "
         "tokens it feeds from 0. No error: with the cache on, generation silently parts from the "
         "uncached run at step 1."
     ),
-    explanation=(
+    explanation=N_(
         "Without the cache every step feeds the whole sequence, so numbering the fed tokens 0..n-1 "
         "gives every token its true position. With the cache only the new token is fed, and it is "
         "numbered 0 on every step, although the cache already holds the prompt and the tokens "
@@ -76,5 +77,8 @@ SCENARIO = Scenario(
         "broken": inspect.getsource(BrokenPositionsLlama),
         "fixed": inspect.getsource(FixedPositionsLlama),
     },
-    notes={"broken": "silently diverges with the cache on", "fixed": "positions start after the cache"},
+    notes={
+        "broken": N_("silently diverges with the cache on"),
+        "fixed": N_("positions start after the cache"),
+    },
 )

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from tracer import doctor
 from tracer.doctor import CacheReport
+from tracer.i18n import N_, Gettext, untranslated
 from tracer.plots.common import shape_text, value_text
 from tracer.trace import Step, TensorInfo, Trace
 
@@ -20,21 +22,38 @@ LOG_FLOOR = 1e-12
 COLORS = {"cached": "#1f77b4", "uncached": "#ff7f0e", "bad": "#d62728", "limit": "#7f7f7f"}
 
 
-def verdict(report: CacheReport) -> tuple[str, str]:
+def verdict(report: CacheReport, *, _: Gettext = untranslated) -> tuple[str, str]:
     """("success" | "error", a one-line headline) for the top of the page."""
     if report.consistent:
-        return "success", "Consistent: cached and uncached generation agree at every compared step."
+        return "success", _("Consistent: cached and uncached generation agree at every compared step.")
     step, layer = report.first_divergent_step, report.first_divergent_layer
     if report.kind == "error":
-        failed = "cached" if report.cached_error and report.cached_error.step == step else "uncached"
-        return "error", f"The {failed} run crashes at step {step}."
+        if report.cached_error and report.cached_error.step == step:
+            return "error", _("The cached run crashes at step {step}.").format(step=step)
+        return "error", _("The uncached run crashes at step {step}.").format(step=step)
     if report.kind == "both-failed":
-        return "error", f"Both runs crash at step {step}: the model fails with the cache on and off."
-    at_layer = "" if layer is None else f", from decoder layer {layer} on"
-    return "error", f"Cached generation parts from uncached generation at step {step}{at_layer}."
+        return "error", _(
+            "Both runs crash at step {step}: the model fails with the cache on and off."
+        ).format(step=step)
+    at_layer = "" if layer is None else _(", from decoder layer {layer} on").format(layer=layer)
+    return "error", _("Cached generation parts from uncached generation at step {step}{at_layer}.").format(
+        step=step, at_layer=at_layer
+    )
 
 
-def logit_diff_figure(report: CacheReport) -> go.Figure:
+def summary_text(report: CacheReport, *, _: Gettext = untranslated) -> str:
+    """The report's plain-language summary in the language of `_` (report.summary is the English)."""
+    return report.summary if _ is untranslated else doctor.summary_in(report, _)
+
+
+def suspect_reasons(report: CacheReport, *, _: Gettext = untranslated) -> list[str]:
+    """What does not fit, one sentence per suspect, in the language of `_`."""
+    if _ is untranslated:
+        return [s.reason for s in report.suspects]
+    return [s.reason for s in doctor.suspects_in(report, _)]
+
+
+def logit_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.Figure:
     """Max |cached - uncached| logit per step (log scale), the noise limit, the bug's step marked."""
     rows = report.steps
     x = [r.index for r in rows]
@@ -42,7 +61,9 @@ def logit_diff_figure(report: CacheReport) -> go.Figure:
     limits = [r.logit_limit for r in rows]
     colors = [COLORS["bad"] if r.status in ("diverged", "error") else COLORS["cached"] for r in rows]
     hover = [
-        f"step {r.index}: {r.status}<br>logit diff {_num(r.logit_diff)} (noise limit {_num(r.logit_limit)})"
+        _("step {step}: {status}<br>logit diff {diff} (noise limit {limit})").format(
+            step=r.index, status=r.status, diff=_num(r.logit_diff), limit=_num(r.logit_limit)
+        )
         for r in rows
     ]
     fig = go.Figure()
@@ -51,7 +72,7 @@ def logit_diff_figure(report: CacheReport) -> go.Figure:
             x=x,
             y=diffs,
             mode="lines+markers",
-            name="max |logit diff|",
+            name=_("max |logit diff|"),
             marker={"color": colors, "size": 10},
             line={"color": COLORS["cached"]},
             hovertext=hover,
@@ -65,17 +86,21 @@ def logit_diff_figure(report: CacheReport) -> go.Figure:
                 x=x,
                 y=limits,
                 mode="lines+markers",
-                name="noise limit (tolerance)",
+                name=_("noise limit (tolerance)"),
                 line={"color": COLORS["limit"], "dash": "dash"},
                 marker={"color": COLORS["limit"], "size": 7, "symbol": "line-ew-open"},
             )
         )
     step = report.first_divergent_step
     if step is not None:
-        label = "crash" if report.kind in ("error", "both-failed") else "first divergence"
+        label = (
+            _("crash: step {step}")
+            if report.kind in ("error", "both-failed")
+            else _("first divergence: step {step}")
+        )
         fig.add_vline(x=step, line={"color": COLORS["bad"], "dash": "dot"})
         fig.add_annotation(
-            x=step, y=1, yref="paper", text=f"{label}: step {step}", showarrow=False, yanchor="bottom"
+            x=step, y=1, yref="paper", text=label.format(step=step), showarrow=False, yanchor="bottom"
         )
         after = [r.index for r in rows if r.index > step]
         if after:
@@ -83,9 +108,9 @@ def logit_diff_figure(report: CacheReport) -> go.Figure:
                 x0=step + 0.5, x1=max(after) + 0.5, fillcolor="lightgray", opacity=0.25, line_width=0
             )
     fig.update_layout(
-        title="Logit difference per step, cache on vs off",
-        xaxis={"title": "step", "dtick": 1},
-        yaxis={"title": "max |cached - uncached| (log)", "type": "log", "exponentformat": "e"},
+        title=_("Logit difference per step, cache on vs off"),
+        xaxis={"title": _("step"), "dtick": 1},
+        yaxis={"title": _("max |cached - uncached| (log)"), "type": "log", "exponentformat": "e"},
         height=360,
         margin={"t": 60, "b": 40},
         legend={"orientation": "h", "y": -0.25},
@@ -93,7 +118,7 @@ def logit_diff_figure(report: CacheReport) -> go.Figure:
     return fig
 
 
-def layer_diff_figure(report: CacheReport) -> go.Figure:
+def layer_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.Figure:
     """Heatmap steps x decoder layers: how many times over its noise limit each layer's output differs."""
     num_layers = max((len(r.layer_diffs) for r in report.steps), default=0)
     ratio = np.full((num_layers, len(report.steps)), np.nan)
@@ -104,18 +129,21 @@ def layer_diff_figure(report: CacheReport) -> go.Figure:
         go.Heatmap(
             z=ratio,
             x=[r.index for r in report.steps],
-            y=[f"layer {k}" for k in range(num_layers)],
+            y=[_("layer {layer}").format(layer=k) for k in range(num_layers)],
             colorscale=[[0, "#2ca02c"], [0.5, "#f7f7f7"], [1, "#d62728"]],
             zmid=0,
             zmin=-6,
             zmax=6,
             colorbar={"title": "log10(diff / limit)"},
-            hovertemplate="step %{x}, %{y}<br>log10(diff / noise limit) = %{z:.2f}<extra></extra>",
+            hovertemplate=_("step")
+            + " %{x}, %{y}<br>log10(diff / "
+            + _("noise limit")
+            + ") = %{z:.2f}<extra></extra>",
         )
     )
     fig.update_layout(
-        title="Decoder layer outputs at the newest position: red is over the noise limit",
-        xaxis={"title": "step", "dtick": 1},
+        title=_("Decoder layer outputs at the newest position: red is over the noise limit"),
+        xaxis={"title": _("step"), "dtick": 1},
         yaxis={"autorange": "reversed"},
         height=120 + 40 * max(num_layers, 1),
         margin={"t": 50, "b": 40},
@@ -123,7 +151,7 @@ def layer_diff_figure(report: CacheReport) -> go.Figure:
     return fig
 
 
-def steps_table(report: CacheReport) -> pd.DataFrame:
+def steps_table(report: CacheReport, *, _: Gettext = untranslated) -> pd.DataFrame:
     """The two runs side by side, one row per step: tokens, what was fed, input shapes, the difference."""
     cached, uncached = report.cached, report.uncached
     rows = []
@@ -132,23 +160,23 @@ def steps_table(report: CacheReport) -> pd.DataFrame:
         u = _step(uncached, r.index)
         rows.append(
             {
-                "step": r.index,
-                "status": r.status,
-                "cached token": _token(cached, r.cached_token, c),
-                "cached fed": _fed(c),
-                "cached inputs": _inputs(c),
-                "cache after": None if c is None else c.cache_seq_len(),  # None with the cache off
-                "uncached token": _token(uncached, r.uncached_token, u),
-                "uncached fed": _fed(u),
-                "uncached inputs": _inputs(u),
-                "logit diff": r.logit_diff,
-                "noise limit": r.logit_limit,
+                N_("step"): r.index,
+                N_("status"): r.status,
+                N_("cached token"): _token(cached, r.cached_token, c, _),
+                N_("cached fed"): _fed(c),
+                N_("cached inputs"): _inputs(c),
+                N_("cache after"): None if c is None else c.cache_seq_len(),  # None with the cache off
+                N_("uncached token"): _token(uncached, r.uncached_token, u, _),
+                N_("uncached fed"): _fed(u),
+                N_("uncached inputs"): _inputs(u),
+                N_("logit diff"): r.logit_diff,
+                N_("noise limit"): r.logit_limit,
             }
         )
     table = pd.DataFrame(rows)
     # Whole positions, blank where the cache was off: a float column showed "10.000000".
     table["cache after"] = table["cache after"].astype("Int64")
-    return table
+    return table.rename(columns=_)
 
 
 def largest_logit_diff(report: CacheReport) -> str:
@@ -160,12 +188,12 @@ def largest_logit_diff(report: CacheReport) -> str:
     return f"< {LOG_FLOOR:.0e}" if largest < LOG_FLOOR else f"{largest:.2e}"
 
 
-def fed_at_step_table(report: CacheReport, step: int) -> pd.DataFrame:
+def fed_at_step_table(report: CacheReport, step: int, *, _: Gettext = untranslated) -> pd.DataFrame:
     """Every input fed at `step` in both runs, its shape (or value), and why the doctor suspects it."""
     c, u = _step(report.cached, step), _step(report.uncached, step)
     names = list(dict.fromkeys([*(_fed_inputs(c)), *(_fed_inputs(u))]))
     suspicion = {}
-    for s in report.suspects:
+    for s in report.suspects if _ is untranslated else doctor.suspects_in(report, _):
         suspicion.setdefault(s.name, []).append(s.reason)
     return pd.DataFrame(
         [
@@ -177,8 +205,8 @@ def fed_at_step_table(report: CacheReport, step: int) -> pd.DataFrame:
             }
             for name in names
         ],
-        columns=["input", "cached run", "uncached run", "suspect"],
-    )
+        columns=[N_("input"), N_("cached run"), N_("uncached run"), N_("suspect")],
+    ).rename(columns=_)
 
 
 def suspects_table(report: CacheReport) -> pd.DataFrame:
@@ -197,13 +225,17 @@ def suspects_table(report: CacheReport) -> pd.DataFrame:
     )
 
 
-def errors_text(report: CacheReport) -> list[str]:
+def errors_text(report: CacheReport, *, _: Gettext = untranslated) -> list[str]:
     """One line per run that failed: which run, the step, where, the exception."""
     lines = []
-    for run, error in (("cached", report.cached_error), ("uncached", report.uncached_error)):
+    runs = (
+        (_("cached run, step {step}"), report.cached_error),
+        (_("uncached run, step {step}"), report.uncached_error),
+    )
+    for run, error in runs:
         if error is not None:
-            where = f" in {error.where}" if error.where else ""
-            lines.append(f"{run} run, step {error.step}{where}: {error.type}: {error.message}")
+            where = _(" in {where}").format(where=error.where) if error.where else ""
+            lines.append(f"{run.format(step=error.step)}{where}: {error.type}: {error.message}")
     return lines
 
 
@@ -225,11 +257,11 @@ def _step(tr: Trace, index: int) -> Step | None:
     return tr.steps[index] if index < len(tr.steps) else None
 
 
-def _token(tr: Trace, token_id: int | None, step: Step | None) -> str:
+def _token(tr: Trace, token_id: int | None, step: Step | None, _: Gettext = untranslated) -> str:
     if token_id is not None:
         return tr.token_text(token_id)
     if tr.error is not None and step is not None and tr.error.step == step.index:
-        return "(crashed)"
+        return _("(crashed)")
     return "-"
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from tracer.i18n import N_, Gettext, untranslated
 from tracer.plots.common import KIND_TITLES as GENERATION_KIND_TITLES
 from tracer.plots.common import (
     OTHER_COLOR,
@@ -41,7 +42,7 @@ LABEL_COLOR = "#ffe3b3"  # what a position is scored against
 START_COLOR = "#b2f2bb"  # BART's decoder_start_token_id
 IGNORED_COLOR = "#ced4da"  # -100: left out of the loss
 LOSS_COLOR = "#e8590c"
-KIND_TITLES = {**GENERATION_KIND_TITLES, "self": "decoder self-attention (causal)"}
+KIND_TITLES = {**GENERATION_KIND_TITLES, "self": N_("decoder self-attention (causal)")}
 
 
 def _token(tt: TrainingTrace, token_id: int) -> str:
@@ -57,7 +58,7 @@ def _plot_token(tt: TrainingTrace, token_id: int) -> str:
 # The shift
 
 
-def shift_table(tt: TrainingTrace) -> pd.DataFrame:
+def shift_table(tt: TrainingTrace, *, _: Gettext = untranslated) -> pd.DataFrame:
     """One column per decoder position; rows show what is fed and what is scored, aligned."""
     columns = [str(t) for t in range(tt.num_positions)]
     if tt.encoder_decoder:
@@ -69,15 +70,15 @@ def shift_table(tt: TrainingTrace) -> pd.DataFrame:
         }
     else:
         rows = {
-            "input_ids (fed)": [_token(tt, i) for i in tt.input_ids],
-            "labels (as passed)": [_token(tt, i) for i in tt.labels],
-            "scored against (labels shifted left in the loss)": [_token(tt, i) for i in tt.scored_labels],
+            N_("input_ids (fed)"): [_token(tt, i) for i in tt.input_ids],
+            N_("labels (as passed)"): [_token(tt, i) for i in tt.labels],
+            N_("scored against (labels shifted left in the loss)"): [_token(tt, i) for i in tt.scored_labels],
         }
-    rows["predicted (argmax)"] = [_token(tt, i) for i in tt.predicted_ids]
-    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    rows[N_("predicted (argmax)")] = [_token(tt, i) for i in tt.predicted_ids]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename(index=_)
 
 
-def shift_figure(tt: TrainingTrace) -> go.Figure:
+def shift_figure(tt: TrainingTrace, *, _: Gettext = untranslated) -> go.Figure:
     """Two rows of tokens, arrows showing where each label goes.
 
     BART: labels on top, decoder_input_ids below; label t is fed at position t + 1, the start
@@ -91,7 +92,7 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
         arrows = [(t, t + 1) for t in range(n - 1)]  # (top position, bottom position)
     else:
         top_ids, bottom_ids = tt.input_ids, tt.scored_labels
-        top_name, bottom_name = "input_ids (fed)", "scored against"
+        top_name, bottom_name = _("input_ids (fed)"), _("scored against")
         arrows = [(t + 1, t) for t in range(n - 1)]
 
     def colors(ids: list[int], row: str) -> list[str]:
@@ -144,7 +145,7 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
         height=250,
         margin=dict(l=10, r=10, t=30, b=30),
         **projector_text(14),
-        xaxis=dict(title="position", tickmode="linear", dtick=1, range=[-0.7, n - 0.3], zeroline=False),
+        xaxis=dict(title=_("position"), tickmode="linear", dtick=1, range=[-0.7, n - 0.3], zeroline=False),
         yaxis=dict(
             tickmode="array",
             tickvals=[0, 1],
@@ -161,26 +162,26 @@ def shift_figure(tt: TrainingTrace) -> go.Figure:
 # The loss
 
 
-def loss_table(tt: TrainingTrace) -> pd.DataFrame:
+def loss_table(tt: TrainingTrace, *, _: Gettext = untranslated) -> pd.DataFrame:
     """One row per decoder position: fed, scored against, predicted, p(label), cross-entropy."""
     rows = []
     for t in range(tt.num_positions):
         ignored = bool(tt.ignored[t])
         rows.append(
             {
-                "position": t,
-                "fed": _token(tt, tt.decoder_ids[t]),
-                "scored against": _token(tt, tt.scored_labels[t]),
-                "predicted": _token(tt, tt.predicted_ids[t]),
+                N_("position"): t,
+                N_("fed"): _token(tt, tt.decoder_ids[t]),
+                N_("scored against"): _token(tt, tt.scored_labels[t]),
+                N_("predicted"): _token(tt, tt.predicted_ids[t]),
                 "p(label)": None if ignored else round(float(tt.label_probs[t]), 4),
-                "cross-entropy": None if ignored else round(float(tt.per_token_loss[t]), 4),
-                "ignored (-100)": ignored,
+                N_("cross-entropy"): None if ignored else round(float(tt.per_token_loss[t]), 4),
+                N_("ignored (-100)"): ignored,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).rename(columns=_)
 
 
-def loss_figure(tt: TrainingTrace) -> go.Figure:
+def loss_figure(tt: TrainingTrace, *, _: Gettext = untranslated) -> go.Figure:
     """Per-token cross-entropy as bars; ignored positions as short grey bars; the mean as a line."""
     n = tt.num_positions
     ticks = [
@@ -193,9 +194,11 @@ def loss_figure(tt: TrainingTrace) -> go.Figure:
     heights = [stub if tt.ignored[t] else float(tt.per_token_loss[t]) for t in range(n)]
     colors = [IGNORED_COLOR if tt.ignored[t] else LOSS_COLOR for t in range(n)]
     hover = [
-        "ignored (-100): not in the loss"
+        _("ignored (-100): not in the loss")
         if tt.ignored[t]
-        else f"cross-entropy {tt.per_token_loss[t]:.4f}<br>p(label) {tt.label_probs[t]:.4f}"
+        else _("cross-entropy {loss:.4f}<br>p(label) {p:.4f}").format(
+            loss=tt.per_token_loss[t], p=tt.label_probs[t]
+        )
         for t in range(n)
     ]
     fig = go.Figure(
@@ -203,7 +206,7 @@ def loss_figure(tt: TrainingTrace) -> go.Figure:
             x=list(range(n)),
             y=heights,
             marker_color=colors,
-            text=["ignored" if tt.ignored[t] else f"{tt.per_token_loss[t]:.2f}" for t in range(n)],
+            text=[_("ignored") if tt.ignored[t] else f"{tt.per_token_loss[t]:.2f}" for t in range(n)],
             textposition="outside",
             hovertext=hover,
             hoverinfo="text",
@@ -213,31 +216,36 @@ def loss_figure(tt: TrainingTrace) -> go.Figure:
         y=tt.loss,
         line_dash="dash",
         line_color="#495057",
-        annotation_text=f"loss = mean over {int(scored.sum())} positions = {tt.loss:.4f}",
+        annotation_text=_("loss = mean over {count} positions = {loss:.4f}").format(
+            count=int(scored.sum()), loss=tt.loss
+        ),
         annotation_position="top left",
     )
     fig.update_layout(
         height=340,
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(tickmode="array", tickvals=list(range(n)), ticktext=ticks, title="position: fed → label"),
-        yaxis=dict(title="cross-entropy (nats)", range=[0, top * 1.25 + 1e-6]),
+        xaxis=dict(
+            tickmode="array", tickvals=list(range(n)), ticktext=ticks, title=_("position: fed → label")
+        ),
+        yaxis=dict(title=_("cross-entropy (nats)"), range=[0, top * 1.25 + 1e-6]),
         showlegend=False,
         plot_bgcolor="white",
     )
     return fig
 
 
-def loss_summary(tt: TrainingTrace) -> str:
+def loss_summary(tt: TrainingTrace, *, _: Gettext = untranslated) -> str:
     scored = int((~tt.ignored).sum())
     shift = (
-        "logits at position t are scored against labels[t]"
+        _("Logits at position t are scored against labels[t].")
         if tt.encoder_decoder
-        else "the loss shifts the labels left: logits at position t are scored against the token at t + 1"
+        else _("The loss shifts the labels left: logits at position t are scored against the token at t + 1.")
     )
-    return (
-        f"loss = {tt.loss:.6f}, the mean of {scored} per-token cross-entropies "
-        f"(mean recomputed here: {tt.mean_token_loss:.6f}); {tt.num_positions - scored} positions are "
-        f"-100 and left out. {shift[0].upper()}{shift[1:]}."
+    return _(
+        "loss = {loss:.6f}, the mean of {scored} per-token cross-entropies "
+        "(mean recomputed here: {mean:.6f}); {ignored} positions are -100 and left out."
+    ).format(loss=tt.loss, scored=scored, mean=tt.mean_token_loss, ignored=tt.num_positions - scored) + (
+        " " + shift
     )
 
 
@@ -245,20 +253,20 @@ def loss_summary(tt: TrainingTrace) -> str:
 # The teacher-forced pass
 
 
-def events_table(tt: TrainingTrace) -> pd.DataFrame:
+def events_table(tt: TrainingTrace, *, _: Gettext = untranslated) -> pd.DataFrame:
     """The teacher-forced pass, one row per hook point in call order, with shapes."""
     rows = []
     for event in tt.events:
         rows.append(
             {
-                "hook point": event.name,
-                "module": event.module,
-                "inputs": ", ".join(f"{k} {shape_of(v)}" for k, v in event.inputs.items()),
-                "outputs": ", ".join(f"{k} {shape_of(v)}" for k, v in event.outputs.items()),
-                "note": event.note,
+                N_("hook point"): event.name,
+                N_("module"): event.module,
+                N_("inputs"): ", ".join(f"{k} {shape_of(v)}" for k, v in event.inputs.items()),
+                N_("outputs"): ", ".join(f"{k} {shape_of(v)}" for k, v in event.outputs.items()),
+                N_("note"): event.note,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).rename(columns=_)
 
 
 def num_heads(tt: TrainingTrace, kind: str = "self") -> int:
@@ -268,7 +276,9 @@ def num_heads(tt: TrainingTrace, kind: str = "self") -> int:
         return 0
 
 
-def attention_figure(tt: TrainingTrace, kind: str, layer: int, head: int | None = None) -> go.Figure:
+def attention_figure(
+    tt: TrainingTrace, kind: str, layer: int, head: int | None = None, *, _: Gettext = untranslated
+) -> go.Figure:
     """One head's (or, with head=None, the heads' mean) teacher-forced attention, tokens on the axes."""
     try:
         weights = tt.attention(kind, layer)  # [heads, q_len, k_len]
@@ -280,31 +290,35 @@ def attention_figure(tt: TrainingTrace, kind: str, layer: int, head: int | None 
     queries = source if kind == "encoder" else decoder
     keys = decoder if kind == "self" else source
     fig = go.Figure(attention_heatmap(matrix, queries, keys))
-    which = "mean over heads" if head is None else f"head {head}"
+    which = _("mean over heads") if head is None else _("head {head}").format(head=head)
     fig.update_layout(
-        title=f"{KIND_TITLES[kind]}, layer {layer}, {which}: [{matrix.shape[0]} × {matrix.shape[1]}]",
+        title=_("{kind}, layer {layer}, {heads}: [{rows} × {columns}]").format(
+            kind=_(KIND_TITLES[kind]), layer=layer, heads=which, rows=matrix.shape[0], columns=matrix.shape[1]
+        ),
         height=max(300, 28 * matrix.shape[0] + 140),
         margin=dict(l=10, r=10, t=50, b=10),
         # Every position labelled: a training example is short enough for one label per row.
-        xaxis=dict(title="key", side="bottom", **tick_labels(keys)),
-        yaxis=dict(title="query (position)", autorange="reversed", **tick_labels(queries)),
+        xaxis=dict(title=_("key"), side="bottom", **tick_labels(keys)),
+        yaxis=dict(title=_("query (position)"), autorange="reversed", **tick_labels(queries)),
     )
     return fig
 
 
-def bias_summary(tt: TrainingTrace) -> str:
+def bias_summary(tt: TrainingTrace, *, _: Gettext = untranslated) -> str:
     """How the logits were made: lm_head's output, plus BART's final_logits_bias."""
-    _, positions, vocab = tt.logits_shape
+    _batch, positions, vocab = tt.logits_shape
     if tt.final_logits_bias is None:
-        return f"logits = lm_head(hidden states): [1, {positions}, {vocab}], no bias added."
+        return _("logits = lm_head(hidden states): [1, {positions}, {vocab}], no bias added.").format(
+            positions=positions, vocab=vocab
+        )
     lm_head = tt.lm_head_output
     nonzero = int(np.count_nonzero(tt.final_logits_bias))
-    text = (
-        f"logits [1, {positions}, {vocab}] = lm_head output [1, {positions}, {vocab}] + final_logits_bias "
-        f"[1, {vocab}] (a buffer, broadcast over positions; {nonzero} of {vocab} entries non-zero"
-    )
+    text = _(
+        "logits [1, {positions}, {vocab}] = lm_head output [1, {positions}, {vocab}] + final_logits_bias "
+        "[1, {vocab}] (a buffer, broadcast over positions; {nonzero} of {vocab} entries non-zero"
+    ).format(positions=positions, vocab=vocab, nonzero=nonzero)
     if lm_head is not None:
-        text += f", largest |bias| {float(np.abs(tt.final_logits_bias).max()):.4f}"
+        text += _(", largest |bias| {bias:.4f}").format(bias=float(np.abs(tt.final_logits_bias).max()))
     return text + ")."
 
 
@@ -347,13 +361,13 @@ def trainer_event_text(event) -> str:
     return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items() if not isinstance(x, dict))
 
 
-def trainer_table(ts: TrainerStepTrace) -> pd.DataFrame:
+def trainer_table(ts: TrainerStepTrace, *, _: Gettext = untranslated) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"#": i, "event": e.name, "seen at": e.seen_at, "values": trainer_event_text(e)}
+            {"#": i, N_("event"): e.name, N_("seen at"): e.seen_at, N_("values"): trainer_event_text(e)}
             for i, e in enumerate(ts.events)
         ]
-    )
+    ).rename(columns=_)
 
 
 def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
@@ -393,7 +407,7 @@ def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
     return fig
 
 
-def grad_norm_figure(ts: TrainerStepTrace) -> go.Figure:
+def grad_norm_figure(ts: TrainerStepTrace, *, _: Gettext = untranslated) -> go.Figure:
     """Gradient norm per part of the model after backward, and after clipping (scaled alike)."""
     backward = ts.event("backward").values["grad_norm"]
     clip = ts.event("clip_grad_norm").values
@@ -401,9 +415,11 @@ def grad_norm_figure(ts: TrainerStepTrace) -> go.Figure:
     parts = list(backward)
     fig = go.Figure(
         [
-            go.Bar(name="after backward", x=parts, y=[backward[p] for p in parts], marker_color=LOSS_COLOR),
             go.Bar(
-                name=f"after clipping (× {scale:.3g})",
+                name=_("after backward"), x=parts, y=[backward[p] for p in parts], marker_color=LOSS_COLOR
+            ),
+            go.Bar(
+                name=_("after clipping (× {scale:.3g})").format(scale=scale),
                 x=parts,
                 y=[backward[p] * scale for p in parts],
                 marker_color=OTHER_COLOR,
@@ -414,7 +430,7 @@ def grad_norm_figure(ts: TrainerStepTrace) -> go.Figure:
         barmode="group",
         height=340,
         margin=dict(l=10, r=10, t=30, b=10),
-        yaxis_title="gradient norm",
+        yaxis_title=_("gradient norm"),
         legend=dict(orientation="h", y=1.12),
     )
     return fig
@@ -457,7 +473,7 @@ def _generation_offset(tt: TrainingTrace) -> int:
     return (tt.answer_start if tt.answer_start is not None else len(tt.input_ids)) - 1
 
 
-def teacher_vs_generation(tt: TrainingTrace, gen: Trace) -> pd.DataFrame:
+def teacher_vs_generation(tt: TrainingTrace, gen: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
     """Position by position: teacher forcing (one pass, the true previous token fed) beside
     generation (one step per position, the model's own previous token fed)."""
     offset = _generation_offset(tt)
@@ -473,25 +489,30 @@ def teacher_vs_generation(tt: TrainingTrace, gen: Trace) -> pd.DataFrame:
         generated = step.chosen_id if step is not None else None
         rows.append(
             {
-                "position": t,
-                "target": _token(tt, tt.scored_labels[t]),
-                "teacher forcing: fed": _token(tt, tt.decoder_ids[t]),
-                "teacher forcing: predicted": _token(tt, tt.predicted_ids[t]),
-                "computed in": "the one pass",
-                "generation: step": step_index if step is not None else None,
-                "generation: fed": "" if fed_gen is None else token_label(gen, fed_gen),
-                "generation: chose": "" if generated is None else token_label(gen, generated),
-                "same prediction": None if generated is None else generated == tt.predicted_ids[t],
+                N_("position"): t,
+                N_("target"): _token(tt, tt.scored_labels[t]),
+                N_("teacher forcing: fed"): _token(tt, tt.decoder_ids[t]),
+                N_("teacher forcing: predicted"): _token(tt, tt.predicted_ids[t]),
+                N_("computed in"): _("the one pass"),
+                N_("generation: step"): step_index if step is not None else None,
+                N_("generation: fed"): "" if fed_gen is None else token_label(gen, fed_gen),
+                N_("generation: chose"): "" if generated is None else token_label(gen, generated),
+                N_("same prediction"): None if generated is None else generated == tt.predicted_ids[t],
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).rename(columns=_)
 
 
-def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
+def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace, *, _: Gettext = untranslated) -> go.Figure:
     """When each position is computed: all in one pass (teacher forcing) vs one per step (generation)."""
-    table = teacher_vs_generation(tt, gen)
+    table = teacher_vs_generation(tt, gen)  # English columns; what the figure shows goes through _
     if table.empty:
-        return message_figure("No target positions to compare.")
+        return message_figure(_("No target positions to compare."))
+    one_pass = _("teacher forcing: 1 pass")
+
+    def step_row(s) -> str:
+        return _("generation: step {step}").format(step=int(s))
+
     texts = ["teacher forcing: fed", "teacher forcing: predicted", "generation: fed", "generation: chose"]
     table[texts] = table[texts].map(plot_text)
     positions = table["position"].tolist()
@@ -500,13 +521,13 @@ def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=positions,
-            y=["teacher forcing: 1 pass"] * len(positions),
+            y=[one_pass] * len(positions),
             mode="markers+text",
             marker=dict(size=34, symbol="square", color=LABEL_COLOR, line=dict(color="#495057", width=1)),
             text=table["teacher forcing: predicted"].tolist(),
-            name="teacher forcing",
+            name=_("teacher forcing"),
             hovertext=[
-                f"fed {f}, predicted {p}"
+                _("fed {fed}, predicted {predicted}").format(fed=f, predicted=p)
                 for f, p in zip(
                     table["teacher forcing: fed"], table["teacher forcing: predicted"], strict=True
                 )
@@ -518,24 +539,24 @@ def teacher_vs_generation_figure(tt: TrainingTrace, gen: Trace) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=rows["position"].tolist(),
-            y=[f"generation: step {int(s)}" for s in rows["generation: step"]],
+            y=[step_row(s) for s in rows["generation: step"]],
             mode="markers+text",
             marker=dict(size=34, symbol="square", color=FED_COLOR, line=dict(color="#495057", width=1)),
             text=rows["generation: chose"].tolist(),
-            name="generation",
+            name=_("generation"),
             hovertext=[
-                f"fed {f}, chose {c}"
+                _("fed {fed}, chose {chose}").format(fed=f, chose=c)
                 for f, c in zip(rows["generation: fed"], rows["generation: chose"], strict=True)
             ],
             hoverinfo="text",
         )
     )
-    order = ["teacher forcing: 1 pass"] + [f"generation: step {int(s)}" for s in steps]
+    order = [one_pass] + [step_row(s) for s in steps]
     fig.update_layout(
         height=60 * len(order) + 80,
         margin=dict(l=10, r=10, t=30, b=10),
         **projector_text(14),
-        xaxis=dict(title="position", tickmode="array", tickvals=positions),
+        xaxis=dict(title=_("position"), tickmode="array", tickvals=positions),
         yaxis=dict(categoryorder="array", categoryarray=order[::-1]),
         showlegend=False,
         plot_bgcolor="white",
