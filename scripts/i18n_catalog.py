@@ -20,7 +20,16 @@ sys.path.insert(0, str(ROOT))
 
 from tracer import i18n  # noqa: E402
 
-SOURCES = ["stepwise_app/*.py", "stepwise_app/pages/*.py", "tracer/*.py", "tracer/plots/*.py"]
+# Everywhere the app's words are written: the app, the tracer (views, doctor, errors) and the model
+# zoo (its load errors and the cache-bug scenarios' titles and explanations).
+SOURCES = [
+    "stepwise_app/*.py",
+    "stepwise_app/pages/*.py",
+    "tracer/*.py",
+    "tracer/plots/*.py",
+    "models/*.py",
+    "models/scenarios/*.py",
+]
 KEYWORDS = {"_": None, "N_": None}
 
 
