@@ -421,6 +421,12 @@ def _(message: str) -> str:
     return i18n.gettext_for(lang())(message)
 
 
+def gettext() -> i18n.Gettext:
+    """This run's gettext, bound to the session's language now: what a page calls `_`, and the
+    format_func of a widget (Streamlit may call that after the run, outside the session)."""
+    return i18n.gettext_for(lang())
+
+
 def error_text(exc: BaseException) -> str:
     """An error's message in this session's language (tracer.i18n.error_message): bad input, a model
     that cannot be loaded, a damaged file."""
@@ -567,7 +573,9 @@ def sidebar() -> None:
     with st.sidebar:
         # Model, prompt and Run first: on a projector (1280x720) and in a phone's drawer the Run
         # button shows without scrolling; the settings follow below it.
-        model = st.selectbox(_("Model"), options, format_func=_, key="model", on_change=_on_model_change)
+        model = st.selectbox(
+            _("Model"), options, format_func=gettext(), key="model", on_change=_on_model_change
+        )
         folder = ""
         if model == LOCAL_FOLDER:
             folder = st.text_input(
@@ -589,7 +597,7 @@ def sidebar() -> None:
             _("Decoding"),
             [MODEL_DECODING, GREEDY, SAMPLING],
             horizontal=True,
-            format_func=_,
+            format_func=gettext(),
             key="decoding",
             help=_("model's own: the checkpoint's generation_config, as generate() uses it"),
         )
@@ -887,15 +895,19 @@ def show_training(
             )
         )
         c1, c2, c3 = st.columns(3)
+        say = gettext()  # bound now: the format_funcs below may be called after the run
         kinds = plots.attention_kinds(tt)
         kind = c1.selectbox(
-            _("Attention"), kinds, format_func=lambda k: _(plots.KIND_TITLES[k]), key=f"{prefix}training-kind"
+            _("Attention"),
+            kinds,
+            format_func=lambda k: say(plots.KIND_TITLES[k]),
+            key=f"{prefix}training-kind",
         )
         layer = c2.selectbox(_("Layer"), list(range(tt.num_layers)), key=f"{prefix}training-layer")
         head = c3.selectbox(
             _("Head"),
             ["mean", *range(plots.num_heads(tt, kind))],
-            format_func=lambda h: _("mean") if h == "mean" else h,
+            format_func=lambda h: say("mean") if h == "mean" else str(h),
             key=f"{prefix}training-head",
         )
         st.plotly_chart(

@@ -39,11 +39,11 @@ def N_(message: str) -> str:
     return message
 
 
-def templated(error: type[Exception], template: str, **fields: object) -> Exception:
-    """`error(template.format(**fields))`, keeping the template and fields so an app can say it in
+def templated(error_type: type[Exception], template: str, /, **fields: object) -> Exception:
+    """`error_type(template.format(**fields))`, keeping the template and fields so an app can say it in
     its user's language (`error_message`); str() of it stays the English text. `template` is marked
     with N_ where it is written."""
-    exc = error(template.format(**fields))
+    exc = error_type(template.format(**fields))
     exc.template, exc.fields = template, fields  # type: ignore[attr-defined]
     return exc
 

@@ -17,7 +17,7 @@ from stepwise_app import ui  # the sidebar's model and prompt, the cached model 
 from tracer.i18n import N_
 from tracer.plots import doctor as d
 
-_ = ui._
+_ = ui.gettext()  # this run's language, bound now (format_funcs run later too)
 
 # Option values stay English (the session keeps them); they are shown through _.
 SCENARIO_SOURCE, MODEL_SOURCE = N_("A cache-bug scenario"), N_("The current model and prompt")

@@ -5,7 +5,7 @@ import streamlit as st
 from stepwise_app import ui
 from tracer.plots import generation as g
 
-_ = ui._
+_ = ui.gettext()  # this run's language, bound now (format_funcs run later too)
 
 st.title(_("Overview"))
 tr = ui.require_trace()

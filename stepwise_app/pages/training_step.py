@@ -22,7 +22,7 @@ from tracer.errors import StepwiseInputError
 from tracer.plots import training as plots
 from tracer.training import default_pairs
 
-_ = ui._
+_ = ui.gettext()  # this run's language, bound now (format_funcs run later too)
 
 # A source and target each model knows the words of: for the trained models, the first of their
 # example prompts (models.EXAMPLES, words of their corpus) with its answer.
