@@ -907,7 +907,7 @@ def show_training(
         head = c3.selectbox(
             _("Head"),
             ["mean", *range(plots.num_heads(tt, kind))],
-            format_func=lambda h: say("mean") if h == "mean" else str(h),
+            format_func=lambda h: say(N_("mean")) if h == "mean" else str(h),
             key=f"{prefix}training-head",
         )
         st.plotly_chart(

@@ -148,6 +148,22 @@ USUAL_FIX = {
 }
 
 
+# What a report compared (CacheReport.compared), in words an app can say in its user's language
+# (tracer.i18n.reword).
+COMPARED = {
+    "generate": N_("model.generate() with use_cache=True vs use_cache=False, greedy, {count} new tokens"),
+    "loop": N_("your decoding loop with use_cache=True vs use_cache=False, greedy, {count} new tokens"),
+    "generate+extra": N_(
+        "model.generate() with use_cache=True vs use_cache=False, greedy, {count} new tokens; "
+        "the cached run also got {extra}"
+    ),
+    "loop+extra": N_(
+        "your decoding loop with use_cache=True vs use_cache=False, greedy, {count} new tokens; "
+        "the cached run also got {extra}"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class CacheReport(SavedRecord):
     """Cached vs uncached generation, step by step. See the module docstring for the tolerance."""
@@ -248,10 +264,9 @@ def check_cache(
     extra = cached_kwargs() if callable(cached_kwargs) else dict(cached_kwargs or {})
     cached = run(True, extra)
 
-    what = "your decoding loop" if loop is not None else "model.generate()"
-    compared = f"{what} with use_cache=True vs use_cache=False, greedy, {max_new_tokens} new tokens"
-    if extra:
-        compared += f"; the cached run also got {', '.join(f'{k}={describe(v)}' for k, v in extra.items())}"
+    words = COMPARED[("loop" if loop is not None else "generate") + ("+extra" if extra else "")]
+    given = ", ".join(f"{k}={describe(v)}" for k, v in extra.items())
+    compared = words.format(count=max_new_tokens, extra=given)
     return compare_traces(cached, uncached, tol, compared=compared, dtype=str(dtype).removeprefix("torch."))
 
 

@@ -129,7 +129,10 @@ st.caption(
         "Compared: {compared}. Tolerance for {dtype}: |a - b| ≤ {atol:g} + {rtol:g} · max|b|, "
         "b being the uncached run."
     ).format(
-        compared=report.compared, dtype=report.dtype, atol=report.tolerance.atol, rtol=report.tolerance.rtol
+        compared=ui.view(d.compared_text, record=report),
+        dtype=report.dtype,
+        atol=report.tolerance.atol,
+        rtol=report.tolerance.rtol,
     )
 )
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from tracer import doctor
+from tracer import doctor, i18n
 from tracer.doctor import CacheReport
 from tracer.i18n import N_, Gettext, untranslated
 from tracer.plots.common import shape_text, value_text
@@ -44,6 +44,11 @@ def verdict(report: CacheReport, *, _: Gettext = untranslated) -> tuple[str, str
 def summary_text(report: CacheReport, *, _: Gettext = untranslated) -> str:
     """The report's plain-language summary in the language of `_` (report.summary is the English)."""
     return report.summary if _ is untranslated else doctor.summary_in(report, _)
+
+
+def compared_text(report: CacheReport, *, _: Gettext = untranslated) -> str:
+    """What the report compared, in the language of `_` (report.compared is the English)."""
+    return i18n.reword(report.compared, doctor.COMPARED.values(), _)
 
 
 def suspect_reasons(report: CacheReport, *, _: Gettext = untranslated) -> list[str]:

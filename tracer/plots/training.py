@@ -334,28 +334,37 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def trainer_event_text(event) -> str:
-    """A one-line account of a Trainer event's values."""
+def trainer_event_text(event, _: Gettext = untranslated) -> str:
+    """A one-line account of a Trainer event's values (the words in the language of `_`)."""
     v = event.values
     if event.name == "batch":
         return ", ".join(f"{k} {v[k]['shape']}" for k in v)
     if event.name == "forward":
         return f"logits {v['logits_shape']}, model.training={v['training']}"
     if event.name == "loss":
-        return f"loss {_fmt(v['loss'])} over {v['scored_tokens']} scored tokens"
+        words = _("loss {loss} over {count} scored tokens")
+        return words.format(loss=_fmt(v["loss"]), count=v["scored_tokens"])
     if event.name == "backward":
-        return f"gradients in {len(v['grad_norm'])} parts, total norm {_fmt(v['total_norm'])}"
+        return _("gradients in {count} parts, total norm {norm}").format(
+            count=len(v["grad_norm"]), norm=_fmt(v["total_norm"])
+        )
     if event.name == "clip_grad_norm":
-        verb = "clipped" if v["clipped"] else "not clipped"
+        verb = _("clipped") if v["clipped"] else _("not clipped")
         norms = f"{_fmt(v['norm_before'])} → {_fmt(v['norm_after'])}"
-        return f"norm {norms} ({verb}, max_grad_norm {v['max_grad_norm']})"
+        return _("norm {norms} ({clipped}, max_grad_norm {limit})").format(
+            norms=norms, clipped=verb, limit=v["max_grad_norm"]
+        )
     if event.name == "optimizer.step":
         total = math.sqrt(sum(x * x for x in v["update_norm"].values()))
-        return f"{v['optimizer']} at lr {_fmt(v['lr'])}: parameters moved by {_fmt(total)} in total"
+        return _("{optimizer} at lr {lr}: parameters moved by {total} in total").format(
+            optimizer=v["optimizer"], lr=_fmt(v["lr"]), total=_fmt(total)
+        )
     if event.name == "scheduler.step":
         return f"{v['scheduler']}: lr {_fmt(v['lr_before'])} → {_fmt(v['lr_after'])}"
     if event.name == "zero_grad":
-        return f"parameters with a gradient: {v['params_with_grad_before']} → {v['params_with_grad_after']}"
+        return _("parameters with a gradient: {before} → {after}").format(
+            before=v["params_with_grad_before"], after=v["params_with_grad_after"]
+        )
     if event.name == "log":
         return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items())
     return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items() if not isinstance(x, dict))
@@ -364,15 +373,15 @@ def trainer_event_text(event) -> str:
 def trainer_table(ts: TrainerStepTrace, *, _: Gettext = untranslated) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"#": i, N_("event"): e.name, N_("seen at"): e.seen_at, N_("values"): trainer_event_text(e)}
+            {"#": i, N_("event"): e.name, N_("seen at"): e.seen_at, N_("values"): trainer_event_text(e, _)}
             for i, e in enumerate(ts.events)
         ]
     ).rename(columns=_)
 
 
-def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
+def trainer_flow_figure(ts: TrainerStepTrace, *, _: Gettext = untranslated) -> go.Figure:
     """The Trainer step as a chain of boxes, in call order, each with its values."""
-    n = len(ts.events)
+    n, events = len(ts.events), ts.events
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -380,7 +389,7 @@ def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
             y=list(range(n)),
             mode="markers",
             marker=dict(size=16, color=OTHER_COLOR, line=dict(color="#495057", width=1)),
-            hovertext=[f"{e.name}<br>seen at {e.seen_at}" for e in ts.events],
+            hovertext=[_("{event}<br>seen at {where}").format(event=e.name, where=e.seen_at) for e in events],
             hoverinfo="text",
             showlegend=False,
         )
@@ -390,7 +399,13 @@ def trainer_flow_figure(ts: TrainerStepTrace) -> go.Figure:
             x=0, y=i, text=f"<b>{event.name}</b>", xanchor="right", xshift=-16, showarrow=False
         )
         fig.add_annotation(
-            x=0, y=i, text=trainer_event_text(event), xanchor="left", xshift=16, showarrow=False, align="left"
+            x=0,
+            y=i,
+            text=trainer_event_text(event, _),
+            xanchor="left",
+            xshift=16,
+            showarrow=False,
+            align="left",
         )
         if i + 1 < n:
             fig.add_annotation(
