@@ -339,39 +339,43 @@ _IN_KEYS = ("input_ids", "decoder_input_ids", "hidden_states")
 _OUT_KEYS = ("logits", "last_hidden_state", "attn_weights", "output", "output[0]")
 
 
-def _event_detail(tr: Trace, step: Step, event: Event) -> str:
+def _event_detail(tr: Trace, step: Step, event: Event, _: Gettext = untranslated) -> str:
     kind = event.attention_kind
     if event.name in (names.DECODER_EMBED, names.ENCODER_EMBED):
         ids, out = event.inputs.get("arg0"), event.outputs.get("output")
         if isinstance(ids, TensorInfo) and isinstance(out, TensorInfo):
-            return f"input_ids {shape_of(ids)} → embeddings {shape_of(out)}"
+            return _("input_ids {ids} → embeddings {out}").format(ids=shape_of(ids), out=shape_of(out))
     parsed = names.parse_layer(event.name)
     if parsed is not None and parsed[2] == "mlp":
         hidden, out = event.inputs.get("hidden_states"), event.outputs.get("output")
         ffn = tr.config.get("ffn_dim")
         if isinstance(hidden, TensorInfo) and isinstance(out, TensorInfo):
             inner = f" → [{', '.join(map(str, hidden.shape[:-1]))}, {ffn}]" if ffn else ""
-            return f"hidden {shape_of(hidden)}{inner} → {shape_of(out)}"
+            words = _("hidden {hidden}{inner} → {out}")
+            return words.format(hidden=shape_of(hidden), inner=inner, out=shape_of(out))
     if event.name == names.PREPARE_INPUTS:
         before = _first_tensor(event.inputs, ("input_ids",))
         after = _first_tensor(event.outputs, ("input_ids", "decoder_input_ids", "inputs_embeds"))
         if before and after:
-            return f"sequence {shape_of(before[1])} → feeds {after[0]} {shape_of(after[1])}"
+            return _("sequence {before} → feeds {name} {after}").format(
+                before=shape_of(before[1]), name=after[0], after=shape_of(after[1])
+            )
     if event.name == names.CHOOSE_TOKEN:
         if step.chosen_id is None:
-            return "no token chosen"
-        return f"picks {token_label(tr, step.chosen_id)} (p={_pct(step.chosen_prob)})"
+            return _("no token chosen")
+        token = token_label(tr, step.chosen_id)
+        return _("picks {token} (p={p})").format(token=token, p=_pct(step.chosen_prob))
     if kind is not None:
         hidden = event.inputs.get("hidden_states")
         weights = event.outputs.get("attn_weights")
-        text = f"hidden {shape_of(hidden)}" if hidden is not None else ""
+        text = _("hidden {shape}").format(shape=shape_of(hidden)) if hidden is not None else ""
         if weights is not None:
-            text += f" → weights {shape_of(weights)}"
+            text += _(" → weights {shape}").format(shape=shape_of(weights))
         cache_before = event.inputs.get("cache_len_before")
         if kind == "self" and cache_before is not None and isinstance(weights, TensorInfo):
-            text += f"; cache {cache_before} → {weights.shape[-1]}"
+            text += _("; cache {before} → {after}").format(before=cache_before, after=weights.shape[-1])
         if kind == "cross" and isinstance(weights, TensorInfo):
-            text += f"; {weights.shape[-1]} source positions"
+            text += _("; {count} source positions").format(count=weights.shape[-1])
         return text.strip()
     inp = _first_tensor(event.inputs, _IN_KEYS)
     out = _first_tensor(event.outputs, _OUT_KEYS)
@@ -392,18 +396,19 @@ def _event_depth(event: Event) -> int:
     return 2  # decoder.layers.{i}, the embeddings, lm_head
 
 
-def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
+def call_flow(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> list[FlowNode]:
     """The step's calls in the order they happened, with shapes, framed by generate() and the append."""
     step = tr.steps[step_index]
     end = step_end(tr, step)
-    nodes = [
-        FlowNode("generate()", f"step {step.index} ({step.phase}); {_n(end, 'decoder position')} so far", 0)
-    ]
+    where = _("step {step} ({phase}); {positions} so far").format(
+        step=step.index, phase=_(step.phase), positions=_n(end, "decoder position", _)
+    )
+    nodes = [FlowNode("generate()", where, 0)]
     for event in step.events:
         nodes.append(
             FlowNode(
                 event.name,
-                _event_detail(tr, step, event),
+                _event_detail(tr, step, event, _),
                 _event_depth(event),
                 event.module,
                 failed=event.error is not None,
@@ -418,17 +423,19 @@ def call_flow(tr: Trace, step_index: int) -> list[FlowNode]:
                     "final_logits_bias",
                     f"logits {shape_of(logits)} + final_logits_bias {shape_text(tuple(bias))}",
                     2,
-                    f"{tr.model_class}.forward (a buffer added after lm_head)",
+                    _("{model_class}.forward (a buffer added after lm_head)").format(
+                        model_class=tr.model_class
+                    ),
                 )
             )
     failed_here = tr.error is not None and tr.error.step == step.index
     if failed_here:
-        nodes.append(FlowNode("error", str(tr.error), 0, failed=True))
+        nodes.append(FlowNode(_("error"), str(tr.error), 0, failed=True))
     elif step.complete:
         token = token_label(tr, step.chosen_id)
         nodes.append(FlowNode("append", f"input_ids [1, {end}] + {token} → [1, {end + 1}]", 1))
         last = step.index == len(tr.steps) - 1
-        nodes.append(FlowNode("stop" if last else "next step", _stop_reason(tr) if last else "", 0))
+        nodes.append(FlowNode(_("stop") if last else _("next step"), _stop_reason(tr, _) if last else "", 0))
     return nodes
 
 
@@ -470,12 +477,12 @@ def _wrap(text: str, width: int) -> list[str]:
 FLOW_LINE = 38  # characters per line of a call-flow box: fits a phone's width at 12 px monospace
 
 
-def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
+def call_flow_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> go.Figure:
     """The call flow as a diagram: one box per call (name, then its shapes), indented by nesting.
 
     Each box holds its whole detail, wrapped to a phone's width, so nothing is cut on any screen.
     """
-    nodes = call_flow(tr, step_index)
+    nodes = call_flow(tr, step_index, _=_)
     line_h = 17  # pixels per line of text
     indent = 0.04
     shapes, annotations = [], []

@@ -313,13 +313,13 @@ def bias_summary(tt: TrainingTrace, *, _: Gettext = untranslated) -> str:
         )
     lm_head = tt.lm_head_output
     nonzero = int(np.count_nonzero(tt.final_logits_bias))
-    text = _(
-        "logits [1, {positions}, {vocab}] = lm_head output [1, {positions}, {vocab}] + final_logits_bias "
-        "[1, {vocab}] (a buffer, broadcast over positions; {nonzero} of {vocab} entries non-zero"
-    ).format(positions=positions, vocab=vocab, nonzero=nonzero)
+    largest = ""
     if lm_head is not None:
-        text += _(", largest |bias| {bias:.4f}").format(bias=float(np.abs(tt.final_logits_bias).max()))
-    return text + ")."
+        largest = _(", largest |bias| {bias:.4f}").format(bias=float(np.abs(tt.final_logits_bias).max()))
+    return _(
+        "logits [1, {positions}, {vocab}] = lm_head output [1, {positions}, {vocab}] + final_logits_bias "
+        "[1, {vocab}] (a buffer, broadcast over positions; {nonzero} of {vocab} entries non-zero{largest})."
+    ).format(positions=positions, vocab=vocab, nonzero=nonzero, largest=largest)
 
 
 # ---------------------------------------------------------------------------------------------
