@@ -23,6 +23,7 @@ shared with the training and doctor views.
 from __future__ import annotations
 
 import html
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,7 +280,7 @@ def steps_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
         rows.append(
             {
                 "step": step.index,
-                "phase": step.phase,
+                "phase": _(step.phase),
                 "fed": fed_text,
                 "fed shape": shape_text(step.fed_shape),
                 "cache length": step.cache_seq_len("self"),
@@ -463,12 +464,18 @@ def stop_detail(tr: Trace, *, _: Gettext = untranslated) -> str:
 UNCHECKED = {"_validate": False}
 
 
+def _columns(text: str) -> int:
+    """The width of `text` in monospace columns: a Chinese character takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _wrap(text: str, width: int) -> list[str]:
-    """`text` in lines of at most `width` characters, broken after a comma, an arrow or a space."""
+    """`text` in lines of at most `width` columns, broken after a comma, an arrow or a space."""
     lines: list[str] = []
-    while len(text) > width:
-        cut = max(text.rfind(sep, 0, width + 1) for sep in (", ", " → ", " ", "; "))
-        cut = width if cut <= 0 else cut + 1
+    while _columns(text) > width:
+        fits = next((n for n in range(len(text), 0, -1) if _columns(text[:n]) <= width), 1)
+        cut = max(text.rfind(sep, 0, fits + 1) for sep in (", ", " → ", " ", "; ", "，", "；"))
+        cut = fits if cut <= 0 else cut + 1
         lines.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     return [*lines, text] if text else lines
