@@ -93,7 +93,7 @@ def loop_slides(_: Gettext, tr: Trace) -> list[Slide]:
                 "decoder layers (attention + MLP), lm_head, then it chooses a token, appends it and "
                 "goes again."
             ),
-            _titled(gen_plots.call_flow_figure(tr, 0), _("Step 0: the calls in order")),
+            _titled(gen_plots.call_flow_figure(tr, 0, _=_), _("Step 0: the calls in order")),
             _("Every step repeats the same calls; only what is fed changes."),
             Question(
                 _("How many steps (forward passes) did this run take?"),
@@ -105,7 +105,7 @@ def loop_slides(_: Gettext, tr: Trace) -> list[Slide]:
             "loop",
             _("Prefill, then decode"),
             _("Step 0 (prefill) reads the whole prompt; every later step (decode) reads one new token."),
-            gen_plots.steps_table(tr),
+            gen_plots.steps_table(tr, _=_),
             _("The chosen token of each step is appended and fed to the next one."),
             Question(
                 _("In which phase is the last step?"),
@@ -132,7 +132,7 @@ def cache_slides(_: Gettext, tr: Trace) -> list[Slide]:
             "cache",
             _("What is fed each step"),
             _("With the cache, only the new token is fed after prefill; position_ids say where it sits."),
-            gen_plots.prepare_inputs_table(tr, k),
+            gen_plots.prepare_inputs_table(tr, k, _=_),
             _("Compare step 0 (the whole prompt) with a decode step (one token)."),
             Question(
                 _("What shape will {name} have at step {step}?").format(name=name, step=k),
@@ -151,7 +151,7 @@ def cache_slides(_: Gettext, tr: Trace) -> list[Slide]:
             "cache",
             _("past_key_values grows per layer"),
             _("Each layer keeps the keys and values of every position it has seen."),
-            _titled(gen_plots.cache_growth_figure(tr), _("Cache length after each step")),
+            _titled(gen_plots.cache_growth_figure(tr, _=_), _("Cache length after each step")),
             _("The last chosen token is never fed, so the cache holds one position less than the text."),
             Question(
                 _("How many positions will layer 0's cache hold after the last step?"),
@@ -165,7 +165,7 @@ def cache_slides(_: Gettext, tr: Trace) -> list[Slide]:
             "cache",
             _("The cost with and without the cache"),
             _("Without the cache every step feeds the whole text again."),
-            _titled(gen_plots.cache_on_off_figure(tr), _("Tokens fed, cache on vs off")),
+            _titled(gen_plots.cache_on_off_figure(tr, _=_), _("Tokens fed, cache on vs off")),
             _("Cache on: tokens fed grow linearly; cache off: quadratically."),
         )
     )
@@ -195,7 +195,7 @@ def attention_slides(_: Gettext, tr: Trace) -> list[Slide]:
             _("One head"),
             _("Each row is a query; it spreads a weight of 1 over the keys before it (causal)."),
             _titled(
-                gen_plots.attention_figure(tr, last, "self", 0, 0),
+                gen_plots.attention_figure(tr, last, "self", 0, 0, _=_),
                 _("Self-attention, layer 0, head 0, step {step}").format(step=last),
             ),
             _("With the cache, a decode step has one query row and every earlier key."),
@@ -206,7 +206,7 @@ def attention_slides(_: Gettext, tr: Trace) -> list[Slide]:
             _("All heads, and the induction pattern"),
             _("Heads of one layer look at different things; a trained model learns to copy."),
             _titled(
-                gen_plots.attention_heads_figure(tr, last, "self", layers - 1),
+                gen_plots.attention_heads_figure(tr, last, "self", layers - 1, _=_),
                 _("Every head of layer {layer}").format(layer=layers - 1),
             ),
             _(
@@ -251,7 +251,7 @@ def bart_slides(_: Gettext, tr: Trace) -> list[Slide]:
             figure_shows_answer=True,
         )
         cross_figure = _titled(
-            gen_plots.stitched_attention_figure(tr, "cross", 0, head, highlight_step=step),
+            gen_plots.stitched_attention_figure(tr, "cross", 0, head, highlight_step=step, _=_),
             _("Cross-attention over the whole run, layer 0, head {head} (step {step} outlined)").format(
                 head=head, step=step
             ),
@@ -262,7 +262,7 @@ def bart_slides(_: Gettext, tr: Trace) -> list[Slide]:
             _("The encoder runs once"),
             _("BART reads the source once, before the first decoder step; every step reuses it."),
             _titled(
-                gen_plots.attention_figure(tr, 0, "encoder", 0, 0),
+                gen_plots.attention_figure(tr, 0, "encoder", 0, 0, _=_),
                 _("Encoder self-attention, layer 0, head 0"),
             ),
             _("Encoder attention is not causal: every source token sees every other."),
@@ -287,7 +287,7 @@ def bart_slides(_: Gettext, tr: Trace) -> list[Slide]:
             "bart",
             _("lm_head + final_logits_bias"),
             _("BART adds final_logits_bias to lm_head's output; then a token is chosen."),
-            _titled(gen_plots.topk_figure(tr, 0), _("Step 0: the most likely tokens")),
+            _titled(gen_plots.topk_figure(tr, 0, _=_), _("Step 0: the most likely tokens")),
             _("The chosen token is the tallest bar under greedy decoding."),
             Question(
                 _("Which token will step 0 choose?"),
@@ -322,7 +322,7 @@ def doctor_slides(_: Gettext, reports: dict[str, CacheReport]) -> list[Slide]:
                 "doctor",
                 _(VARIANT_TITLES[variant]),
                 _("The doctor runs generate() with the cache on and off and compares every step."),
-                _titled(doctor_plots.logit_diff_figure(report), _("Logit difference, cache on vs off")),
+                _titled(doctor_plots.logit_diff_figure(report, _=_), _("Logit difference, cache on vs off")),
                 _(VARIANT_NOTICE[variant]),
                 Question(
                     _("At which step will the cached run first differ or fail?"),
@@ -346,7 +346,8 @@ def training_slides(_: Gettext, tt: TrainingTrace) -> list[Slide]:
                 "-100 marks positions left out of the loss."
             ),
             _titled(
-                training_plots.shift_figure(tt), _("What is fed, and what each position is scored against")
+                training_plots.shift_figure(tt, _=_),
+                _("What is fed, and what each position is scored against"),
             ),
             _("All positions are computed in one pass; generation makes one position per step."),
         ),
@@ -354,7 +355,7 @@ def training_slides(_: Gettext, tt: TrainingTrace) -> list[Slide]:
             "training",
             _("The per-token loss"),
             _("The loss is the mean cross-entropy over the positions that are not -100."),
-            _titled(training_plots.loss_figure(tt), _("Loss per position")),
+            _titled(training_plots.loss_figure(tt, _=_), _("Loss per position")),
             _("Grey positions are ignored (-100)."),
             Question(
                 _("Which position will have the highest loss?"),
@@ -388,7 +389,7 @@ def trainer_slides(_: Gettext, ts: TrainerStepTrace) -> list[Slide]:
             "trainer",
             _("One Trainer step, in order"),
             _("forward, loss, backward, gradient clipping, optimizer step, scheduler step, zero_grad, log."),
-            _titled(training_plots.trainer_flow_figure(ts), _("What Trainer.train() did in one step")),
+            _titled(training_plots.trainer_flow_figure(ts, _=_), _("What Trainer.train() did in one step")),
             _("The order matters: clip after backward, zero_grad after the optimizer step."),
             Question(_("What loss did this step log?"), f"{ts.loss:.4f}", ts.loss),
         ),
