@@ -355,11 +355,13 @@ def narrow_screen() -> bool:
 
 def show_trace_error(tr: tracer.Trace) -> None:
     if tr.error is not None:
+        error = tr.error
+        where = _(" in {where}").format(where=error.where) if error.where else ""
         st.error(
             _(
-                "The model raised at step {step}: {error}. The {step} step(s) before it are complete; "
-                "the failing step shows its calls up to the failure."
-            ).format(step=tr.error.step, error=tr.error),
+                "The model raised at step {step}{where}: {error}. The {step} step(s) before it are "
+                "complete; the failing step shows its calls up to the failure."
+            ).format(step=error.step, where=where, error=f"{error.type}: {error.message}"),
             icon="⚠️",
         )
 

@@ -388,9 +388,15 @@ def _check_settings(model, input_ids, max_new_tokens, do_sample: bool, temperatu
     prompt_len = int(input_ids.shape[1])
     name = type(model).__name__
     if max_positions and prompt_len > max_positions:
-        raise StepwiseInputError(
-            f"The prompt is {prompt_len} tokens long, but {name} has only {max_positions} positions: "
-            f"shorten the prompt to at most {max_positions} tokens."
+        raise templated(
+            StepwiseInputError,
+            N_(
+                "The prompt is {length} tokens long, but {name} has only {positions} positions: "
+                "shorten the prompt to at most {positions} tokens."
+            ),
+            length=prompt_len,
+            name=name,
+            positions=max_positions,
         )
     check_max_new_tokens(max_new_tokens)
     if do_sample and not (temperature is not None and temperature > 0):
@@ -401,15 +407,31 @@ def _check_settings(model, input_ids, max_new_tokens, do_sample: bool, temperatu
     if getattr(config, "is_encoder_decoder", False):
         decoder_len = max_new_tokens  # the decoder start token, then every new token but the last
         if decoder_len > max_positions:
-            raise StepwiseInputError(
-                f"max_new_tokens={max_new_tokens} needs {decoder_len} decoder positions, but {name} has "
-                f"{max_positions}: lower max_new_tokens to at most {max_positions}."
+            raise templated(
+                StepwiseInputError,
+                N_(
+                    "max_new_tokens={count} needs {needed} decoder positions, but {name} has "
+                    "{positions}: lower max_new_tokens to at most {positions}."
+                ),
+                count=max_new_tokens,
+                needed=decoder_len,
+                name=name,
+                positions=max_positions,
             )
     elif prompt_len + max_new_tokens - 1 > max_positions:
-        raise StepwiseInputError(
-            f"The prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) needs "
-            f"{prompt_len + max_new_tokens - 1} positions, more than the {max_positions} {name} has: lower "
-            f"max_new_tokens to at most {max_positions - prompt_len + 1}, or shorten the prompt."
+        raise templated(
+            StepwiseInputError,
+            N_(
+                "The prompt ({length} tokens) plus max_new_tokens ({count}) needs {needed} positions, "
+                "more than the {positions} {name} has: lower max_new_tokens to at most {most}, or shorten "
+                "the prompt."
+            ),
+            length=prompt_len,
+            count=max_new_tokens,
+            needed=prompt_len + max_new_tokens - 1,
+            positions=max_positions,
+            name=name,
+            most=max_positions - prompt_len + 1,
         )
 
 
