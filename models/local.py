@@ -86,11 +86,18 @@ def read_config(folder: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON ({exc}).") from None
+        raise templated(
+            ModelLoadError, N_("{path} is not valid JSON ({error})."), path=path, error=exc
+        ) from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-        raise ModelLoadError(
-            f"{path} has no model_type, so Stepwise cannot tell which model it is. "
-            f"It loads these families: {supported_families_text()}."
+        raise templated(
+            ModelLoadError,
+            N_(
+                "{path} has no model_type, so Stepwise cannot tell which model it is. "
+                "It loads these families: {families}."
+            ),
+            path=path,
+            families=supported_families_text(),
         )
     return config
 
@@ -101,15 +108,27 @@ def check_family(config: dict, folder: Path) -> str:
 
     model_type = config["model_type"]
     if model_type not in SUPPORTED_FAMILIES:
-        raise ModelLoadError(
-            f"Stepwise does not trace the model family {model_type!r} (from {folder / 'config.json'}). "
-            f"It traces these families: {supported_families_text()}."
+        raise templated(
+            ModelLoadError,
+            N_(
+                "Stepwise does not trace the model family {family} (from {path}). "
+                "It traces these families: {families}."
+            ),
+            family=repr(model_type),
+            path=folder / "config.json",
+            families=supported_families_text(),
         )
     architectures = config.get("architectures") or []
     if architectures and not any(a.endswith(GENERATION_HEADS) for a in architectures):
-        raise ModelLoadError(
-            f"{folder} holds {', '.join(architectures)}, which does not generate text. Stepwise traces "
-            f"models with a language-model head ({' or '.join('*' + h for h in GENERATION_HEADS)})."
+        raise templated(
+            ModelLoadError,
+            N_(
+                "{folder} holds {architectures}, which does not generate text. Stepwise traces "
+                "models with a language-model head ({heads})."
+            ),
+            folder=folder,
+            architectures=", ".join(architectures),
+            heads=" or ".join("*" + h for h in GENERATION_HEADS),
         )
     return SUPPORTED_FAMILIES[model_type]
 
@@ -131,9 +150,13 @@ def check_weights(folder: Path) -> None:
             f"    m.save_pretrained({str(folder)!r}, safe_serialization=True)\n"
             "which writes model.safetensors next to it."
         )
-    raise ModelLoadError(
-        f"{folder} has no weights: no *.safetensors file. "
-        "Save them with `model.save_pretrained(folder, safe_serialization=True)`."
+    raise templated(
+        ModelLoadError,
+        N_(
+            "{folder} has no weights: no *.safetensors file. "
+            "Save them with `model.save_pretrained(folder, safe_serialization=True)`."
+        ),
+        folder=folder,
     )
 
 
@@ -141,10 +164,15 @@ def check_tokenizer(folder: Path) -> None:
     from models import ModelLoadError
 
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelLoadError(
-            f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}). Stepwise needs one to "
-            "turn a prompt into tokens and tokens into heatmap labels: save it next to the model "
-            "with `tokenizer.save_pretrained(folder)`."
+        raise templated(
+            ModelLoadError,
+            N_(
+                "{folder} has no tokenizer (none of {files}). Stepwise needs one to turn a prompt into "
+                "tokens and tokens into heatmap labels: save it next to the model with "
+                "`tokenizer.save_pretrained(folder)`."
+            ),
+            folder=folder,
+            files=", ".join(TOKENIZER_FILES),
         )
 
 
@@ -175,11 +203,15 @@ def load_checkpoint_folder(folder: Path, *, dtype: str = "float32"):
             dtype=torch.float32 if dtype == "float32" else "auto",
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"Could not load the model in {folder}: {exc}") from exc
+        raise templated(
+            ModelLoadError, N_("Could not load the model in {folder}: {error}"), folder=folder, error=exc
+        ) from exc
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"Could not load the tokenizer in {folder}: {exc}") from exc
+        raise templated(
+            ModelLoadError, N_("Could not load the tokenizer in {folder}: {error}"), folder=folder, error=exc
+        ) from exc
 
     # The config says which family; the modules must also be where the tracer hooks them.
     from tracer.record import TracingNotSupported, detect_layout

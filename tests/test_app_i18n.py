@@ -266,6 +266,13 @@ def test_a_bad_input_is_told_in_the_sessions_language():
     assert [e.value for e in at.sidebar.error] == [
         "notes.trace 不是 Stepwise 追踪文件（文件已损坏，或者是别的类型的文件）。"
     ]
+    at.sidebar.selectbox(key="model").set_value(ui.LOCAL_FOLDER).run()
+    at.sidebar.text_input(key="folder").input("/no/such/checkpoint")
+    at.sidebar.button(key="run").click().run()
+    assert [e.value for e in at.sidebar.error] == [
+        "/no/such/checkpoint 处没有模型文件夹。请给出内置模型名，或本地检查点文件夹的路径。"
+    ]
+    assert_clean(at)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -295,9 +295,15 @@ def record_from_bytes(data: bytes, source: str = "the uploaded file") -> SavedRe
             f"{source} has an unreadable format version {header.get('version')!r}."
         ) from None
     if version > FORMAT_VERSION:
-        raise TraceFileError(
-            f"{source} was written by a newer Stepwise (trace format {version}; this one reads up to "
-            f"{FORMAT_VERSION}). Upgrade Stepwise to open it."
+        raise templated(
+            TraceFileError,
+            N_(
+                "{source} was written by a newer Stepwise (trace format {version}; this one reads up to "
+                "{readable}). Upgrade Stepwise to open it."
+            ),
+            source=source,
+            version=version,
+            readable=FORMAT_VERSION,
         )
     kind = header.get("kind", "trace")  # version 1 held generation traces only, and named no kind
     if kind not in RECORD_KINDS:
@@ -339,7 +345,9 @@ def _read_header_metadata(data: bytes, source: str) -> dict[str, str]:
         raise templated(TraceFileError, problem, source=source) from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict):
-        raise TraceFileError(
-            f"{source} is a safetensors file but not a Stepwise trace (it has no trace metadata)."
+        raise templated(
+            TraceFileError,
+            N_("{source} is a safetensors file but not a Stepwise trace (it has no trace metadata)."),
+            source=source,
         )
     return metadata
