@@ -93,6 +93,10 @@ def test_every_page_in_chinese_on_a_projector(open_app, app_url):
         if path == "step_replay":  # Chinese is twice as wide per character: the boxes still hold it
             layout._check_step_replay(page)
         page.screenshot(path=SHOTS / f"i18n-zh-{path or 'overview'}-1280.png")
+        page.mouse.move(800, 400)
+        page.mouse.wheel(0, 900)  # the page's middle: figures and tables with their Chinese titles
+        _idle(page)
+        page.screenshot(path=SHOTS / f"i18n-zh-{path or 'overview'}-1280-lower.png")
 
 
 def test_pages_in_chinese_on_a_phone(open_app, app_url):
