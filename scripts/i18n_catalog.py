@@ -1,6 +1,12 @@
 """Update the message catalogs: extract every `_("...")`/`N_("...")` msgid and merge it into each .po.
 
     python scripts/i18n_catalog.py        # then translate the empty msgstr entries it lists
+    python scripts/i18n_catalog.py --merge other.po ...   # also take translations from these files
+
+`--merge` is for a merge of two branches that both added strings: resolve the .po conflict by
+taking either side, save the other side's file (`git show BRANCH:tracer/locales/zh_CN/LC_MESSAGES/stepwise.po
+> other.po`), and run with `--merge other.po`: a msgid the catalog has not translated takes the
+other file's translation.
 
 Existing translations are kept; msgids no longer in the code are dropped. The test suite fails
 on any msgid without a translation (tests/test_i18n.py).
@@ -9,6 +15,7 @@ on any msgid without a translation (tests/test_i18n.py).
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
@@ -31,6 +38,9 @@ SOURCES = [
     "models/scenarios/*.py",
 ]
 KEYWORDS = {"_": None, "N_": None}
+# A fixed header date: the time of each run, written into the header, made two branches that both
+# updated the catalog conflict on that line.
+CREATED = datetime(2026, 11, 22, 16, 23, tzinfo=UTC)
 
 
 def messages() -> list[tuple[str, str, int]]:
@@ -45,13 +55,28 @@ def messages() -> list[tuple[str, str, int]]:
     return found
 
 
-def update(lang: str) -> list[str]:
+def translations(path: Path) -> dict[str, str]:
+    """msgid -> translation of the non-empty entries of a .po file."""
+    if not path.is_file() or not path.stat().st_size:
+        return {}
+    with path.open("rb") as f:
+        return {m.id: m.string for m in read_po(f) if m.id and m.string}
+
+
+def update(lang: str, merge: tuple[Path, ...] = ()) -> list[str]:
     po = i18n.catalog_path(lang)
     old: dict[str, str] = {}
-    if po.is_file() and po.stat().st_size:
-        with po.open("rb") as f:
-            old = {m.id: m.string for m in read_po(f) if m.id}
-    catalog = Catalog(locale=lang, domain=i18n.DOMAIN, project="Stepwise", charset="utf-8", fuzzy=False)
+    for path in reversed(merge):  # the catalog's own translations win, then the first file given
+        old.update(translations(path))
+    old.update(translations(po))
+    catalog = Catalog(
+        locale=lang,
+        domain=i18n.DOMAIN,
+        project="Stepwise",
+        charset="utf-8",
+        fuzzy=False,
+        creation_date=CREATED,
+    )
     for msgid, path, lineno in messages():
         flags = ("python-brace-format",) if "{" in msgid else ()
         catalog.add(msgid, old.get(msgid, ""), locations=[(path, lineno)], flags=flags)
@@ -62,7 +87,9 @@ def update(lang: str) -> list[str]:
 
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
+    merge = tuple(Path(a) for a in args[args.index("--merge") + 1 :]) if "--merge" in args else ()
     for code in i18n.LANGUAGES:
         if code != i18n.DEFAULT:
-            untranslated = update(code)
+            untranslated = update(code, merge)
             print(f"{code}: {len(untranslated)} untranslated", *untranslated, sep="\n  ")
