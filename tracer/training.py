@@ -224,9 +224,15 @@ def _encode_pair(model, tok, source: str, target: str | None, pad_to: int | None
         # The target is tokenized like a source (<s> words </s>): that is BART's label convention.
         target_ids = list(tok(text_target=target)["input_ids"])
         if len(source_ids) > max_positions:
-            raise StepwiseInputError(
-                f"The source is {len(source_ids)} tokens long, but {name} has only {max_positions} "
-                f"positions: shorten it to at most {max_positions} tokens."
+            raise templated(
+                StepwiseInputError,
+                N_(
+                    "The source is {length} tokens long, but {name} has only {positions} positions: "
+                    "shorten it to at most {positions} tokens."
+                ),
+                length=len(source_ids),
+                name=name,
+                positions=max_positions,
             )
         labels = list(target_ids)
         answer_start = None
@@ -244,16 +250,29 @@ def _encode_pair(model, tok, source: str, target: str | None, pad_to: int | None
 
     length = len(labels)
     if length > max_positions:
-        what = "target" if encoder_decoder else "prompt plus answer"
-        raise StepwiseInputError(
-            f"The {what} is {length} tokens long, but {name} has only {max_positions} positions: "
-            f"shorten it to at most {max_positions} tokens."
+        too_long = (
+            N_(
+                "The target is {length} tokens long, but {name} has only {positions} positions: "
+                "shorten it to at most {positions} tokens."
+            )
+            if encoder_decoder
+            else N_(
+                "The prompt plus answer is {length} tokens long, but {name} has only {positions} "
+                "positions: shorten it to at most {positions} tokens."
+            )
         )
+        raise templated(StepwiseInputError, too_long, length=length, name=name, positions=max_positions)
     if pad_to is not None and pad_to > length:
         if pad_to > max_positions:
-            raise StepwiseInputError(
-                f"Padding to {pad_to} tokens needs more than the {max_positions} positions {name} has: "
-                f"pad to at most {max_positions}."
+            raise templated(
+                StepwiseInputError,
+                N_(
+                    "Padding to {count} tokens needs more than the {positions} positions {name} has: "
+                    "pad to at most {positions}."
+                ),
+                count=pad_to,
+                positions=max_positions,
+                name=name,
             )
         # What a batch collator does to a shorter example: pad, and leave the padding out of the loss.
         extra = pad_to - length
