@@ -147,7 +147,7 @@ if any(r.layer_diffs for r in report.steps):
 # -- the two runs side by side ------------------------------------------------------------------
 st.subheader(_("The two runs, step by step"))
 table = ui.view(d.steps_table, record=report)
-bad = {"diverged", "error", "both-failed"}
+bad = {_(status) for status in ("diverged", "error", "both-failed")}  # as the table shows them
 
 
 def _highlight(row):

@@ -20,6 +20,11 @@ from tracer.trace import Step, TensorInfo, Trace
 # A difference of exactly 0 has no place on a log axis: it is drawn at this floor instead.
 LOG_FLOOR = 1e-12
 COLORS = {"cached": "#1f77b4", "uncached": "#ff7f0e", "bad": "#d62728", "limit": "#7f7f7f"}
+# A step's status (StepComparison.status), shown through _ in the table and the hover text.
+STATUS_WORDS = (
+    N_("same"), N_("diverged"), N_("error"), N_("both-failed"),
+    N_("noise-flip"), N_("not compared"), N_("missing"),
+)  # fmt: skip
 
 
 def verdict(report: CacheReport, *, _: Gettext = untranslated) -> tuple[str, str]:
@@ -67,7 +72,7 @@ def logit_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.F
     colors = [COLORS["bad"] if r.status in ("diverged", "error") else COLORS["cached"] for r in rows]
     hover = [
         _("step {step}: {status}<br>logit diff {diff} (noise limit {limit})").format(
-            step=r.index, status=r.status, diff=_num(r.logit_diff), limit=_num(r.logit_limit)
+            step=r.index, status=_(r.status), diff=_num(r.logit_diff), limit=_num(r.logit_limit)
         )
         for r in rows
     ]
@@ -166,7 +171,7 @@ def steps_table(report: CacheReport, *, _: Gettext = untranslated) -> pd.DataFra
         rows.append(
             {
                 N_("step"): r.index,
-                N_("status"): r.status,
+                N_("status"): _(r.status),
                 N_("cached token"): _token(cached, r.cached_token, c, _),
                 N_("cached fed"): _fed(c),
                 N_("cached inputs"): _inputs(c),
