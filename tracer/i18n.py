@@ -9,7 +9,12 @@ A builder in tracer.plots that writes text takes it as a keyword, `_: Gettext = 
 ui.view passes the session's and keys its cache by language.
 
 `N_("...")` marks a string for extraction without translating it (for tables built at import).
-Extract new strings with `pybabel extract -k _ -k N_ -o stepwise.pot .` and merge them into the .po.
+Words that leave the tracer in English and are shown in the app in the user's language:
+- an error raised with `templated(Error, N_("... {field} ..."), field=...)`: str() is the English
+  message, `error_message(exc, _)` the translated one;
+- a text a record keeps in English, written from known templates (a run's stop reason, what the
+  doctor compared): `reword(text, templates, _)`.
+`python scripts/i18n_catalog.py` extracts new strings and merges them into every .po.
 """
 
 from __future__ import annotations
