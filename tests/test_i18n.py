@@ -56,3 +56,28 @@ def test_an_unknown_language_falls_back_to_english():
     assert i18n.language("xx") == "en"
     assert i18n.language("zh_CN") == "zh_CN"
     assert i18n.gettext_for("xx")("Lesson") == "Lesson"
+
+
+def test_an_error_raised_from_a_template_is_english_and_says_itself_in_another_language():
+    from tracer.errors import StepwiseInputError
+
+    template = i18n.N_("Prompt {number} of the batch is empty: type a few words for the model to continue.")
+    exc = i18n.templated(StepwiseInputError, template, number=2)
+    assert str(exc) == "Prompt 2 of the batch is empty: type a few words for the model to continue."
+    assert (
+        i18n.error_message(exc, i18n.gettext_for("zh_CN"))
+        == "批中的第 2 个提示为空：输入几个词让模型接着写。"
+    )
+    assert i18n.error_message(ValueError("plain"), i18n.gettext_for("zh_CN")) == "plain"  # no template
+
+
+def test_a_kept_english_text_is_reworded_from_its_template():
+    from tracer.trace import STOP_DETAILS
+
+    _ = i18n.gettext_for("zh_CN")
+    said = i18n.reword(
+        "end-of-sequence id 2 chosen (also the last of max_new_tokens=8)", STOP_DETAILS.values(), _
+    )
+    assert said == "选中了序列结束 id 2（同时也是 max_new_tokens=8 的最后一个）"
+    assert i18n.reword("max_new_tokens=8 reached", STOP_DETAILS.values(), _) == "达到了 max_new_tokens=8"
+    assert i18n.reword("something else ended it", STOP_DETAILS.values(), _) == "something else ended it"
