@@ -158,7 +158,7 @@ def float_copy(tensor: torch.Tensor) -> np.ndarray:
 # Records under construction
 
 
-@dataclass
+@dataclass(slots=True)  # thousands per run: slots make each one quicker to make and smaller
 class OpenEvent:
     name: str
     module: str
@@ -266,7 +266,9 @@ class EventLog:
         self.start_rows: list[list[int]] | None = None  # the first ids the decoder was fed, per row
         self.error: TraceError | None = None
         self.failed_at = ""  # the hook point that was running when the run failed
-        self._shared: dict[int, tuple[Any, Value]] = {}  # id -> (object, its record), this step
+        # this step's records of shared objects: id -> (object, its record), and a call's keyword
+        # arguments -> (their values, their records)
+        self._shared: dict[Any, tuple[Any, Any]] = {}
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -405,6 +407,44 @@ class EventLog:
         self._shared[id(value)] = (value, record)
         return record
 
+    def summarize_kwargs(self, kwargs: dict) -> dict[str, Value]:
+        """The records of a call's keyword arguments (None left out).
+
+        Every decoder layer of a step is called with the same mask, position ids, rotary
+        embeddings and cache objects: the records of one such set are built once per step and
+        copied for each call. A float tensor differs per call (hidden_states) and is summarized
+        on its own, from its interned record.
+        """
+        floats: dict[str, Value] = {}
+        shared_keys: list[str] = []
+        shared_values: list[Any] = []
+        for key, value in kwargs.items():
+            if value is None:
+                continue
+            if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
+                floats[key] = tensor_info(value)
+            else:
+                shared_keys.append(key)
+                shared_values.append(value)
+        # The memo holds the values, so an id in its key can't be reused by another object before
+        # the memo is cleared when the step ends.
+        memo_key = (tuple(shared_keys), tuple(map(id, shared_values)))
+        hit = self._shared.get(memo_key)
+        if hit is None:
+            record = {
+                key: self.summarize_shared(value)
+                for key, value in zip(shared_keys, shared_values, strict=True)
+            }
+            hit = self._shared[memo_key] = (shared_values, record)
+        if not floats:
+            return dict(hit[1])
+        shared = hit[1]
+        return {
+            key: floats[key] if key in floats else shared[key]
+            for key in kwargs
+            if key in floats or key in shared
+        }
+
     def clear_shared(self) -> None:
         self._shared.clear()
 
@@ -426,9 +466,8 @@ class EventLog:
             for i, arg in enumerate(args):
                 is_hidden = i == 0 and isinstance(arg, torch.Tensor) and arg.dim() == 3
                 inputs["hidden_states" if is_hidden else f"arg{i}"] = summarize(arg)
-            for key, value in kwargs.items():
-                if value is not None:
-                    inputs[key] = self.summarize_shared(value)
+            if kwargs:
+                inputs.update(self.summarize_kwargs(kwargs))
             cache = kwargs.get("past_key_values")
             if cache is not None and layer_idx is not None:
                 # The cache is shared by all layers and updated as they run: read this layer's own length.
