@@ -379,7 +379,7 @@ def _row_fingerprints(cache: Any) -> list[torch.Tensor]:
             keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
             if isinstance(keys, torch.Tensor) and keys.dim() == 4 and keys.numel():
                 sums = [keys.detach().float().sum(dim=(1, 2, 3))]  # [batch * beams]
-                if isinstance(values, torch.Tensor) and values.dim() == 4 and values.shape[0] == keys.shape[0]:
+                if isinstance(values, torch.Tensor) and values.shape[:1] == keys.shape[:1]:
                     sums.append(values.detach().float().sum(dim=(1, 2, 3)))
                 prints.append(torch.stack(sums, dim=-1).cpu())  # [batch * beams, 2]
     return prints
