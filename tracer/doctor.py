@@ -786,7 +786,8 @@ def _tok(tr: Trace, token_id: int | None) -> str:
 
 def report_text(report: CacheReport) -> str:
     """The report as a few lines of text: one row per step, then the summary."""
-    lines = [report.compared, f"{'step':>4}  {'cached':<14} {'uncached':<14} {'logit diff':>11}  status"]
+    a, b = ("cached", "uncached") if report.comparison == "cache" else ("batch row", "alone")
+    lines = [report.compared, f"{'step':>4}  {a:<14} {b:<14} {'logit diff':>11}  status"]
     for r in report.steps:
         diff = "-" if r.logit_diff is None else f"{r.logit_diff:.2e}"
         c = "(failed)" if r.cached_token is None else repr(report.cached.token_text(r.cached_token))
