@@ -829,6 +829,15 @@ def _pads(tr: Trace, row: int) -> tuple[list[bool], list[bool]]:
     return masked, unmasked
 
 
+def _padding_side(tr: Trace) -> str:
+    """Where the batch's pads are: read off the pads themselves, masked or not (a batch traced from ids
+    without their mask records no side of its own)."""
+    rows = [[m or u for m, u in zip(*_pads(tr, r), strict=True)] for r in range(tr.batch.size)]
+    if any(row and row[-1] for row in rows):
+        return "right"
+    return "left" if any(any(row) for row in rows) else tr.batch.padding_side
+
+
 def _has_pads(tr: Trace) -> bool:
     return tr.batch is not None and any(any(p) for r in range(tr.batch.size) for p in _pads(tr, r))
 
@@ -1135,7 +1144,7 @@ def compare_row_with_alone(
         real = [i for i, m, u in zip(ids, masked, unmasked, strict=True) if not (m or u)]
         alone = trace_generation(model, tok, input_ids=torch.tensor([real]), **settings, **model_kwargs)
     compared = (
-        f"row {row} of a batch of {size} prompts (padded on the {batch.batch.padding_side}) vs the same "
+        f"row {row} of a batch of {size} prompts (padded on the {_padding_side(batch)}) vs the same "
         f"prompt generated alone, {_method(num_beams)}, use_cache={use_cache}, {max_new_tokens} new tokens"
     )
     if extra:

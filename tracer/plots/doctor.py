@@ -87,7 +87,7 @@ def reorder_table(report: CacheReport, _: Gettext = untranslated) -> pd.DataFram
                     _("moved"): (
                         _("all layers")
                         if not missed
-                        else _("not layers {layers}").format(layers=", ".join(map(str, missed)))
+                        else _("layers {layers} did not").format(layers=", ".join(map(str, missed)))
                     ),
                 }
             )
@@ -145,7 +145,7 @@ def logit_diff_figure(report: CacheReport, _: Gettext = untranslated) -> go.Figu
             )
     title, y_title = "Logit difference per step, cache on vs off", "max |cached - uncached| (log)"
     if report.comparison == "row-vs-alone":
-        title = _("Logit difference per step, row {row} of the batch vs the prompt alone").format(
+        title = _("Logit difference per step,<br>row {row} of the batch vs the prompt alone").format(
             row=report.row
         )
         y_title = _("max |batch row - alone| (log)")
