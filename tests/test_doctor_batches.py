@@ -362,6 +362,7 @@ def test_a_row_report_saves_and_loads_and_old_reports_still_load(reports, tmp_pa
     assert (back.comparison, back.row, back.rows_compared, back.divergent_rows) == ("row-vs-alone", 1, 1, [1])
     assert back.sides == report.sides and back.summary == report.summary
     assert json.loads(json.dumps(report.to_dict()))["comparison"] == "row-vs-alone"
+    assert "batch row token" in report._repr_html_()  # a notebook shows it with its own sides
     # A report written before these fields existed: its JSON has none of them.
     data = reports[("beam-reorder", "fixed")].to_bytes()
     header = _read_header_metadata(data, "test")
