@@ -105,7 +105,7 @@ class Suspect:
     """An input whose shape or values do not fit what was fed at the bug's step."""
 
     step: int
-    run: str  # "cached" | "uncached"
+    run: str  # "cached" | "uncached"; a row vs its prompt alone: "batch" | "alone"
     name: str  # the input's name, e.g. "pixel_values"
     shape: tuple[int, ...] | None
     kind: str  # a key of USUAL_FIX: "side-input", "dropped-side-input", "positions", "mask", ...
@@ -850,11 +850,8 @@ def find_row_suspects(batch: Trace, alone: Trace, row: int, step: int) -> list[S
     pads = [m or u for m, u in zip(masked, unmasked, strict=True)]
     count = sum(pads)
     side = "right" if pads and pads[-1] else "left"
-    pad_word = (
-        f"<pad> (id {batch.batch.pad_token_id})"
-        if batch.batch and batch.batch.pad_token_id is not None
-        else "pads"
-    )
+    pad_id = batch.batch.pad_token_id if batch.batch is not None else None
+    pad_word = "pad" if pad_id is None else f"{batch.token_text(pad_id)} (id {pad_id})"
     first = batch.steps[0] if batch.steps else None
     if batch.encoder_decoder:
         if any(unmasked):
