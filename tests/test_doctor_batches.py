@@ -434,3 +434,21 @@ def test_cli_lists_and_runs_the_batch_scenarios(capsys):
     assert (
         main(["doctor", "--scenario", "bart-batch-mask", "--variant", "fixed", "--max-new-tokens", "3"]) == 0
     )
+
+
+def test_cli_checks_a_batch_a_row_and_beams_of_a_model(capsys):
+    batch = ["doctor", "--model", "random-llama", "--prompt", LLAMA_PROMPTS[0], "--prompt", LLAMA_PROMPTS[1]]
+    assert main([*batch, "--padding-side", "right", "--row", "1", "--max-new-tokens", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT CONSISTENT: Row 1 of the batch parts from the same prompt generated alone at step 0" in out
+    assert main([*batch, "--padding-side", "left", "--row", "1", "--max-new-tokens", "3"]) == 0
+    assert "CONSISTENT: Row 1 of the batch equals" in capsys.readouterr().out
+    assert main([*batch, "--padding-side", "right", "--max-new-tokens", "3"]) == 0  # cache on and off agree
+    assert "All 2 rows were compared one by one" in capsys.readouterr().out
+    single = ["doctor", "--model", "random-llama", "--prompt", LLAMA_PROMPTS[0], "--max-new-tokens", "3"]
+    assert main([*single, "--num-beams", "2"]) == 0
+    assert "All 2 beams were compared one by one" in capsys.readouterr().out
+    assert main([*single, "--row", "0"]) == 2
+    assert "needs a batch" in capsys.readouterr().err
+    assert main(["doctor", "--scenario", "beam-reorder", "--num-beams", "2"]) == 2
+    assert "brings its own batch and beams" in capsys.readouterr().err
