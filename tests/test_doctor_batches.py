@@ -27,7 +27,7 @@ import tracer
 from models import scenarios
 from models.random_models import build_random_llama
 from tracer.__main__ import main
-from tracer.doctor import USUAL_FIX, report_text
+from tracer.doctor import USUAL_FIX, find_row_suspects, report_text
 from tracer.errors import StepwiseInputError
 from tracer.records import _read_header_metadata, record_from_bytes
 
@@ -224,6 +224,44 @@ def test_bart_row_without_its_mask_reads_the_pads(bart, size):
         model, tok, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], row=1, max_new_tokens=3
     )
     assert report.consistent, report.summary
+
+
+def test_positions_counted_by_column_not_by_mask_are_named():
+    # stale-positions' fix counts positions from the cache length: by column, pads included.
+    setup = scenarios.build("stale-positions", "fixed")
+    model, tok = setup.model, setup.tok
+    prompts = LLAMA_PROMPTS[:2]
+    batch = tracer.trace_generation(
+        model, tok, prompts, max_new_tokens=3, capture_attention=False
+    )  # left pads
+    alone = tracer.trace_generation(model, tok, prompts[1], max_new_tokens=3, capture_attention=False)
+    pads = batch.batch.attention_mask[1].count(0)
+    for step in range(3):
+        [suspect] = find_row_suspects(batch, alone, 1, step)
+        assert suspect.kind == "batch-positions" and suspect.name == "position_ids"
+        real = len(alone.prompt_ids)
+        want = list(range(real)) if step == 0 else [real + step - 1]
+        assert f"belong at {want}" in suspect.reason
+        assert f"are {[p + pads for p in want]}" in suspect.reason
+    # Row 0 has no pads: its columns are its positions.
+    alone_0 = tracer.trace_generation(model, tok, prompts[0], max_new_tokens=3, capture_attention=False)
+    assert find_row_suspects(batch, alone_0, 0, 1) == []
+    # RoPE sees relative positions only, so the shift changes nothing: the row equals its prompt alone.
+    assert tracer.compare_row_with_alone(model, tok, prompts, 1, max_new_tokens=3).consistent
+
+
+def test_positions_that_do_not_advance_are_found_in_a_padded_batch():
+    setup = scenarios.build("stale-positions", "broken")  # every fed token numbered from 0
+    report = tracer.check_cache(setup.model, setup.tok, LLAMA_PROMPTS[:2], max_new_tokens=3)
+    assert (report.first_divergent_step, report.first_divergent_layer) == (1, 0)
+    assert report.divergent_rows == [0, 1] and report.row == 0
+    # Judged by each row's own mask, not by the cache length (which counts row 1's pads too).
+    [suspect] = report.suspects
+    prompt_len = len(report.cached.batch.prompt_ids[0])
+    assert (
+        suspect.kind == "batch-positions" and f"are [0], but they belong at [{prompt_len}]" in suspect.reason
+    )
+    assert USUAL_FIX["batch-positions"] in report.summary
 
 
 @pytest.mark.parametrize("num_beams", [2, 4])

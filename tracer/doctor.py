@@ -888,15 +888,13 @@ def find_row_suspects(batch: Trace, alone: Trace, row: int, step: int) -> list[S
 
 
 def _positions_of(step: Step, key: str, row: int) -> list[int] | None:
+    """Row `row`'s `key` (position ids) fed at this step, if their values were recorded."""
     info = step.prepare_inputs.get(key)
-    if (
-        not isinstance(info, TensorInfo)
-        or info.values is None
-        or len(info.shape) != 2
-        or row >= info.shape[0]
-    ):
+    if not isinstance(info, TensorInfo) or info.values is None or len(info.shape) != 2:
         return None
-    return info.array()[row].tolist()
+    if info.shape[0] == 1:  # [1, len]: one row of positions, broadcast over the batch
+        row = 0
+    return info.array()[row].tolist() if row < info.shape[0] else None
 
 
 def _batch_position_suspects(
