@@ -264,6 +264,24 @@ def test_positions_that_do_not_advance_are_found_in_a_padded_batch():
     assert USUAL_FIX["batch-positions"] in report.summary
 
 
+def test_a_decoder_only_batch_without_its_mask_when_pad_is_eos():
+    model, tok = build_random_llama()
+    tok.pad_token = tok.eos_token  # the usual choice; generate() then cannot tell a pad from an end
+    model.generation_config.pad_token_id = model.generation_config.eos_token_id = tok.eos_token_id
+    enc = tok(LLAMA_PROMPTS[:2], return_tensors="pt", padding=True, padding_side="left")
+    report = tracer.compare_row_with_alone(model, tok, input_ids=enc["input_ids"], row=1, max_new_tokens=3)
+    assert (report.first_divergent_step, report.first_divergent_layer) == (0, 0), report.summary
+    # Without the mask the positions count the pads too: both named, the mask first.
+    assert [s.kind for s in report.suspects] == ["decoder-mask", "batch-positions"]
+    assert USUAL_FIX["decoder-mask"] in report.summary
+    # generate() infers the mask when the pad id is not an eos id: then the ids alone are right.
+    model, tok = build_random_llama()
+    enc = tok(LLAMA_PROMPTS[:2], return_tensors="pt", padding=True, padding_side="left")
+    report = tracer.compare_row_with_alone(model, tok, input_ids=enc["input_ids"], row=1, max_new_tokens=3)
+    assert report.consistent, report.summary
+    assert tracer.doctor.find_row_suspects(report.cached, report.uncached, 1, 0) == []
+
+
 @pytest.mark.parametrize("num_beams", [2, 4])
 def test_row_vs_alone_with_beams(llama, num_beams):
     model, tok = llama

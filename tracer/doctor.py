@@ -162,6 +162,12 @@ USUAL_FIX = {
         "and its decoder's cross-attention needs it on every step, also when the encoder outputs were "
         "computed (with the mask) beforehand."
     ),
+    "decoder-mask": (
+        "Pass the tokenizer's attention_mask to generate() with the ids: model.generate(**tokenizer(prompts, "
+        'padding=True, padding_side="left", return_tensors="pt")). Without it generate() guesses the '
+        "mask from the pad ids, which fails when the pad token is the eos token (the usual tok.pad_token = "
+        "tok.eos_token)."
+    ),
     "encoder-left-padding": (
         "Pad the source on the right (BART's tokenizer does by default): its encoder numbers positions by "
         "column (learned absolute positions), so pads on the left move every real token of the row to "
@@ -875,7 +881,13 @@ def find_row_suspects(batch: Trace, alone: Trace, row: int, step: int) -> list[S
                 f"encoder positions {count}..{len(pads) - 1} instead of 0..{len(pads) - count - 1}, and the "
                 "encoder's learned positions count the columns, pads included."
             )))  # fmt: skip
-    elif count and side == "right":
+    elif any(unmasked) and not _masked_by_generate(first, row * _num_beams(batch), unmasked):
+        suspects.append(Suspect(step, "batch", "attention_mask", None, "decoder-mask", (
+            f"Row {row}'s prompt holds {sum(unmasked)} {pad_word} position(s) that its attention mask does "
+            "not cover: no attention_mask reached generate(), and it infers one from the pad ids only when "
+            "the pad id is not an eos id. The row's tokens attend to the pads as if they were words."
+        )))  # fmt: skip
+    if not batch.encoder_decoder and count and side == "right":
         suspects.append(Suspect(step, "batch", "input_ids", (len(pads),), "right-padding", (
             f"Row {row}'s prompt ends in {count} pad(s) (the batch is padded on the right): generate() "
             "appends each new token after the pads, so the first one is predicted at a pad position, not at "
@@ -887,8 +899,17 @@ def find_row_suspects(batch: Trace, alone: Trace, row: int, step: int) -> list[S
     return suspects
 
 
-def _positions_of(step: Step, key: str, row: int) -> list[int] | None:
-    """Row `row`'s `key` (position ids) fed at this step, if their values were recorded."""
+def _masked_by_generate(step: Step | None, row: int, unmasked: list[bool]) -> bool:
+    """Whether the mask the model got at `step` hides the pads the caller's mask did not (generate()
+    infers a decoder-only model's mask from the pad ids when it can)."""
+    fed = None if step is None else _row_values(step, "attention_mask", row)
+    if fed is None or len(fed) != len(unmasked):
+        return False
+    return all(m == 0 for m, pad in zip(fed, unmasked, strict=True) if pad)
+
+
+def _row_values(step: Step, key: str, row: int) -> list[int] | None:
+    """Row `row` of the [batch, len] integers fed as `key` at this step (positions, a mask), if recorded."""
     info = step.prepare_inputs.get(key)
     if not isinstance(info, TensorInfo) or info.values is None or len(info.shape) != 2:
         return None
@@ -905,7 +926,7 @@ def _batch_position_suspects(
     if batch.batch is None or step >= len(batch.steps):
         return []
     key = "decoder_position_ids" if batch.encoder_decoder else "position_ids"
-    got = _positions_of(batch.steps[step], key, row * _num_beams(batch))
+    got = _row_values(batch.steps[step], key, row * _num_beams(batch))
     masked, unmasked = _pads(batch, row)
     # Every position so far, 1 where it is real: the prompt's, then one per token generated.
     mask = [0 if m or u else 1 for m, u in zip(masked, unmasked, strict=True)] + [1] * step
@@ -914,7 +935,7 @@ def _batch_position_suspects(
     fed_mask = mask[len(mask) - len(got) :]
     got = [g for g, real in zip(got, fed_mask, strict=True) if real]
     if alone is not None:
-        want = _positions_of(alone.steps[step], key, 0) if step < len(alone.steps) else None
+        want = _row_values(alone.steps[step], key, 0) if step < len(alone.steps) else None
     else:
         counted = (np.cumsum(mask) - 1)[len(mask) - len(fed_mask) :].tolist()
         want = [c for c, real in zip(counted, fed_mask, strict=True) if real]
