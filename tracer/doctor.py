@@ -383,7 +383,7 @@ def compare_traces(
         beam=beam if num_beams > 1 else None,
         num_beams=num_beams,
         rows_compared=len(pairs),
-        divergent_rows=[pairs[k][0] for k, r in enumerate(results) if r[3] != "consistent"],
+        divergent_rows=[pairs[k][0] for k, r in enumerate(results) if r.kind != "consistent"],
     )
     if comparison == "row-vs-alone":
         suspects = [] if first_step is None else find_row_suspects(cached, uncached, row, first_step)
