@@ -45,7 +45,7 @@ class StepRule:
         """End the open step with the tokens chosen ([batch]) and the scores they came from."""
         step = self.rec.log.current
         if step is not None and not step.closed:
-            self.rec.log.close_step(step, chosen_ids, scores, self.rec.token_text, self.choice_module)
+            self.rec.log.close_step(step, chosen_ids, scores, self.choice_module)
 
 
 class GenerateSteps(StepRule):
@@ -291,9 +291,7 @@ class BeamSteps(GenerateSteps):
         # Until the run ends, each prompt's step shows its best-ranked continuation.
         best = [b * per_prompt for b in range(batch)]
         parents_flat = torch.tensor([ranked[c][0] for c in best])
-        self.rec.log.close_step(
-            step, candidates[best, -1], log_probs[parents_flat], self.rec.token_text, self.choice_module
-        )
+        self.rec.log.close_step(step, candidates[best, -1], log_probs[parents_flat], self.choice_module)
         step.beams = BeamChoice(cand_parents, cand_tokens, cand_scores)
 
     def _wrap_reorder(self, cache: Any):
