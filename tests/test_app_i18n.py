@@ -134,8 +134,11 @@ def report_data(report: doctor.CacheReport) -> set[str]:
 def without_data(text: str, data: set[str]) -> str:
     """`text` without what is not the app's own words: data first, then code and expressions."""
     for item in sorted(data, key=len, reverse=True):
-        if len(item.strip()) > 1:
-            text = text.replace(item, " ")
+        item = item.strip()
+        # Whole words only, and never a function word on its own (tiny-llama has "the" as a token):
+        # removing those would take the words the prose check looks for out of every sentence.
+        if len(item) > 1 and item.lower() not in FUNCTION_WORDS:
+            text = re.sub(rf"(?<![A-Za-z]){re.escape(item)}(?![A-Za-z])", " ", text)
     text = re.sub(r"`[^`]*`", " ", text)  # code
     text = re.sub(r"<[^>]+>", " ", text)  # html in plotly text (<b>, <br>)
     text = re.sub(r"\S*[_.()\[\]=/|<>]\S*", " ", text)  # identifiers, shapes, paths, expressions

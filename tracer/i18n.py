@@ -62,19 +62,27 @@ def error_message(exc: BaseException, _: Gettext | None = None) -> str:
     return _(template).format(**exc.fields)  # type: ignore[attr-defined]
 
 
-def reword(text: str, templates: Iterable[str], _: Gettext) -> str:
+def reword(
+    text: str, templates: Iterable[str], _: Gettext, fields: dict[str, Iterable[str]] | None = None
+) -> str:
     """`text`, written in English from one of `templates` (msgids with {fields}), in the language of
-    `_`: for words a record keeps as text (a run's stop reason). Text from no template stays as it is."""
+    `_`: for words a record keeps as text (a run's stop reason, what the doctor compared). A field
+    named in `fields` is itself reworded from the templates given there. Text from no template stays
+    as it is."""
     for template in templates:
         pattern = "".join(
-            f"(?P<{field}>.+?)" if field else re.escape(literal)
+            f"(?P<{field}>.*?)" if field else re.escape(literal)
             for literal, field, _spec, _conv in _FORMATTER.parse(template)
             for literal, field in ((literal, None), (None, field))
             if (literal if field is None else field)
         )
-        found = re.fullmatch(pattern, text)
+        found = re.fullmatch(pattern, text, flags=re.S)
         if found:
-            return _(template).format(**found.groupdict())
+            values = {
+                name: reword(value, fields[name], _, fields) if fields and name in fields and value else value
+                for name, value in found.groupdict().items()
+            }
+            return _(template).format(**values)
     return text
 
 

@@ -159,8 +159,8 @@ class BeamChoice:
     `reorder` is the flat beam index (prompt b's beam j at b * num_beams + j) the cache was
     reordered by after the step, as generate() handed it to the cache's `reorder_cache`; None
     when nothing was reordered (the cache off). `reorder_applied[i]` says whether cache layer i
-    (self-attention layers, then cross) really moved its rows that way: False is the bug of a
-    cache that ignores the reorder.
+    (self-attention layers, then cross) really moved its rows that way, keys and values both:
+    False is the bug of a cache that ignores the reorder (or moves its keys only).
     """
 
     candidate_parents: list[list[int]]

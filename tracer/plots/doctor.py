@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tracer import doctor, i18n
-from tracer.doctor import CacheReport
+from tracer.doctor import CacheReport, sequence_name
 from tracer.i18n import N_, Gettext, untranslated
 from tracer.plots.common import shape_text, value_text
 from tracer.trace import Step, TensorInfo, Trace
@@ -27,8 +27,10 @@ STATUS_WORDS = (
 )  # fmt: skip
 
 
-def verdict(report: CacheReport, *, _: Gettext = untranslated) -> tuple[str, str]:
+def verdict(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str]:
     """("success" | "error", a one-line headline) for the top of the page."""
+    if report.comparison == "row-vs-alone":
+        return _row_verdict(report, _)
     if report.consistent:
         return "success", _("Consistent: cached and uncached generation agree at every compared step.")
     step, layer = report.first_divergent_step, report.first_divergent_layer
@@ -41,29 +43,87 @@ def verdict(report: CacheReport, *, _: Gettext = untranslated) -> tuple[str, str
             "Both runs crash at step {step}: the model fails with the cache on and off."
         ).format(step=step)
     at_layer = "" if layer is None else _(", from decoder layer {layer} on").format(layer=layer)
-    return "error", _("Cached generation parts from uncached generation at step {step}{at_layer}.").format(
-        step=step, at_layer=at_layer
-    )
+    first = ""
+    if report.rows_compared > 1:
+        which = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0))
+        first = _(" ({which} first)").format(which=which)
+    return "error", _(
+        "Cached generation parts from uncached generation at step {step}{at_layer}{first}."
+    ).format(step=step, at_layer=at_layer, first=first)
 
 
-def summary_text(report: CacheReport, *, _: Gettext = untranslated) -> str:
+def _row_verdict(report: CacheReport, _: Gettext) -> tuple[str, str]:
+    """The headline of a batch row compared with its prompt generated alone."""
+    row, step, layer = report.row, report.first_divergent_step, report.first_divergent_layer
+    if report.consistent:
+        return "success", _(
+            "Row {row} of the batch equals its prompt generated alone at every compared step."
+        ).format(row=row)
+    if report.kind in ("error", "both-failed"):
+        return "error", _(
+            "Generating row {row} of the batch or its prompt alone crashes at step {step}."
+        ).format(row=row, step=step)
+    if layer is None:
+        return "error", _(
+            "Row {row} of the batch parts from its prompt generated alone at step {step}."
+        ).format(row=row, step=step)
+    return "error", _(
+        "Row {row} of the batch parts from its prompt generated alone at step {step}, from decoder layer "
+        "{layer} on."
+    ).format(row=row, step=step, layer=layer)
+
+
+def side_words(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str]:
+    """Short names of the two runs for column headers: ("cached", "uncached") or ("batch row", "alone")."""
+    if report.comparison == "row-vs-alone":
+        return _("batch row"), _("alone")
+    return _("cached"), _("uncached")
+
+
+def reorder_table(report: CacheReport, _: Gettext = untranslated) -> pd.DataFrame:
+    """Beam search: after each step, the beams kept (the reorder handed to the cache) and whether every
+    cache layer moved its keys and values so, for each run that had a cache."""
+    rows = []
+    for run, tr in zip(side_words(report, _), (report.cached, report.uncached), strict=True):
+        for step in tr.steps:
+            beams = step.beams
+            if beams is None or beams.reorder is None:
+                continue
+            missed = [i for i, ok in enumerate(beams.reorder_applied) if not ok]
+            rows.append(
+                {
+                    _("run"): run,
+                    _("after step"): step.index,
+                    _("beams kept (reorder)"): str(beams.reorder),
+                    _("moved"): (
+                        _("all layers")
+                        if not missed
+                        else _("layers {layers} did not").format(layers=", ".join(map(str, missed)))
+                    ),
+                }
+            )
+    columns = [_("run"), _("after step"), _("beams kept (reorder)"), _("moved")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summary_text(report: CacheReport, _: Gettext = untranslated) -> str:
     """The report's plain-language summary in the language of `_` (report.summary is the English)."""
     return report.summary if _ is untranslated else doctor.summary_in(report, _)
 
 
-def compared_text(report: CacheReport, *, _: Gettext = untranslated) -> str:
+def compared_text(report: CacheReport, _: Gettext = untranslated) -> str:
     """What the report compared, in the language of `_` (report.compared is the English)."""
-    return i18n.reword(report.compared, doctor.COMPARED.values(), _)
+    return i18n.reword(report.compared, (doctor.COMPARED,), _, doctor.COMPARED_FIELDS)
 
 
-def suspect_reasons(report: CacheReport, *, _: Gettext = untranslated) -> list[str]:
+def suspect_reasons(report: CacheReport, _: Gettext = untranslated) -> list[str]:
     """What does not fit, one sentence per suspect, in the language of `_`."""
     if _ is untranslated:
         return [s.reason for s in report.suspects]
     return [s.reason for s in doctor.suspects_in(report, _)]
 
 
-def logit_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.Figure:
+def logit_diff_figure(report: CacheReport, _: Gettext = untranslated) -> go.Figure:
     """Max |cached - uncached| logit per step (log scale), the noise limit, the bug's step marked."""
     rows = report.steps
     x = [r.index for r in rows]
@@ -117,10 +177,16 @@ def logit_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.F
             fig.add_vrect(
                 x0=step + 0.5, x1=max(after) + 0.5, fillcolor="lightgray", opacity=0.25, line_width=0
             )
+    title, y_title = _("Logit difference per step, cache on vs off"), _("max |cached - uncached| (log)")
+    if report.comparison == "row-vs-alone":
+        title = _("Logit difference per step,<br>row {row} of the batch vs the prompt alone").format(
+            row=report.row
+        )
+        y_title = _("max |batch row - alone| (log)")
     fig.update_layout(
-        title=_("Logit difference per step, cache on vs off"),
+        title=title,
         xaxis={"title": _("step"), "dtick": 1},
-        yaxis={"title": _("max |cached - uncached| (log)"), "type": "log", "exponentformat": "e"},
+        yaxis={"title": y_title, "type": "log", "exponentformat": "e"},
         height=360,
         margin={"t": 60, "b": 40},
         legend={"orientation": "h", "y": -0.25},
@@ -128,7 +194,7 @@ def logit_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.F
     return fig
 
 
-def layer_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.Figure:
+def layer_diff_figure(report: CacheReport, _: Gettext = untranslated) -> go.Figure:
     """Heatmap steps x decoder layers: how many times over its noise limit each layer's output differs."""
     num_layers = max((len(r.layer_diffs) for r in report.steps), default=0)
     ratio = np.full((num_layers, len(report.steps)), np.nan)
@@ -161,9 +227,10 @@ def layer_diff_figure(report: CacheReport, *, _: Gettext = untranslated) -> go.F
     return fig
 
 
-def steps_table(report: CacheReport, *, _: Gettext = untranslated) -> pd.DataFrame:
+def steps_table(report: CacheReport, _: Gettext = untranslated) -> pd.DataFrame:
     """The two runs side by side, one row per step: tokens, what was fed, input shapes, the difference."""
     cached, uncached = report.cached, report.uncached
+    a, b = side_words(report, _)
     rows = []
     for r in report.steps:
         c = _step(cached, r.index)
@@ -172,13 +239,13 @@ def steps_table(report: CacheReport, *, _: Gettext = untranslated) -> pd.DataFra
             {
                 N_("step"): r.index,
                 N_("status"): _(r.status),
-                N_("cached token"): _token(cached, r.cached_token, c, _),
-                N_("cached fed"): _fed(c),
-                N_("cached inputs"): _inputs(c),
+                _("{side} token").format(side=a): _token(cached, r.cached_token, c, _),
+                _("{side} fed").format(side=a): _fed(c),
+                _("{side} inputs").format(side=a): _inputs(c),
                 N_("cache after"): None if c is None else c.cache_seq_len(),  # None with the cache off
-                N_("uncached token"): _token(uncached, r.uncached_token, u, _),
-                N_("uncached fed"): _fed(u),
-                N_("uncached inputs"): _inputs(u),
+                _("{side} token").format(side=b): _token(uncached, r.uncached_token, u, _),
+                _("{side} fed").format(side=b): _fed(u),
+                _("{side} inputs").format(side=b): _inputs(u),
                 N_("logit diff"): r.logit_diff,
                 N_("noise limit"): r.logit_limit,
             }
@@ -198,25 +265,26 @@ def largest_logit_diff(report: CacheReport) -> str:
     return f"< {LOG_FLOOR:.0e}" if largest < LOG_FLOOR else f"{largest:.2e}"
 
 
-def fed_at_step_table(report: CacheReport, step: int, *, _: Gettext = untranslated) -> pd.DataFrame:
+def fed_at_step_table(report: CacheReport, step: int, _: Gettext = untranslated) -> pd.DataFrame:
     """Every input fed at `step` in both runs, its shape (or value), and why the doctor suspects it."""
     c, u = _step(report.cached, step), _step(report.uncached, step)
     names = list(dict.fromkeys([*(_fed_inputs(c)), *(_fed_inputs(u))]))
     suspicion = {}
     for s in report.suspects if _ is untranslated else doctor.suspects_in(report, _):
         suspicion.setdefault(s.name, []).append(s.reason)
+    a, b = (_("{side} run").format(side=side) for side in side_words(report, _))
     return pd.DataFrame(
         [
             {
                 "input": name,
-                "cached run": _value(_fed_inputs(c).get(name)),
-                "uncached run": _value(_fed_inputs(u).get(name)),
+                a: _value(_fed_inputs(c).get(name)),
+                b: _value(_fed_inputs(u).get(name)),
                 "suspect": " ".join(suspicion.get(name, [])),
             }
             for name in names
         ],
-        columns=[N_("input"), N_("cached run"), N_("uncached run"), N_("suspect")],
-    ).rename(columns=_)
+        columns=[N_("input"), a, b, N_("suspect")],
+    ).rename(columns={"input": _("input"), "suspect": _("suspect")})
 
 
 def suspects_table(report: CacheReport) -> pd.DataFrame:
@@ -235,17 +303,14 @@ def suspects_table(report: CacheReport) -> pd.DataFrame:
     )
 
 
-def errors_text(report: CacheReport, *, _: Gettext = untranslated) -> list[str]:
+def errors_text(report: CacheReport, _: Gettext = untranslated) -> list[str]:
     """One line per run that failed: which run, the step, where, the exception."""
     lines = []
-    runs = (
-        (_("cached run, step {step}"), report.cached_error),
-        (_("uncached run, step {step}"), report.uncached_error),
-    )
-    for run, error in runs:
+    for run, error in zip(side_words(report, _), (report.cached_error, report.uncached_error), strict=True):
         if error is not None:
             where = _(" in {where}").format(where=error.where) if error.where else ""
-            lines.append(f"{run.format(step=error.step)}{where}: {error.type}: {error.message}")
+            run_step = _("{side} run, step {step}").format(side=run, step=error.step)
+            lines.append(f"{run_step}{where}: {error.type}: {error.message}")
     return lines
 
 
