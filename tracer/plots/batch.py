@@ -27,7 +27,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tracer.i18n import Gettext, untranslated
+from tracer.i18n import N_, Gettext, untranslated
 from tracer.plots import generation as g
 from tracer.plots.common import (
     TEXT_COLOR,
@@ -166,6 +166,20 @@ def _last_own_step(tr: Trace, r: int) -> int | None:
     stop = tr.batch.stops[r] if r < len(tr.batch.stops) else {}
     return stop.get("step") if stop.get("reason") == "eos" else None
 
+
+# The words the views translate at run time (`_(kind)`), marked here for the catalog: the kinds of
+# position, the padding sides and the cache kinds.
+WORDS = (
+    N_("pad"),
+    N_("prompt"),
+    N_("start"),
+    N_("generated"),
+    N_("after end"),
+    N_("left"),
+    N_("right"),
+    N_("self"),
+    N_("cross"),
+)
 
 _KIND_COLORS = {
     "pad": PAD_COLOR,
