@@ -127,10 +127,11 @@ def test_the_rows_grid_is_the_batch_with_its_mask_and_position_ids(llama_batch):
         assert lines["mask"].tolist()[:width] == tr.batch.attention_mask[r]
         assert (lines["kind"].iloc[:width] == "pad").tolist() == [m == 0 for m in tr.batch.attention_mask[r]]
         assert lines["position_id"].iloc[:width].tolist() == position_ids[r].tolist()
-    fig = batch.rows_figure(tr)
-    marks = next(d for d in fig.data if d.name == "masked marks")
     pads = sum(row.count(0) for row in tr.batch.attention_mask)
-    assert len(marks.x) == pads
+    pad_code = list(batch._KIND_COLORS).index("pad")
+    for narrow in (False, True):  # a phone's figure is the same cells, positions down the screen
+        cells = np.asarray(batch.rows_figure(tr, "decoder", narrow).data[0].z, dtype=float)
+        assert (cells == pad_code).sum() == 2 * pads  # each pad's token and its 0 in the mask line
 
 
 def test_the_step_table_shows_every_row_of_the_models_batch(llama_batch, llama_beams):

@@ -42,19 +42,22 @@ if whole.batch is not None:  # every row side by side: its pads, mask and positi
     st.subheader(_("All rows of the batch"))
     st.caption(
         _(
-            "The tokenizer padded the prompts to one length ({side} padding). Grey crossed cells are "
-            "pads: attention_mask is 0 there, and no real token attends to them. position_ids are what "
+            "The tokenizer padded the prompts to one length ({side} padding). Grey cells are pads: "
+            "attention_mask is 0 there, and no real token attends to them. position_ids are what "
             "generate() fed: each row counts its own real tokens."
         ).format(side=_(whole.batch.padding_side))
     )
+    narrow = ui.narrow_screen()  # a phone: positions down the screen
     if whole.encoder_decoder:
         st.plotly_chart(
-            ui.view(batch.rows_figure, "source", record=whole),
+            ui.view(batch.rows_figure, "source", narrow, record=whole),
             config={"displayModeBar": False},
             key="batch_source",
         )
     st.plotly_chart(
-        ui.view(batch.rows_figure, record=whole), config={"displayModeBar": False}, key="batch_rows"
+        ui.view(batch.rows_figure, "decoder", narrow, record=whole),
+        config={"displayModeBar": False},
+        key="batch_rows",
     )
 
 st.subheader("Generation settings")

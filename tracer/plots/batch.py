@@ -42,9 +42,8 @@ from tracer.trace import Step, TensorInfo, Trace
 
 MASKED_COLOR = "#ced4da"  # a masked cell: no weight was computed for it, it is not a zero
 MASKED_MARK = "#495057"  # the cross drawn over a masked cell
-PAD_COLOR = "#e9ecef"
 AFTER_END_COLOR = "#f8f9fa"
-MAX_MARKS = 4000  # crosses drawn over masked cells; past it, the grey alone (a browser draws each one)
+MAX_MARKS = 4000  # masked cells crossed with a "×"; past it, the grey alone (a browser draws each one)
 
 
 def _text_builder(builder: Callable, *args, _: Gettext, **kwargs):
@@ -182,7 +181,7 @@ WORDS = (
 )
 
 _KIND_COLORS = {
-    "pad": PAD_COLOR,
+    "pad": MASKED_COLOR,
     "prompt": g.PROMPT_COLOR,
     "start": "#e9ecef",
     "generated": g.GENERATED_COLOR,
@@ -191,10 +190,14 @@ _KIND_COLORS = {
 _NUMBER_COLOR = "#ffffff"
 
 
-def rows_figure(tr: Trace, part: str = "decoder", *, _: Gettext = untranslated) -> go.Figure:
-    """Every row of the batch as a strip of tokens, with its attention mask and position_ids below.
+def rows_figure(
+    tr: Trace, part: str = "decoder", narrow: bool = False, *, _: Gettext = untranslated
+) -> go.Figure:
+    """Every row of the batch as a strip of tokens, with its attention mask and position_ids beside it.
 
-    Pads are masked cells (grey, crossed): the mask is 0 there and no real token attends to them.
+    Pads are masked cells (grey): the mask is 0 there and no real token attends to them. Wide:
+    one line per row, positions left to right; `narrow` (a phone): positions top to bottom, a
+    column per row and its mask and position_ids beside it.
     """
     grid = rows_grid(tr, part)
     if grid.empty:
@@ -202,17 +205,16 @@ def rows_figure(tr: Trace, part: str = "decoder", *, _: Gettext = untranslated) 
     rows = int(grid["row"].max()) + 1
     width = int(grid["position"].max()) + 1
     with_positions = part == "decoder" and grid["position_id"].notna().any()
-    lines_per_row = 3 if with_positions else 2
-    n_lines = rows * lines_per_row
+    per_row = 3 if with_positions else 2
+    n_lines = rows * per_row
     colors = np.full((n_lines, width), np.nan)  # [line, position]: an index into the palette
     text = np.full((n_lines, width), "", dtype=object)
     hover = np.full((n_lines, width), "", dtype=object)
     palette = [*_KIND_COLORS.values(), _NUMBER_COLOR]
     codes = {kind: i for i, kind in enumerate(_KIND_COLORS)}
-    masked: list[tuple[int, int]] = []  # (line, position) of every pad, on its token line
     line_names = []
     for r in range(rows):
-        first = r * lines_per_row
+        first = r * per_row
         line_names += [_("row {r}").format(r=r), "attention_mask"] + (
             ["position_ids"] if with_positions else []
         )
@@ -223,7 +225,7 @@ def rows_figure(tr: Trace, part: str = "decoder", *, _: Gettext = untranslated) 
             position_id = (
                 "—" if line.position_id is None or pd.isna(line.position_id) else int(line.position_id)
             )
-            hover[first : first + lines_per_row, p] = plot_text(
+            hover[first : first + per_row, p] = plot_text(
                 _(
                     "row {r}, position {p}: {token} (id {id}), {kind}; attention_mask {m}; position_id {pid}"
                 ).format(
@@ -241,48 +243,51 @@ def rows_figure(tr: Trace, part: str = "decoder", *, _: Gettext = untranslated) 
             if with_positions:
                 colors[first + 2, p] = len(palette) - 1
                 text[first + 2, p] = "" if position_id == "—" else str(position_id)
-            if line.kind == "pad":
-                masked.append((first, p))
     n = len(palette)
-    scale = [[i / (n - 1), color] for i, color in enumerate(palette)]
-    fig = go.Figure(
-        go.Heatmap(
-            z=colors,
-            x=list(range(width)),
-            y=list(range(n_lines)),
-            text=text,
-            texttemplate="%{text}",
-            textfont=dict(size=11, color=TEXT_COLOR),
-            customdata=hover,
-            hovertemplate="%{customdata}<extra></extra>",
-            colorscale=scale,
-            zmin=0,
-            zmax=n - 1,
-            showscale=False,
-            xgap=2,
-            ygap=2,
-            hoverongaps=False,
-            name="rows",
-        )
+    cells = dict(
+        texttemplate="%{text}",
+        textfont=dict(size=11, color=TEXT_COLOR),
+        hovertemplate="%{customdata}<extra></extra>",
+        colorscale=[[i / (n - 1), color] for i, color in enumerate(palette)],
+        zmin=0,
+        zmax=n - 1,
+        showscale=False,
+        xgap=2,
+        ygap=2,
+        hoverongaps=False,
+        name="rows",
     )
-    _add_marks(fig, masked, _("pad: masked (attention_mask 0)"), "x", "y")
-    title = _("The batch's rows side by side: tokens, attention_mask and position_ids")
+    title = _("The batch's rows side by side")
     if part == "source":
-        title = _("The encoder's input, row by row: source tokens and attention_mask")
-    fig.update_layout(
-        title=dict(text=title, font=dict(size=14)),
-        height=90 + 26 * n_lines,
-        margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title=_("position"), dtick=1 if width <= 40 else 5, side="top"),
-        yaxis=dict(
-            autorange="reversed",
-            tickmode="array",
-            tickvals=list(range(n_lines)),
-            ticktext=line_names,
-            tickfont=dict(size=12, color=TEXT_COLOR),
-        ),
-        plot_bgcolor="#ffffff",
-    )
+        title = _("The encoder's input, row by row")
+    lines_axis = dict(tickmode="array", ticktext=line_names, tickfont=dict(size=12, color=TEXT_COLOR))
+    if narrow:  # positions down the screen; a token column three times as wide as a number's
+        widths = [3.0, 1.2, 1.4][:per_row] * rows
+        edges = np.concatenate([[0.0], np.cumsum(widths)])
+        fig = go.Figure(
+            go.Heatmap(z=colors.T, x=edges, y=list(range(width)), text=text.T, customdata=hover.T, **cells)
+        )
+        fig.update_layout(
+            xaxis=dict(
+                side="top", tickangle=-45, tickvals=((edges[:-1] + edges[1:]) / 2).tolist(), **lines_axis
+            ),
+            yaxis=dict(autorange="reversed", title=_("position"), dtick=1 if width <= 40 else 5),
+            height=140 + 22 * width,
+            margin=dict(l=10, r=10, t=110, b=10),
+        )
+    else:
+        fig = go.Figure(
+            go.Heatmap(
+                z=colors, x=list(range(width)), y=list(range(n_lines)), text=text, customdata=hover, **cells
+            )
+        )
+        fig.update_layout(
+            xaxis=dict(side="top", dtick=1 if width <= 40 else 5),
+            yaxis=dict(autorange="reversed", tickvals=list(range(n_lines)), **lines_axis),
+            height=100 + 26 * n_lines,
+            margin=dict(l=10, r=10, t=60, b=10),
+        )
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), plot_bgcolor="#ffffff")
     return fig
 
 
@@ -361,31 +366,6 @@ def masked_cells(tr: Trace, step: Step, kind: str, layer: int, q_len: int) -> np
     return np.broadcast_to(keys[None, :], (q_len, len(keys)))
 
 
-def _add_marks(fig: go.Figure, cells: list[tuple[int, int]], hover: str, xaxis: str, yaxis: str) -> None:
-    """Grey crossed squares on `cells` [(row, column)] of one heatmap's axes: masked, not a weight."""
-    if not cells:
-        return
-    rows, cols = zip(*cells, strict=True)
-    fig.add_trace(
-        go.Scatter(
-            x=list(cols),
-            y=list(rows),
-            mode="markers",
-            marker=dict(
-                symbol="square-x-open" if len(cells) <= MAX_MARKS else "square",
-                size=14,
-                color=MASKED_MARK if len(cells) <= MAX_MARKS else MASKED_COLOR,
-                line=dict(width=1, color=MASKED_MARK),
-            ),
-            hovertemplate=plot_text(hover) + "<extra></extra>",
-            showlegend=False,
-            name="masked marks",
-            xaxis=xaxis,
-            yaxis=yaxis,
-        )
-    )
-
-
 def _overlay_masked(fig: go.Figure, key_real: np.ndarray, hover: str) -> go.Figure:
     """A copy of `fig` with every heatmap's masked key columns drawn as masked cells.
 
@@ -403,11 +383,15 @@ def _overlay_masked(fig: go.Figure, key_real: np.ndarray, hover: str) -> go.Figu
         hidden = ~key_real[None, :] & ~np.isnan(z)  # [q, k]
         if not hidden.any():
             continue
+        crossed = hidden.sum() <= MAX_MARKS
         out.add_trace(
             go.Heatmap(
                 z=np.where(hidden, 1.0, np.nan),
                 x=trace.x,
                 y=trace.y,
+                text=np.where(hidden, "×", "") if crossed else None,
+                texttemplate="%{text}" if crossed else None,
+                textfont=dict(color=MASKED_MARK, size=13),
                 colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],
                 zmin=0,
                 zmax=1,
@@ -419,10 +403,6 @@ def _overlay_masked(fig: go.Figure, key_real: np.ndarray, hover: str) -> go.Figu
                 yaxis=trace.yaxis,
             )
         )
-        rows, cols = np.nonzero(hidden)
-        xs = np.asarray(trace.x)[cols] if trace.x is not None else cols
-        ys = np.asarray(trace.y)[rows] if trace.y is not None else rows
-        _add_marks(out, list(zip(ys.tolist(), xs.tolist(), strict=True)), hover, trace.xaxis, trace.yaxis)
     return out
 
 

@@ -302,9 +302,9 @@ def beam_tree_figure(
                 mode="markers+text" if labelled else "markers",
                 marker=style,
                 text=[plot_text(t) for t in part["token"]] if labelled else None,
-                textposition="middle right",
+                textposition="top center" if narrow else "middle right",
                 textfont=dict(
-                    size=12 if status != "pruned" else 10,
+                    size=(12 if status != "pruned" else 10) - (2 if narrow else 0),
                     color=TEXT_COLOR if status != "pruned" else "#868e96",
                 ),
                 hovertext=hover,
@@ -372,7 +372,8 @@ def beam_tree_figure(
             tickvals=list(range(ranks)),
             zeroline=False,
         ),
-        legend=dict(orientation="h", y=-0.12 if not narrow else -0.2),
+        legend=dict(orientation="h", y=-0.15),
+        showlegend=not narrow,  # a phone has no room for it: the page's caption names the colours
         plot_bgcolor="#ffffff",
         font=dict(size=13, color=TEXT_COLOR),
     )
@@ -571,8 +572,8 @@ def reorder_figure(
         title += " — " + _("a layer did not apply it")
     fig.update_layout(
         title=dict(text=plot_text(title), font=dict(size=14)),
-        height=120 + 44 * len(rows),
-        margin=dict(l=10, r=10, t=40, b=10),
+        height=140 + 44 * len(rows),
+        margin=dict(l=10, r=10, t=70, b=10),
         xaxis=dict(
             range=[-1.2 if not narrow else -1.6, 2.2 if not narrow else 2.6],
             tickmode="array",
