@@ -293,3 +293,13 @@ def test_the_views_say_when_there_is_nothing_to_show(llama):
     assert "not a beam search" in beams.beam_summary(one)
     assert beams.beam_tree(one).empty and beams.reorder_table(one, 0).empty
     assert batch.attention_figure(one, 0, "self", 0, 0) is not None
+
+
+def test_beams_without_the_cache_have_no_reorder_to_show(llama):
+    model, tok = llama
+    tr = tracer.trace_generation(model, tok, LLAMA_PROMPTS[0], max_new_tokens=3, num_beams=2, use_cache=False)
+    assert all(s.beams.reorder is None for s in tr.steps)
+    assert beams.reorder_table(tr, 0).empty
+    fig = beams.reorder_figure(tr, 0)
+    assert "cache is off" in fig.layout.annotations[0].text
+    assert not beams.beam_tree(tr).empty  # the tree does not need the cache

@@ -273,7 +273,7 @@ def rows_figure(
             ),
             yaxis=dict(autorange="reversed", title=_("position"), dtick=1 if width <= 40 else 5),
             height=140 + 22 * width,
-            margin=dict(l=10, r=10, t=110, b=10),
+            margin=dict(l=10, r=60, t=110, b=10),  # room for the last slanted column label
         )
     else:
         fig = go.Figure(
