@@ -59,6 +59,14 @@ def test_a_batch_with_beams_shows_on_every_page_with_a_row_picker(model):
         assert not at.error, messages(at.error)
         picker = at.selectbox(key="_w_row")
         assert len(picker.options) == 4 and "hypothesis" in picker.options[0]
+    # Every attention kind of the picked hypothesis draws (BART's encoder ran once per prompt).
+    on_page(at, "pages/attention.py")
+    at.selectbox(key="_w_row").set_value(3).run()
+    for kind in ("self", "cross", "encoder") if tr.encoder_decoder else ("self",):
+        at.radio(key="_w_kind").set_value(kind).run()
+        assert_clean(at)
+        assert charts(at)
+    on_page(at, "pages/beams.py")
     # The Beams page follows the picked hypothesis: prompt 1's tree, its second hypothesis.
     at.selectbox(key="_w_row").set_value(3).run()
     assert_clean(at)

@@ -84,6 +84,10 @@ def test_a_row_of_a_beam_batch_holds_its_own_prompts_beams(request, which):
                 np.testing.assert_array_equal(
                     step.attention(kind, 0, batch=j), whole.attention(kind, 0, batch=r * nb + j)
                 )
+            if tr.encoder_decoder and step.index == 0:  # the encoder's rows are prompts
+                np.testing.assert_array_equal(
+                    step.attention("encoder", 0), whole.attention("encoder", 0, batch=r)
+                )
             assert step.beams.candidate_tokens == [whole.beams.candidate_tokens[r]]
             if whole.beams.reorder is not None:
                 assert [r * nb + i for i in step.beams.reorder] == whole.beams.reorder[r * nb : (r + 1) * nb]
@@ -107,6 +111,11 @@ def test_a_hypothesis_holds_the_beam_each_of_its_tokens_came_from(request, which
             np.testing.assert_array_equal(
                 step.attention("self", 0), tr.steps[step.index].attention("self", 0, batch=beam)
             )
+            if tr.encoder_decoder and step.index == 0:  # the encoder ran once per prompt, before the beams
+                prompt = h // tr.returned_per_prompt
+                np.testing.assert_array_equal(
+                    step.attention("encoder", 0), tr.steps[0].attention("encoder", 0, batch=prompt)
+                )
             if step.fed_ids is not None:
                 fed = tr.steps[step.index].fed.array()[beam].tolist()
                 assert step.fed_ids == fed

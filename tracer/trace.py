@@ -238,16 +238,24 @@ class Step(EventSequence):
         if not 0 <= r < size:
             raise IndexError(f"Step {self.index} has {size} rows; there is no row {r}.")
         choice = self.rows[r] if self.rows else RowChoice(self.chosen_id, self.chosen_prob, self.topk)
-        return self._sliced(r * beams, beams, choice, _prompt_beams(self.beams, r, beams))
+        return self._sliced(r * beams, beams, r, choice, _prompt_beams(self.beams, r, beams))
 
-    def _sliced(self, first: int, count: int, choice: RowChoice, beams: BeamChoice | None) -> Step:
-        """This step with every captured array cut to rows first ... first + count - 1 of the batch."""
-        events = [
-            replace(e, tensors={k: v[first : first + count] for k, v in e.tensors.items()})
-            if e.tensors
-            else e
-            for e in self.events
-        ]
+    def _sliced(
+        self, first: int, count: int, prompt: int, choice: RowChoice, beams: BeamChoice | None
+    ) -> Step:
+        """This step with every captured array cut to rows first ... first + count - 1 of the batch.
+
+        The encoder's arrays have a row per prompt, not per beam (generate() runs the encoder before
+        it expands the batch into beams): they are cut to row `prompt`.
+        """
+
+        def cut(event: Event) -> Event:
+            if not event.tensors:
+                return event
+            rows = slice(prompt, prompt + 1) if _runs_per_prompt(event.name) else slice(first, first + count)
+            return replace(event, tensors={k: v[rows] for k, v in event.tensors.items()})
+
+        events = [cut(e) for e in self.events]
         return replace(
             self,
             events=events,
@@ -485,7 +493,7 @@ class Trace(ModelRun, SavedRecord):
             )
             prob = winner.chosen_prob if best else _beam_prob(self.steps, t, prompt, beam, token)
             choice = RowChoice(token, prob, winner.topk if best else [])
-            steps.append(step._sliced(beam_of[t], 1, choice, _prompt_beams(step.beams, prompt, nb)))
+            steps.append(step._sliced(beam_of[t], 1, prompt, choice, _prompt_beams(step.beams, prompt, nb)))
         eos = self.eos_token_ids
         if own and sequence[-1] in eos:
             stop = {
@@ -540,6 +548,11 @@ class Trace(ModelRun, SavedRecord):
         if value is None:
             return []
         return [int(value)] if isinstance(value, int) else [int(v) for v in value]
+
+
+def _runs_per_prompt(name: str) -> bool:
+    """Whether hook point `name` runs once per prompt: the encoder and its layers (BART)."""
+    return name == names.ENCODER or name.startswith(names.ENCODER + ".")
 
 
 def _prompt_beams(beams: BeamChoice | None, prompt: int, num_beams: int) -> BeamChoice | None:
