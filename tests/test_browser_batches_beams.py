@@ -100,3 +100,36 @@ def test_a_batch_with_beams_fits_the_screen_on_every_view(open_app, app_url, siz
     _open(page, app_url, "step_replay", query, step=1, row=0)
     expect(page.locator(".st-key-step_rows_table")).to_be_visible()
     _fits(page, ["call_flow"], f"{size}-step-replay")
+
+
+@pytest.mark.parametrize("size", ["projector", "phone"])
+def test_a_bart_batch_shows_its_source_mask_in_the_encoder_and_cross_attention(open_app, app_url, size):  # noqa: F811
+    from playwright.sync_api import expect
+
+    phone = size == "phone"
+    page = open_app(PHONE if phone else PROJECTOR)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    if phone:
+        page.get_by_test_id("stExpandSidebarButton").click()
+    sidebar.get_by_role("combobox", name=re.compile("Model")).click()
+    page.get_by_role("option", name="tiny-bart", exact=True).click()
+    _idle(page)
+    sidebar.get_by_text("Batch: several prompts", exact=True).click()
+    expect(sidebar.get_by_role("textbox", name="Prompts, one per line")).to_have_value(re.compile(r".+\n.+"))
+    _idle(page)
+    sidebar.get_by_role("button", name="Run trace", exact=True).click()
+    expect(sidebar.get_by_text(re.compile(r"^Traced \d+ steps\.$"))).to_be_visible()
+    expect(page).to_have_url(re.compile(r"trace=[0-9a-f]+"))
+    _idle(page)
+    if phone:
+        page.get_by_test_id("stSidebarCollapseButton").click()
+    query = urlsplit(page.url).query
+
+    # Row 0, the shorter source, is padded on the right; its pads are masked keys in both figures.
+    _open(page, app_url, "attention", query, step=1, row=0, kind="cross")
+    expect(page.get_by_text("The source's padding mask, from the encoder to cross-attention")).to_be_visible()
+    figure = _figure(page, "encoder_mask")
+    assert figure.evaluate("e => e.data.filter(t => t.name === 'masked').map(t => t.xaxis)") == ["x", "x2"]
+    _fits(page, ["encoder_mask", "attention_heads"], f"{size}-bart-attention")
+    _open(page, app_url, "", query, row=0)
+    _fits(page, ["batch_source", "batch_rows"], f"{size}-bart-overview")

@@ -493,7 +493,7 @@ def encoder_mask_figure(
             _("encoder self-attention (step 0)"),
             _("cross-attention (step {step})").format(step=step_index),
         ],
-        horizontal_spacing=0.12,
+        horizontal_spacing=0.2,  # the cross-attention's query labels sit between the two
         vertical_spacing=0.18,
     )
     for i, (kind, s) in enumerate(panels):
@@ -511,7 +511,7 @@ def encoder_mask_figure(
             text=_("Layer {layer}, head {head}: the source's pads are masked keys in both").format(
                 layer=layer, head=head
             ),
-            font=dict(size=14),
+            font=dict(size=12 if narrow else 14),  # a phone's width holds the whole line
         ),
         height=(760 if narrow else 420),
         margin=dict(l=10, r=10, t=70, b=10),
