@@ -13,6 +13,8 @@
 - `show_training`, `show_trainer_step`: the training views' layout, for the Training step page
   and for a file opened in the sidebar alike.
 - `step_picker`, `choice`: widgets whose value survives page changes and new traces.
+- `row_picker`: for a batch (or a beam search), the row (hypothesis) the pages show; `view`
+  builds on it by default (`shown()`), and the link keeps it (&row=).
 - Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
   session's first run, `update_link()` writes them back; the traces behind links stay in one
   bounded `TraceShelf` for every session, so a reload or a shared link finds them.
