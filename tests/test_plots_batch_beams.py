@@ -119,7 +119,9 @@ def test_a_hypothesis_holds_the_beam_each_of_its_tokens_came_from(request, which
             if step.fed_ids is not None:
                 fed = tr.steps[step.index].fed.array()[beam].tolist()
                 assert step.fed_ids == fed
-        assert all(0 <= s.chosen_prob <= 1 for s in hyp.steps if s.chosen_prob is not None)
+        for step in hyp.steps:  # every step says what its beam could have chosen, and with what chance
+            assert step.chosen_id in [t.token_id for t in step.topk] and 0 < step.chosen_prob <= 1
+            assert not any(t.text.startswith("<") and t.text[1:-1].isdigit() for t in step.topk)
 
 
 # -- all rows side by side -----------------------------------------------------------------------

@@ -461,8 +461,9 @@ class Trace(ModelRun, SavedRecord):
         At each step a hypothesis sits in some beam, the row of the model's batch its token came
         from (`beam_indices`); its steps hold that row's arrays, so its attention is the attention
         that computed its tokens. It has as many steps as tokens of its own (one that ended early
-        is shorter); a step's top-k is kept for the prompt's best hypothesis only (the run's
-        record has the winner's), its probability for every one.
+        is shorter). A step's top-k is the recorded top-k for the prompt's best hypothesis; for
+        another, its beam's continuations among the ones generate() ranked at that step (the
+        record keeps the winner's whole top-k only), each with its probability.
         """
         result = self.beam_result
         if result is None:
@@ -491,8 +492,15 @@ class Trace(ModelRun, SavedRecord):
             winner = (
                 step.rows[prompt] if step.rows else RowChoice(step.chosen_id, step.chosen_prob, step.topk)
             )
-            prob = winner.chosen_prob if best else _beam_prob(self.steps, t, prompt, beam, token)
-            choice = RowChoice(token, prob, winner.topk if best else [])
+            if best:
+                choice = RowChoice(token, winner.chosen_prob, winner.topk)
+            else:
+                ranked = [
+                    TopToken(tok, self.token_text(tok), p)
+                    for tok, p in _beam_candidates(self.steps, t, prompt, beam)
+                ]
+                prob = next((c.prob for c in ranked if c.token_id == token), None)
+                choice = RowChoice(token, prob, ranked)
             steps.append(step._sliced(beam_of[t], 1, prompt, choice, _prompt_beams(step.beams, prompt, nb)))
         eos = self.eos_token_ids
         if own and sequence[-1] in eos:
@@ -589,26 +597,24 @@ def _prompt_result(result: BeamResult | None, prompt: int, per_prompt: int) -> B
     )
 
 
-def _beam_prob(steps: list[Step], t: int, prompt: int, beam: int, token: int) -> float | None:
-    """The probability beam `beam` of `prompt` gave `token` at step t: its candidate's summed
-    log-probability minus the beam's own before the step (0 at step 0, where beam 0 runs alone)."""
+def _beam_candidates(steps: list[Step], t: int, prompt: int, beam: int) -> list[tuple[int, float]]:
+    """(token, probability) of each continuation of beam `beam` of `prompt` that step t ranked, most
+    likely first: its candidate's summed log-probability minus the beam's own before the step (0 at
+    step 0, where beam 0 runs alone)."""
     choice = steps[t].beams
     if choice is None:
-        return None
-    found = [
-        score
-        for parent, tok, score in zip(
+        return []
+    before = 0.0 if t == 0 else steps[t - 1].beams.scores[prompt][beam]
+    return [
+        (token, float(np.exp(score - before)))
+        for parent, token, score in zip(
             choice.candidate_parents[prompt],
             choice.candidate_tokens[prompt],
             choice.candidate_scores[prompt],
             strict=True,
         )
-        if parent == beam and tok == token
+        if parent == beam
     ]
-    if not found:
-        return None
-    before = 0.0 if t == 0 else steps[t - 1].beams.scores[prompt][beam]
-    return float(np.exp(found[0] - before))
 
 
 def load_trace(path: str | Path) -> Trace:
