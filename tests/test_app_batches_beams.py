@@ -66,6 +66,13 @@ def test_a_batch_with_beams_shows_on_every_page_with_a_row_picker(model):
         at.radio(key="_w_kind").set_value(kind).run()
         assert_clean(at)
         assert charts(at)
+    # The step replay of a hypothesis that is not its prompt's best: its beam's continuations.
+    on_page(at, "pages/step_replay.py")
+    assert_clean(at)
+    topk = next(c for c in charts(at) if "next-token distribution" in str(c["layout"].get("title")))
+    hyp = tr.hypothesis(3)
+    step = hyp.steps[at.session_state["step"]]
+    assert topk["data"][0]["x"] == [t.prob for t in step.topk] and step.topk
     on_page(at, "pages/beams.py")
     # The Beams page follows the picked hypothesis: prompt 1's tree, its second hypothesis.
     at.selectbox(key="_w_row").set_value(3).run()
