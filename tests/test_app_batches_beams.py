@@ -153,3 +153,17 @@ def test_the_beam_settings_default_to_the_checkpoints_generation_config(tmp_path
     assert at.sidebar.number_input(key="num_beams").value == 4
     assert at.sidebar.number_input(key="length_penalty").value == 2.0
     assert at.sidebar.selectbox(key="early_stopping").value == "never"
+
+
+def test_the_batch_and_beam_views_speak_chinese():
+    at = open_link({"lang": "zh_CN"})
+    assert at.sidebar.toggle(key="batch").label == "批次：多个提示"
+    at.sidebar.radio(key="decoding").set_value("beam search").run()
+    at.sidebar.slider(key="max_new_tokens").set_value(2)
+    at = at.sidebar.button(key="run").click().run()
+    assert_clean(at)
+    on_page(at, "pages/beams.py")
+    assert_clean(at)
+    assert at.title[0].value == "束搜索"
+    assert "束搜索树" in json.dumps([c["layout"]["title"] for c in charts(at)], ensure_ascii=False)
+    assert "对数概率之和" in " ".join(at.dataframe[1].value.columns)  # the step's candidates

@@ -98,8 +98,10 @@ def test_a_batch_with_beams_fits_the_screen_on_every_view(open_app, app_url, siz
     _fits(page, ["attention_heads", "attention_run"], f"{size}-attention")
 
     _open(page, app_url, "step_replay", query, step=1, row=0)
-    rows_table = page.locator(".st-key-step_rows_table")
-    expect(rows_table).to_be_visible()
+    rows_table = page.locator(".st-key-step_rows_table [data-testid='stDataFrame']")
+    expect(rows_table.locator("canvas").first).to_be_attached()
+    rows_table.scroll_into_view_if_needed()
+    assert _box(rows_table)["height"] > 150  # the header and a line for each beam of both prompts
     rows_table.screenshot(path=SHOTS / f"batch-{size}-step-rows.png")
     _fits(page, ["call_flow"], f"{size}-step-replay")
 

@@ -295,7 +295,8 @@ def step_rows_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) ->
     """One line per row of the model's batch at one step: what it was fed (ids, position_ids, the
     attention mask's length and its pads) and what it chose. Beam search: one line per beam (every
     beam is a row of the model's batch), and the continuations of it that were kept."""
-    columns = [_("row"), _("fed"), "position_ids", "attention_mask", _("chosen token")]
+    last = _("kept → next beam") if tr.num_beams > 1 else _("chosen token")
+    columns = [_("row"), _("fed"), "position_ids", "attention_mask", last]
     if tr.num_returned <= 1 or step_index >= len(tr.steps):
         return pd.DataFrame(columns=columns)
     step = tr.steps[step_index]
