@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from babel.messages.pofile import read_po
@@ -29,15 +30,9 @@ from tests.test_app import assert_clean, charts, navigation_app, new_app, on_pag
 from tracer import doctor, i18n
 from tracer.plots import doctor as doctor_plots
 
-# Every page of app.py, in its navigation order.
-ALL_PAGES = (
-    "pages/overview.py",
-    "pages/lesson.py",
-    "pages/step_replay.py",
-    "pages/attention.py",
-    "pages/kv_cache.py",
-    "pages/cache_doctor.py",
-    "pages/training_step.py",
+# Every page of app.py, in its navigation order (read from app.py: a new page is checked too).
+ALL_PAGES = tuple(
+    re.findall(r'st\.Page\(ROOT / "(pages/\w+\.py)"', (Path(ui.__file__).parent / "app.py").read_text())
 )
 # Widgets whose options are data, not the app's words (model names, example prompts, numbers).
 DATA_OPTIONS = {"model", "example", "training_model", "_w_layer", "_w_head", "_w_lang"}
@@ -119,7 +114,9 @@ def data_of(at: AppTest) -> set[str]:
         if isinstance(built, doctor.CacheReport):
             traces += [built.cached, built.uncached]
     for tr in traces:
-        words.add(tr.prompt_text)
+        prompts = [tr.prompt_text, *(tr.batch.prompt_texts if tr.batch is not None else [])]
+        words.update(prompts)
+        words.update(word for prompt in prompts for word in prompt.split())  # a prompt shown shortened
         words.update(tr.token_text(t) for t in {*tr.prompt_ids, *tr.sequence_ids})
         if tr.error is not None:
             words.add(tr.error.message)
@@ -240,6 +237,37 @@ def test_every_page_in_chinese_shows_no_english_sentence(model):
 def test_every_page_in_english_shows_no_chinese(model):
     at = run_trace(in_language("en"), model=model, tokens=4)
     problems = visit_every_page(at, "en")
+    assert not problems, problems
+
+
+@pytest.mark.slow
+def test_a_batch_and_beam_search_in_chinese_show_no_english_sentence():
+    at = in_language("zh_CN")
+    at.sidebar.selectbox(key="model").set_value("tiny-llama").run()
+    at.sidebar.toggle(key="batch").set_value(True).run()
+    at.sidebar.text_area(key="prompt").input(
+        "tom has red balls .\nann wants blue hats . what does ann want ?"
+    )
+    at.sidebar.radio(key="padding_side").set_value("right")
+    at.sidebar.slider(key="max_new_tokens").set_value(3)
+    at.sidebar.button(key="run").click().run()
+    assert_clean(at)
+    problems = {}
+    for page in ("pages/overview.py", "pages/step_replay.py", "pages/attention.py", "pages/kv_cache.py"):
+        on_page(at, page)
+        assert_clean(at)
+        problems[page] = page_problems(at, "zh_CN")
+    at.sidebar.toggle(key="batch").set_value(False).run()
+    at.sidebar.text_area(key="prompt").input("tom has red balls . what does tom have ?")
+    at.sidebar.radio(key="decoding").set_value(ui.BEAMS).run()
+    at.sidebar.button(key="run").click().run()
+    assert_clean(at)
+    for page in ("pages/beams.py", "pages/overview.py", "pages/step_replay.py"):
+        on_page(at, page)
+        assert_clean(at)
+        assert page != "pages/beams.py" or charts(at)  # the beam tree, not "no beam search here"
+        problems[f"{page} (beams)"] = page_problems(at, "zh_CN")
+    problems = {page: found for page, found in problems.items() if found}
     assert not problems, problems
 
 

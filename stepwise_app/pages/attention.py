@@ -3,12 +3,15 @@
 import streamlit as st
 
 from stepwise_app import ui
+from tracer.plots import batch
 from tracer.plots import generation as g
 
 _ = ui.gettext()  # this run's language, bound now (format_funcs run later too)
 
 st.title(_("Attention"))
-tr = ui.require_trace()
+whole = ui.require_trace()
+tr = ui.row_picker(whole)  # a batch's row or a beam hypothesis
+padded = tr.prompt_mask is not None and not all(tr.prompt_mask)  # pads: drawn as masked keys
 ui.show_trace_error(tr)
 step = ui.step_picker(tr)
 
@@ -30,7 +33,13 @@ with head_col:
     )
 
 narrow = ui.narrow_screen()  # a phone: one head per row, fewer labels
-if head == "all":
+if padded:
+    st.plotly_chart(
+        ui.view(batch.attention_figure, step, kind, layer, head, narrow),
+        config={"displayModeBar": False},
+        key="attention_heads" if head == "all" else "attention_head",
+    )
+elif head == "all":
     st.plotly_chart(
         ui.view(g.attention_heads_figure, step, kind, layer, narrow),
         config={"displayModeBar": False},
@@ -60,7 +69,14 @@ else:
 st.subheader(_("The whole run"))
 stitched_head = 0 if head == "all" else head
 st.plotly_chart(
-    ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step, narrow),
+    ui.view(
+        batch.stitched_attention_figure if padded else g.stitched_attention_figure,
+        kind,
+        layer,
+        stitched_head,
+        step,
+        narrow,
+    ),
     config={"displayModeBar": False},
     key="attention_run",
 )
@@ -72,3 +88,19 @@ st.caption(
         "position's row wrote (fed → chosen)."
     ).format(head=stitched_head)
 )
+
+if padded:
+    st.caption(
+        _(
+            "Grey crossed cells are masked keys: this row's pads. The attention mask is 0 there, so they "
+            "get no weight at all (not a small one); hover one to see it."
+        )
+    )
+    if tr.encoder_decoder:
+        st.subheader(_("The source's padding mask, from the encoder to cross-attention"))
+        st.markdown(ui.view(batch.encoder_mask_story, step, record=whole))
+        st.plotly_chart(
+            ui.view(batch.encoder_mask_figure, step, layer, stitched_head, narrow),
+            config={"displayModeBar": False},
+            key="encoder_mask",
+        )

@@ -8,7 +8,7 @@ from tracer.plots import generation as g
 _ = ui.gettext()  # this run's language, bound now (format_funcs run later too)
 
 st.title(_("KV cache"))
-tr = ui.require_trace()
+tr = ui.row_picker(ui.require_trace())  # a batch's row or a beam hypothesis
 ui.show_trace_error(tr)
 
 st.subheader(_("Growth"))

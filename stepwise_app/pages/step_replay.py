@@ -3,12 +3,14 @@
 import streamlit as st
 
 from stepwise_app import ui
+from tracer.plots import batch
 from tracer.plots import generation as g
 
 _ = ui.gettext()  # this run's language, bound now (format_funcs run later too)
 
 st.title(_("Step replay"))
-tr = ui.require_trace()
+whole = ui.require_trace()
+tr = ui.row_picker(whole)  # a batch's row or a beam hypothesis: the step below is its
 ui.show_trace_error(tr)
 
 
@@ -30,6 +32,17 @@ def step_view() -> None:
         st.subheader(_("Next token"))
         st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")
         st.caption(ui.view(g.eos_line))
+
+    if whole.num_returned > 1:  # every row of the model's batch at this step, side by side
+        st.subheader(_("Every row at this step"))
+        st.caption(
+            _(
+                "The model runs all rows at once: each row's fed ids, its position_ids, its attention "
+                "mask (pads are 0) and what it chose. Beam search: every beam is a row."
+            )
+        )
+        with st.container(key="step_rows_table"):
+            st.dataframe(ui.view(batch.step_rows_table, step, record=whole), hide_index=True, width="stretch")
 
     st.subheader(_("What prepare_inputs_for_generation returned"))
     changes = ui.view(g.prepare_inputs_changes, step)

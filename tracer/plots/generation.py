@@ -160,6 +160,8 @@ def trace_summary(tr: Trace, *, _: Gettext = untranslated) -> str:
         ]
         parts.append(_("seed {value}").format(value=s.get("seed")))
         decoding = _("sampling ({settings})").format(settings=", ".join(parts))
+    elif (s.get("num_beams") or 1) > 1:
+        decoding = _("beam search ({beams} beams)").format(beams=s["num_beams"])
     else:
         decoding = _("greedy")
     cache = _("cache on") if s.get("use_cache", True) else _("cache off")
