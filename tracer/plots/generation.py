@@ -35,6 +35,7 @@ from tracer.plots.common import (
     KIND_TITLES,
     OTHER_COLOR,
     TEXT_COLOR,
+    UNCHECKED,
     attention_heatmap,
     message_figure,
     plot_text,
@@ -43,6 +44,7 @@ from tracer.plots.common import (
     show_token,
     tick_labels,
     token_label,
+    unchecked_figure,
     value_text,
 )
 from tracer.plots.common import attention_kinds as attention_kinds  # the pages call g.attention_kinds
@@ -413,10 +415,8 @@ def _stop_reason(tr: Trace) -> str:
     return "not recorded (a trace from an older Stepwise)"
 
 
-# The step replay's two figures are rebuilt at every step a session visits: plotly's checking of
-# every property took most of their time (call flow 13 ms of 16), and the property names here are
-# fixed, so these are built unchecked. tests/test_plots_generation.py validates what they build.
-UNCHECKED = {"_validate": False}
+# The figures a step change rebuilds (step replay's two, the attention views) are built
+# unchecked (common.unchecked_figure): plotly's checking took most of their time.
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -489,7 +489,7 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
                 font=dict(family="monospace", size=12, color=color),
             )
         )
-    fig = go.Figure(
+    return unchecked_figure(
         # Invisible points carry the hover text: the Hugging Face module path and the full detail.
         go.Scatter(
             x=[0.5] * len(nodes),
@@ -501,9 +501,6 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
             showlegend=False,
             **UNCHECKED,
         ),
-        **UNCHECKED,
-    )
-    fig.update_layout(
         shapes=shapes,
         annotations=annotations,
         height=line_h * total + 10,
@@ -512,7 +509,6 @@ def call_flow_figure(tr: Trace, step_index: int) -> go.Figure:
         xaxis=dict(visible=False, range=[0, 1], fixedrange=True),
         yaxis=dict(visible=False, range=[-total, 0], fixedrange=True),
     )
-    return fig
 
 
 def call_flow_table(tr: Trace, step_index: int) -> pd.DataFrame:
@@ -663,7 +659,7 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
     probs = [t.prob for t in step.topk]
     colors = [CHOSEN_COLOR if t.token_id == step.chosen_id else OTHER_COLOR for t in step.topk]
     labels = [plot_text(f"{i + 1}. {tok}") for i, tok in enumerate(tokens)]
-    fig = go.Figure(
+    return unchecked_figure(
         go.Bar(
             x=probs,
             y=labels,
@@ -675,18 +671,14 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
             hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",
             **UNCHECKED,
         ),
-        **UNCHECKED,
-    )
-    fig.update_layout(
         height=360,
         margin=dict(l=10, r=50, t=30, b=10),
         title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=15)),
         # Read from the back of a classroom: labels as large and dark as the text around them.
         font=dict(size=15, color=TEXT_COLOR),
-        xaxis=dict(title="probability", range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
+        xaxis=dict(title=dict(text="probability"), range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
         yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=TEXT_COLOR)),
     )
-    return fig
 
 
 def _cache_before_words(tr: Trace, step: Step) -> str:
