@@ -22,6 +22,8 @@ shared with the training and doctor views.
 
 from __future__ import annotations
 
+import copy
+import functools
 import html
 from dataclasses import dataclass
 
@@ -676,7 +678,7 @@ def topk_figure(tr: Trace, step_index: int) -> go.Figure:
         title=dict(text=f"Step {step.index}: next-token distribution (top {len(probs)})", font=dict(size=15)),
         # Read from the back of a classroom: labels as large and dark as the text around them.
         font=dict(size=15, color=TEXT_COLOR),
-        xaxis=dict(title=dict(text="probability"), range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
+        xaxis=dict(title="probability", range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
         yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=TEXT_COLOR)),
     )
 
@@ -836,16 +838,15 @@ def attention_figure(tr: Trace, step_index: int, kind: str, layer: int, head: in
     if not step.has_attention(kind, layer):
         return message_figure(_missing_attention(tr, step, kind, layer))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
-    fig = go.Figure(attention_heatmap(att[head], queries, keys))
     q_n = len(queries)
-    fig.update_layout(
+    return unchecked_figure(
+        attention_heatmap(att[head], queries, keys),
         title=dict(text=_attention_title(tr, step_index, kind, layer, head), font=dict(size=14)),
         height=max(220, min(700, 120 + 18 * q_n)),
         margin=dict(l=10, r=10, t=40, b=10),
         xaxis=dict(title="key (attended to)", **tick_labels(keys, 40)),
         yaxis=dict(title="query", autorange="reversed", **tick_labels(queries, 40)),
     )
-    return fig
 
 
 def attention_heads_figure(
@@ -865,44 +866,76 @@ def attention_heads_figure(
     title = dict(text=_attention_title(tr, step_index, kind, layer, None), font=dict(size=14))
     if len(queries) == 1:
         per_head = [f"head {h} ← {queries[0]}" for h in range(heads)]
-        fig = go.Figure(attention_heatmap(att[:, 0, :], per_head, keys))
-        fig.update_layout(
+        return unchecked_figure(
+            attention_heatmap(att[:, 0, :], per_head, keys),
             title=title,
             height=150 + 34 * heads,
             margin=dict(l=10, r=10, t=40, b=10),
-            xaxis=dict(title="key (attended to)", tickangle=-60, **tick_labels(keys, 10 if narrow else 24)),
+            xaxis=dict(
+                title="key (attended to)",
+                tickangle=-60,
+                tickfont=dict(size=12, color=TEXT_COLOR),
+                **tick_labels(keys, 10 if narrow else 24),
+            ),
             yaxis=dict(
                 autorange="reversed",
                 tickvals=list(range(heads)),
                 ticktext=[f"head {h}" for h in range(heads)],
+                tickfont=dict(size=13, color=TEXT_COLOR),
             ),
         )
-        fig.update_xaxes(tickfont=dict(size=12, color=TEXT_COLOR))
-        fig.update_yaxes(tickfont=dict(size=13, color=TEXT_COLOR))
-        return fig
     cols = 1 if narrow else min(2, heads)
     rows = int(np.ceil(heads / cols))
     max_ticks = 10 if narrow else 16
-    fig = make_subplots(
+    grid, panels = _heads_grid(rows, cols, tuple(f"head {h}" for h in range(heads)))
+    heatmaps = []
+    for h in range(heads):
+        heatmap = attention_heatmap(att[h], queries, keys, showscale=h == 0)
+        x_name, y_name = panels[h]
+        heatmap.xaxis, heatmap.yaxis = x_name.replace("axis", ""), y_name.replace("axis", "")  # "x2"
+        heatmaps.append(heatmap)
+    # Every panel's axes: the keys below, the queries left of the first panel of each row only.
+    x_ticks = dict(tickangle=-60, tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(keys, max_ticks))
+    y_ticks = dict(
+        autorange="reversed", tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(queries, max_ticks)
+    )
+    first_column = {panels[row * cols][1] for row in range(rows)}
+    for name, axis in grid.items():
+        if name.startswith("xaxis"):
+            axis.update(x_ticks)
+        elif name.startswith("yaxis"):
+            axis.update(y_ticks, showticklabels=name in first_column)
+    panel = max(180, min(360, 80 + 16 * len(queries)))
+    return unchecked_figure(
+        heatmaps, **grid, title=title, height=rows * panel + 90, margin=dict(l=10, r=10, t=60, b=10)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _heads_grid_cached(rows: int, cols: int, titles: tuple[str, ...]) -> tuple[dict, list[tuple[str, str]]]:
+    grid = make_subplots(
         rows=rows,
         cols=cols,
-        subplot_titles=[f"head {h}" for h in range(heads)],
+        subplot_titles=list(titles),
         shared_yaxes=True,
         horizontal_spacing=0.04,
         vertical_spacing=min(0.12, 0.5 / rows),
     )
-    for h in range(heads):
-        heatmap = attention_heatmap(att[h], queries, keys, showscale=h == 0)
-        fig.add_trace(heatmap, row=h // cols + 1, col=h % cols + 1)
-    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(keys, max_ticks))
-    fig.update_yaxes(
-        autorange="reversed", tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(queries, max_ticks)
-    )
-    fig.update_yaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=True, col=1)
-    panel = max(180, min(360, 80 + 16 * len(queries)))
-    fig.update_layout(title=title, height=rows * panel + 90, margin=dict(l=10, r=10, t=60, b=10))
-    return fig
+    layout = grid.to_dict()["layout"]
+    del layout["template"]  # the figure built from the grid gets its own
+    panels = [grid.get_subplot(row, col) for row in range(1, rows + 1) for col in range(1, cols + 1)]
+    return layout, [(panel.xaxis.plotly_name, panel.yaxis.plotly_name) for panel in panels]
+
+
+def _heads_grid(rows: int, cols: int, titles: tuple[str, ...]) -> tuple[dict, list[tuple[str, str]]]:
+    """The heads figure's grid, as make_subplots lays it out: its layout (each panel's axes and
+    title) and each panel's (x axis, y axis) names, row by row ("xaxis2", "yaxis2").
+
+    make_subplots takes about 20 ms and its grid is the same for every step of a trace, so it is
+    made once per shape; each figure gets its own copy of the layout to fill in.
+    """
+    layout, panels = _heads_grid_cached(rows, cols, titles)
+    return copy.deepcopy(layout), panels
 
 
 def _missing_attention(tr: Trace, step: Step, kind: str, layer: int) -> str:
@@ -972,22 +1005,26 @@ def stitched_attention_figure(
     matrix, queries, keys, row_step = stitched_attention(tr, kind, layer)
     if matrix.size == 0:
         return message_figure(f"No {KIND_TITLES[kind]} was captured in layer {layer}.")
-    fig = go.Figure(attention_heatmap(matrix[head], queries, keys))
     rows = [r for r, s in enumerate(row_step) if s == highlight_step]
+    outline = {}
     if rows:
-        fig.add_shape(
-            type="rect",
-            x0=-0.5,
-            x1=len(keys) - 0.5,
-            y0=min(rows) - 0.5,
-            y1=max(rows) + 0.5,
-            line=dict(color=CHOSEN_COLOR, width=2),
-        )
+        outline["shapes"] = [
+            dict(
+                type="rect",
+                x0=-0.5,
+                x1=len(keys) - 0.5,
+                y0=min(rows) - 0.5,
+                y1=max(rows) + 0.5,
+                line=dict(color=CHOSEN_COLOR, width=2),
+            )
+        ]
     height = max(300, min(900, 160 + 16 * len(queries)))
     title = f"Layer {layer}, head {head}: {KIND_TITLES[kind]} over the whole run"
     if kind != "encoder":
         title += " (each step adds its rows)" if tr.settings.get("use_cache", True) else " (last step's rows)"
-    fig.update_layout(
+    return unchecked_figure(
+        attention_heatmap(matrix[head], queries, keys),
+        **outline,
         title=dict(text=title, font=dict(size=14)),
         height=height,
         margin=dict(l=10, r=10, t=40, b=10),
@@ -995,7 +1032,6 @@ def stitched_attention_figure(
         # A labelled row needs 16 px, or its label lies on the next one's.
         yaxis=dict(title="query", autorange="reversed", **tick_labels(queries, (height - 160) // 16)),
     )
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------
