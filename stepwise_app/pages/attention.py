@@ -8,57 +8,67 @@ from tracer.plots import generation as g
 st.title("Attention")
 tr = ui.require_trace()
 ui.show_trace_error(tr)
-step = ui.step_picker(tr)
 
-kinds = g.attention_kinds(tr)
-kind_col, layer_col, head_col = st.columns([3, 1, 1])
-with kind_col:
-    kind = ui.choice(st.radio, "Attention", kinds, "kind", format_func=g.KIND_TITLES.get, horizontal=True)
-with layer_col:
-    layer = ui.choice(st.selectbox, "Layer", list(range(g.kind_layers(tr, kind))), "layer")
-with head_col:
-    head = ui.choice(
-        st.selectbox,
-        "Head",
-        ["all", *range(g.num_heads(tr, kind))],
-        "head",
-        format_func=lambda h: "all heads" if h == "all" else f"head {h}",
-    )
 
-narrow = ui.narrow_screen()  # a phone: one head per row, fewer labels
-if head == "all":
+# A fragment: the step picker and the attention pickers rerun only the views below, not the
+# sidebar and the rest of the app, so a class stepping together keeps the server's work per click small.
+@st.fragment
+def attention_view() -> None:
+    step = ui.step_picker(tr)
+    ui.update_link()  # the app updates the link on a full run only
+
+    kinds = g.attention_kinds(tr)
+    kind_col, layer_col, head_col = st.columns([3, 1, 1])
+    with kind_col:
+        kind = ui.choice(st.radio, "Attention", kinds, "kind", format_func=g.KIND_TITLES.get, horizontal=True)
+    with layer_col:
+        layer = ui.choice(st.selectbox, "Layer", list(range(g.kind_layers(tr, kind))), "layer")
+    with head_col:
+        head = ui.choice(
+            st.selectbox,
+            "Head",
+            ["all", *range(g.num_heads(tr, kind))],
+            "head",
+            format_func=lambda h: "all heads" if h == "all" else f"head {h}",
+        )
+
+    narrow = ui.narrow_screen()  # a phone: one head per row, fewer labels
+    if head == "all":
+        st.plotly_chart(
+            ui.view(g.attention_heads_figure, step, kind, layer, narrow),
+            config={"displayModeBar": False},
+            key="attention_heads",
+        )
+    else:
+        st.plotly_chart(
+            ui.view(g.attention_figure, step, kind, layer, head),
+            config={"displayModeBar": False},
+            key="attention_head",
+        )
+    if head == "all" and kind != "encoder" and step > 0 and tr.settings.get("use_cache", True):
+        st.caption(
+            "One row per head: with the cache on, a decode step computes a single query, the newest token, "
+            "and each row is the weight that head gives every key; each row sums to 1."
+        )
+    else:
+        st.caption(
+            "Rows are the queries this step computed, columns the keys they attend to; each row sums to 1. "
+            "With the cache on, a decode step computes a single row: the newest token looking back."
+        )
+
+    st.subheader("The whole run")
+    stitched_head = 0 if head == "all" else head
     st.plotly_chart(
-        ui.view(g.attention_heads_figure, step, kind, layer, narrow),
+        ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step, narrow),
         config={"displayModeBar": False},
-        key="attention_heads",
+        key="attention_run",
     )
-else:
-    st.plotly_chart(
-        ui.view(g.attention_figure, step, kind, layer, head),
-        config={"displayModeBar": False},
-        key="attention_head",
-    )
-if head == "all" and kind != "encoder" and step > 0 and tr.settings.get("use_cache", True):
     st.caption(
-        "One row per head: with the cache on, a decode step computes a single query, the newest token, "
-        "and each row is the weight that head gives every key; each row sums to 1."
-    )
-else:
-    st.caption(
-        "Rows are the queries this step computed, columns the keys they attend to; each row sums to 1. "
-        "With the cache on, a decode step computes a single row: the newest token looking back."
+        f"Head {stitched_head}: every step's rows in one matrix, the current step's outlined. Blank cells "
+        "are masked keys: later tokens (computed, then given weight 0 by the causal mask) and, on a "
+        "sliding-window layer, positions the window has left behind. Row labels say what each "
+        "position's row wrote (fed → chosen)."
     )
 
-st.subheader("The whole run")
-stitched_head = 0 if head == "all" else head
-st.plotly_chart(
-    ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step, narrow),
-    config={"displayModeBar": False},
-    key="attention_run",
-)
-st.caption(
-    f"Head {stitched_head}: every step's rows in one matrix, the current step's outlined. Blank cells "
-    "are masked keys: later tokens (computed, then given weight 0 by the causal mask) and, on a "
-    "sliding-window layer, positions the window has left behind. Row labels say what each "
-    "position's row wrote (fed → chosen)."
-)
+
+attention_view()
