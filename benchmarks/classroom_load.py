@@ -253,7 +253,7 @@ async def _run_script(
 
 
 async def _student(
-    url: str, s: Session, together: asyncio.Barrier, page: str, steps: int, tokens: int
+    url: str, s: Session, together: asyncio.Barrier, page: str, steps: int, tokens: int, stepping
 ) -> None:
     from websockets.asyncio.client import connect
 
@@ -274,7 +274,8 @@ async def _student(
             traced = s.texts
             await _run_script(ws, s, page=s.pages[page])
             s.runs.append("page")
-            await together.wait()  # "now press Next": the class steps together
+            if await together.wait() == 0:  # "now press Next": the class steps together
+                stepping()
             for _ in range(steps):
                 seconds, nbytes = await _run_script(ws, s, page=s.pages[page], trigger="next_step")
                 s.runs.append("step")
@@ -303,16 +304,23 @@ async def _teacher(url: str, prompt: str) -> tuple[float, float]:
 
 
 async def _class(
-    url: str, sessions: list[Session], page: str, steps: int, tokens: int, timeout: float
-) -> None:
+    url: str, sessions: list[Session], page: str, steps: int, tokens: int, timeout: float, server_pid: int
+) -> float | None:
+    """Run the class; return the CPU seconds the server used (all its threads) while it stepped."""
     together = asyncio.Barrier(len(sessions))
-    tasks = [asyncio.create_task(_student(url, s, together, page, steps, tokens)) for s in sessions]
+    cpu_at: dict[str, float] = {}
+
+    def stepping() -> None:  # the first Next: every session has drawn its page, none has stepped
+        cpu_at["stepping"] = _cpu_seconds(server_pid)
+
+    tasks = [asyncio.create_task(_student(url, s, together, page, steps, tokens, stepping)) for s in sessions]
     _, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
         task.cancel()
     for s in sessions:
         if s.error is None and (s.trace_seconds is None or len(s.step_seconds) < steps):
             s.error = f"not finished within {timeout:.0f} s"
+    return _cpu_seconds(server_pid) - cpu_at["stepping"] if "stepping" in cpu_at else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,8 +450,16 @@ def main() -> None:
             )
             sessions = [Session(prompt) for prompt in _prompts(args.sessions)]
             started, cpu_before = time.perf_counter(), _cpu_seconds(server.pid)
-            asyncio.run(
-                _class(url.replace("http", "ws"), sessions, args.page, args.steps, args.tokens, args.timeout)
+            stepping_cpu = asyncio.run(
+                _class(
+                    url.replace("http", "ws"),
+                    sessions,
+                    args.page,
+                    args.steps,
+                    args.tokens,
+                    args.timeout,
+                    server.pid,
+                )
             )
             wall, server_cpu = time.perf_counter() - started, _cpu_seconds(server.pid) - cpu_before
         finally:
@@ -469,6 +485,12 @@ def main() -> None:
     print(_line("step change, server", server_runs["step"]))
     print(_line("step change, client", [t for s in sessions for t in s.step_seconds]))
     print(_ms_line("step change, server CPU of its run", server_runs["step cpu"]))
+    step_count = sum(len(s.step_seconds) for s in sessions)
+    if stepping_cpu is not None and step_count:
+        print(
+            f"  server CPU per step change, all threads : {stepping_cpu / step_count * 1000:5.1f} ms "
+            f"(its CPU while the class stepped, over {step_count} step changes)"
+        )
     print(_line("model lock, wait", waits))
     print(_line("model lock, hold", holds))
     step_bytes = [b for s in sessions for b in s.step_bytes]
