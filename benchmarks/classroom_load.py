@@ -13,10 +13,11 @@ press **Run trace** at once on tiny-llama, each with its own prompt; then they o
 Prints p50/p95 of the time to a finished trace and to a step change, as the server ran it (from
 receiving the click to the end of the script run) and as the client saw it (to the last message
 of the run), the CPU time a step change's script run used on the server (its thread's own, so
-it does not count waiting for the GIL or the cores), the model lock's waits and hold times, the
-bytes a step change sends, the errors, and whether any session was shown another session's trace.
-Everything stays on 127.0.0.1; the whole run is bounded by `--timeout`. It passes or fails
-nothing: the exit code is 1 only when a session failed or saw another's trace.
+it does not count waiting for the GIL or the cores) and the server's CPU per step change over all
+its threads (the script runs, the event loop, the websockets), the model lock's waits and hold
+times, the bytes a step change sends, the errors, and whether any session was shown another
+session's trace. Everything stays on 127.0.0.1; the whole run is bounded by `--timeout`. It passes
+or fails nothing: the exit code is 1 only when a session failed or saw another's trace.
 """
 
 from __future__ import annotations
