@@ -186,6 +186,14 @@ def test_the_server_starts_without_an_outside_lookup_and_without_a_file_watcher(
         config.get_config_options(force_reparse=True)
 
 
+def test_what_the_imports_made_is_frozen_once_out_of_the_collectors_way():
+    ui.import_the_tracer()
+    frozen = gc.get_freeze_count()
+    assert frozen > 100_000  # torch and transformers: a full collection no longer walks them
+    ui.import_the_tracer()  # a later Run freezes nothing more: what sessions make stays collectable
+    assert gc.get_freeze_count() == frozen
+
+
 def test_the_figure_cache_builds_each_view_once_and_keeps_the_newest():
     cache = ui.FigureCache(max_entries=2)
     builds = []
