@@ -483,6 +483,7 @@ def main() -> None:
     )
     print(_line("trace, server (click to end of run)", server_runs["trace"]))
     print(_line("trace, client", [s.trace_seconds for s in sessions if s.trace_seconds is not None]))
+    print(_ms_line("trace, server CPU of its run", server_runs["trace cpu"]))
     print(_line("step change, server", server_runs["step"]))
     print(_line("step change, client", [t for s in sessions for t in s.step_seconds]))
     print(_ms_line("step change, server CPU of its run", server_runs["step cpu"]))
