@@ -27,6 +27,7 @@ pages = [
     st.Page(ROOT / "pages/step_replay.py", title=_("Step replay"), icon=":material/play_circle:"),
     st.Page(ROOT / "pages/attention.py", title=_("Attention"), icon=":material/grid_on:"),
     st.Page(ROOT / "pages/kv_cache.py", title=_("KV cache"), icon=":material/storage:"),
+    st.Page(ROOT / "pages/beams.py", title=_("Beams"), icon=":material/account_tree:"),
     st.Page(ROOT / "pages/cache_doctor.py", title=_("Cache doctor"), icon=":material/stethoscope:"),
     st.Page(ROOT / "pages/training_step.py", title=_("Training step"), icon=":material/fitness_center:"),
 ]

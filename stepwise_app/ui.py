@@ -13,6 +13,8 @@
 - `show_training`, `show_trainer_step`: the training views' layout, for the Training step page
   and for a file opened in the sidebar alike.
 - `step_picker`, `choice`: widgets whose value survives page changes and new traces.
+- `row_picker`: for a batch (or a beam search), the row (hypothesis) the pages show; `view`
+  builds on it by default (`shown()`), and the link keeps it (&row=).
 - Links: `follow_link()` reads the model, trace and view from the URL's query parameters on a
   session's first run, `update_link()` writes them back; the traces behind links stay in one
   bounded `TraceShelf` for every session, so a reload or a shared link finds them.
@@ -47,7 +49,11 @@ from tracer.records import SavedRecord
 
 LOCAL_FOLDER = "Local checkpoint folder…"
 # Decoding choices: the model's own generation_config (as generate() runs it), or one forced.
-MODEL_DECODING, GREEDY, SAMPLING = "model's own", "greedy", "sampling"
+MODEL_DECODING, GREEDY, SAMPLING, BEAMS = "model's own", "greedy", "sampling", "beam search"
+# Where a batch's prompts are padded: the tracer's default (left for a decoder-only model, the
+# tokenizer's side for an encoder-decoder one), or one forced.
+AUTO_SIDE = "auto"
+MAX_BEAMS = 8
 MAX_NEW_TOKENS = 64
 KEEP_TRACES = 4  # per session: the current one and a few earlier ones (cache on vs off)
 # Traces behind links (?trace=…), for every session together: the newest are kept.
@@ -123,7 +129,7 @@ def _one_torch_thread() -> None:
 
 def run_trace(
     model_name: str,
-    prompt: str,
+    prompt: str | list[str],
     *,
     max_new_tokens: int = 8,
     use_cache: bool = True,
@@ -131,20 +137,27 @@ def run_trace(
     temperature: float | None = None,
     seed: int | None = None,
     feed_embeddings: bool = False,
+    padding_side: str | None = None,
+    beams: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tracer.Trace:
-    """Trace `prompt` on the shared model `model_name`. Safe to call from several sessions at once.
+    """Trace `prompt` (a text, or a batch of texts padded on `padding_side`) on the shared model
+    `model_name`. Safe to call from several sessions at once.
 
     `do_sample` None keeps the model's own decoding (its generation_config); True or False picks
-    sampling or greedy search (with num_beams=1, over a checkpoint's beams).
+    sampling or greedy search (with num_beams=1, over a checkpoint's beams). `beams` runs beam
+    search with these settings (num_beams, num_return_sequences, length_penalty, early_stopping).
     """
     model, tok = load_model(model_name)
     _one_torch_thread()
     forced = {} if do_sample is None else {"do_sample": do_sample, "num_beams": 1}
+    if beams:
+        forced = {"do_sample": False, **beams}
     return tracer.trace_generation(
         model,
         tok,
         prompt,
+        padding_side=padding_side,
         max_new_tokens=max_new_tokens,
         use_cache=use_cache,
         temperature=temperature,
@@ -228,6 +241,7 @@ def set_trace(tr: tracer.Trace) -> str:
     trace_shelf().put(trace_id, tr)
     _adopt(trace_id, tr)
     st.session_state["step"] = 0
+    st.session_state.pop("row", None)  # a new trace opens on its first row (or best hypothesis)
     return trace_id
 
 
@@ -235,6 +249,37 @@ def current() -> tuple[str | None, tracer.Trace | None]:
     trace_id = st.session_state.get("trace_id")
     tr = st.session_state.get("traces", {}).get(trace_id)
     return (trace_id, tr) if tr is not None else (None, None)
+
+
+def shown_row(tr: tracer.Trace) -> int:
+    """Which returned sequence of `tr` the pages show: a batch's row or a beam hypothesis (&row=)."""
+    row = st.session_state.get("row", 0)
+    return min(max(row, 0), tr.num_returned - 1) if isinstance(row, int) else 0
+
+
+def shown() -> tuple[str | None, tracer.Trace | None]:
+    """The current trace as the pages show it: for a batch or a beam search, the row (hypothesis)
+    picked, as a trace of its own, keyed apart from the others; else the trace itself."""
+    trace_id, tr = current()
+    if tr is None or tr.num_returned <= 1:
+        return trace_id, tr
+    row = shown_row(tr)
+    return f"{trace_id}/{row}", tr.returned(row)
+
+
+def row_picker(tr: tracer.Trace) -> tracer.Trace:
+    """Pick the row of a batch (the hypothesis of a beam search) the page shows, and return it as a
+    trace of its own; the choice is shared by every page and kept in the link (&row=). A trace of
+    one sequence is returned as it is, with no picker."""
+    from tracer.plots import batch
+
+    labels = batch.row_labels(tr, _=i18n.gettext_for(lang()))
+    if not labels:
+        return tr
+    st.session_state["row"] = shown_row(tr)
+    label = _("Hypothesis") if tr.beam_result is not None else _("Row of the batch")
+    row = choice(st.selectbox, label, list(range(len(labels))), "row", format_func=labels.__getitem__)
+    return tr.returned(row)
 
 
 def require_trace() -> tracer.Trace:
@@ -332,13 +377,14 @@ def _key(value: Any) -> Any:
 def view(builder: Callable, *args, record: Any = None, other: tracer.Trace | None = None) -> Any:
     """`builder(record, *args)`, any builder of tracer.plots, cached per record and arguments.
 
-    `record` is the session's current generation trace unless given: a training trace, a Trainer
+    `record` is the session's current generation trace unless given (its row or hypothesis picked,
+    for a batch or a beam search: see shown()): a whole trace, a training trace, a Trainer
     step, a doctor report, another trace. The current trace counts by its trace id, any other
     record by its identity (record_id), so a page should pass the same object on every rerun
     (one from st.cache_resource, the session or FIGURES, not a copy from st.cache_data).
     """
     if record is None:
-        record_key, record = current()
+        record_key, record = shown()
     else:
         record_key = record_id(record)
     name = (builder.__module__, builder.__qualname__)
@@ -479,7 +525,13 @@ def settings_picker() -> None:
 # Links: the URL's query parameters keep the model, the trace and the view
 
 # Query parameter -> session state key, and how to read the parameter back.
-_LINKED_VIEW = {"step": int, "kind": str, "layer": int, "head": lambda v: v if v == "all" else int(v)}
+_LINKED_VIEW = {
+    "step": int,
+    "kind": str,
+    "layer": int,
+    "head": lambda v: v if v == "all" else int(v),
+    "row": int,  # a batch's row, or a beam search's hypothesis
+}
 
 
 def follow_link() -> None:
@@ -507,6 +559,9 @@ def follow_link() -> None:
         else:
             _adopt(trace_id, tr)
             st.session_state["prompt"] = tr.prompt_text
+            if tr.batch is not None:  # every prompt of the batch, one per line, as it was run
+                st.session_state["batch"] = True
+                st.session_state["prompt"] = "\n".join(tr.batch.prompt_texts)
             _say("success", f"Opened the linked trace: {len(tr.steps)} steps of {tr.model_name}.")
 
 
@@ -547,7 +602,93 @@ def _on_model_change() -> None:
 
 
 def _on_example() -> None:
-    st.session_state["prompt"] = st.session_state["example"]
+    example = st.session_state["example"]
+    if st.session_state.get("batch"):  # a batch: the example becomes one more line
+        lines = _prompt_lines(st.session_state.get("prompt", ""))
+        if example not in lines:
+            st.session_state["prompt"] = "\n".join([*lines, example])
+        return
+    st.session_state["prompt"] = example
+
+
+def _prompt_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _on_batch() -> None:
+    # Switched on with one prompt: a second example joins it; off: the first line stays.
+    lines = _prompt_lines(st.session_state.get("prompt", ""))
+    if st.session_state.get("batch"):
+        if len(lines) < 2:
+            examples = [e for e in _examples(st.session_state.get("model", "")) if e not in lines]
+            st.session_state["prompt"] = "\n".join(lines + examples[: 2 - len(lines)])
+    elif lines:
+        st.session_state["prompt"] = lines[0]
+
+
+def checkpoint_generation(name: str) -> dict[str, Any]:
+    """The checkpoint's generation_config.json (its generate() defaults), {} when it has none.
+
+    Read as a file: the sidebar draws before any model is loaded (and torch imported)."""
+    import json
+
+    folder = models.CHECKPOINTS_DIR / name if name in models.available() else Path(name)
+    try:
+        return json.loads((folder / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _beam_defaults(name: str) -> None:
+    """Set the beam settings to the checkpoint's own (its generation_config), once per model."""
+    if st.session_state.get("_beam_defaults_for") == name:
+        return
+    st.session_state["_beam_defaults_for"] = name
+    config = checkpoint_generation(name)
+    beams = int(config.get("num_beams") or 1)
+    st.session_state["num_beams"] = min(max(beams, 2), MAX_BEAMS)
+    st.session_state["num_return_sequences"] = int(config.get("num_return_sequences") or 1)
+    st.session_state["length_penalty"] = float(config.get("length_penalty", 1.0))
+    early = config.get("early_stopping", False)
+    st.session_state["early_stopping"] = early if early in (False, True, "never") else False
+
+
+def _beam_settings(name: str) -> dict[str, Any]:
+    """num_beams, num_return_sequences, length_penalty and early_stopping, as generate() takes them."""
+    _beam_defaults(name)
+    num_beams = int(st.number_input(_("Beams (num_beams)"), 2, MAX_BEAMS, key="num_beams"))
+    st.session_state["num_return_sequences"] = min(int(st.session_state["num_return_sequences"]), num_beams)
+    returned = int(
+        st.number_input(
+            _("Sequences returned (num_return_sequences)"),
+            1,
+            num_beams,
+            key="num_return_sequences",
+            help=_("the best finished hypotheses generate() returns per prompt"),
+        )
+    )
+    penalty = float(
+        st.number_input(
+            "length_penalty",
+            -5.0,
+            5.0,
+            step=0.5,
+            key="length_penalty",
+            help=_("a hypothesis's score is its summed log-probability / length ** length_penalty"),
+        )
+    )
+    early = st.selectbox(
+        "early_stopping",
+        [False, True, "never"],
+        key="early_stopping",
+        help=_("when beam search stops: False (a heuristic), True (num_beams hypotheses finished), never"),
+    )
+    return {
+        "num_beams": num_beams,
+        "num_return_sequences": returned,
+        "length_penalty": penalty,
+        "early_stopping": early,
+    }
 
 
 def _say(kind: str, text: str) -> None:
@@ -570,7 +711,10 @@ def sidebar() -> None:
             folder = st.text_input(
                 _("Checkpoint folder"), key="folder", placeholder="/path/to/a/llama-or-bart-checkpoint"
             )
-        st.text_area(_("Prompt"), key="prompt", height=80)
+        batch = bool(st.session_state.get("batch"))
+        st.text_area(
+            _("Prompts, one per line") if batch else _("Prompt"), key="prompt", height=110 if batch else 80
+        )
         run_area = st.container()  # filled below, once the settings' values are known
         st.selectbox(
             _("Example prompts"),
@@ -582,9 +726,28 @@ def sidebar() -> None:
         )
         max_new = st.slider(_("Max new tokens"), 1, MAX_NEW_TOKENS, 8, key="max_new_tokens")
         use_cache = st.toggle(_("Use the KV cache"), value=True, key="use_cache")
+        st.toggle(
+            _("Batch: several prompts"),
+            key="batch",
+            on_change=_on_batch,
+            help=_("one prompt per line: the tokenizer pads them to one length, and every row is traced"),
+        )
+        padding_side = None
+        if batch:
+            side = st.radio(
+                _("Padding side"),
+                [AUTO_SIDE, "left", "right"],
+                horizontal=True,
+                key="padding_side",
+                format_func=lambda s: _("model's default") if s == AUTO_SIDE else _(s),
+                help=_(
+                    "auto: left for a decoder-only model, the tokenizer's side for an encoder-decoder one"
+                ),
+            )
+            padding_side = None if side == AUTO_SIDE else side
         decoding = st.radio(
             _("Decoding"),
-            [MODEL_DECODING, GREEDY, SAMPLING],
+            [MODEL_DECODING, GREEDY, SAMPLING, BEAMS],
             horizontal=True,
             key="decoding",
             help="model's own: the checkpoint's generation_config, as generate() uses it",
@@ -593,6 +756,9 @@ def sidebar() -> None:
         if decoding == SAMPLING:
             temperature = st.slider(_("Temperature"), 0.1, 2.0, 1.0, 0.1, key="temperature")
             seed = int(st.number_input(_("Seed"), 0, 2**31 - 1, 0, key="seed"))
+        beams = (
+            _beam_settings(folder.strip() if model == LOCAL_FOLDER else model) if decoding == BEAMS else None
+        )
         feed_embeddings = st.toggle(
             _("Feed the prompt as embeddings"),
             value=False,
@@ -602,15 +768,18 @@ def sidebar() -> None:
         with run_area:
             if st.button(_("Run trace"), type="primary", key="run", width="stretch"):
                 name = folder.strip() if model == LOCAL_FOLDER else model
+                text = st.session_state.get("prompt", "")
                 _run(
                     name,
-                    st.session_state.get("prompt", ""),
+                    _prompt_lines(text) if batch else text,
                     max_new,
                     use_cache,
-                    None if decoding == MODEL_DECODING else decoding == SAMPLING,
+                    None if decoding in (MODEL_DECODING, BEAMS) else decoding == SAMPLING,
                     temperature,
                     seed,
                     feed_embeddings,
+                    padding_side=padding_side,
+                    beams=beams,
                 )
             message = st.session_state.get("message")
             if message:
@@ -623,19 +792,23 @@ def sidebar() -> None:
 
 def _run(
     name: str,
-    prompt: str,
+    prompt: str | list[str],
     max_new: int,
     use_cache: bool,
     do_sample: bool | None,
     temperature,
     seed,
     feed_embeddings: bool = False,
+    *,
+    padding_side: str | None = None,
+    beams: dict[str, Any] | None = None,
 ) -> None:
+    """Trace `prompt` (or a batch: a list of prompts) and make it the session's trace."""
     st.session_state.pop("message", None)
     if not name:
         _say("error", "Type the path of a local checkpoint folder (it holds config.json and *.safetensors).")
         return
-    if not prompt.strip():
+    if not (prompt.strip() if isinstance(prompt, str) else prompt):
         _say("error", _("The prompt is empty: type a few words for the model to continue."))
         return
     bar = st.progress(0.0, text=f"Loading {name}…")
@@ -644,7 +817,7 @@ def _run(
         from models.tokenizer import unknown_words
 
         _model, tok = load_model(name)
-        unknown = unknown_words(tok, prompt)
+        unknown = unknown_words(tok, prompt if isinstance(prompt, str) else " ".join(prompt))
         bar.progress(0.0, text="Tracing step 0…")
 
         shown = [time.perf_counter()]
@@ -665,6 +838,8 @@ def _run(
             temperature=temperature,
             seed=seed,
             feed_embeddings=feed_embeddings,
+            padding_side=padding_side,
+            beams=beams,
             progress=progress,
         )
     except (models.ModelLoadError, tracer.StepwiseInputError) as exc:  # TracingNotSupported too

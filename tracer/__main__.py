@@ -2,7 +2,7 @@
 
     python -m tracer record --model tiny-llama --prompt "tom has a red ball ." --out run.trace
     python -m tracer show run.trace [--json]
-    python -m tracer doctor --model NAME_OR_PATH --prompt TEXT
+    python -m tracer doctor --model NAME_OR_PATH --prompt TEXT [--prompt TEXT2 ... [--row R]] [--num-beams N]
     python -m tracer app [streamlit options]
 
 Installed, the same commands are the `stepwise` command (`stepwise record ...`, `stepwise app`).
@@ -67,7 +67,16 @@ def build_parser(prog: str = "python -m tracer") -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="compare cached and uncached generation, step by step")
     doctor.add_argument("--model", help="a built-in name or a checkpoint folder")
     doctor.add_argument("--scenario", help="a cache-bug scenario from models/ (see --list-scenarios)")
-    doctor.add_argument("--prompt", help="the prompt")
+    doctor.add_argument(
+        "--prompt", action="append", help="the prompt; give it several times for a batch (every row compared)"
+    )
+    doctor.add_argument("--padding-side", choices=("left", "right"), help="a batch's padding side")
+    doctor.add_argument("--num-beams", type=int, default=1, help="beam search (every beam compared)")
+    doctor.add_argument(
+        "--row",
+        type=int,
+        help="compare this row of the batch with its prompt generated alone (not cache on/off)",
+    )
     doctor.add_argument("--max-new-tokens", type=int, default=8)
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
@@ -161,16 +170,34 @@ def _doctor(args) -> int:
     if args.scenario:
         if args.prompt:
             raise ValueError(f"Scenario {args.scenario!r} brings its own prompt: drop --prompt.")
+        given = [
+            f"--{name}"
+            for name in ("padding-side", "row")
+            if getattr(args, name.replace("-", "_")) is not None
+        ]
+        if given or args.num_beams != 1:
+            raise ValueError(
+                f"Scenario {args.scenario!r} brings its own batch and beams: drop "
+                f"{', '.join(given or ['--num-beams'])}."
+            )
         report = scenarios.check(args.scenario, variant or "broken", args.max_new_tokens)
     elif args.model:
         if variant:
             raise ValueError("--variant goes with --scenario.")
         if not args.prompt:
-            raise ValueError("Give the prompt to check: --prompt TEXT.")
+            raise ValueError("Give the prompt to check: --prompt TEXT (several times for a batch).")
         model, tok = models.load(args.model)
-        report = doctor.check_cache(
-            model, tok, args.prompt, max_new_tokens=args.max_new_tokens, model_name=args.model
+        prompt = args.prompt[0] if len(args.prompt) == 1 else args.prompt
+        common = dict(
+            padding_side=args.padding_side,
+            num_beams=args.num_beams,
+            max_new_tokens=args.max_new_tokens,
+            model_name=args.model,
         )
+        if args.row is not None:
+            report = doctor.compare_row_with_alone(model, tok, args.prompt, args.row, **common)
+        else:
+            report = doctor.check_cache(model, tok, prompt, **common)
     else:
         raise ValueError(
             "Tell the doctor what to check: --model NAME_OR_PATH --prompt TEXT, or --scenario NAME "

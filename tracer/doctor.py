@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ import torch
 from tracer import names, positions
 from tracer.errors import StepwiseInputError
 from tracer.generate import trace_generation
+from tracer.i18n import Gettext, untranslated
 from tracer.loop import trace_loop
 from tracer.record import describe
 from tracer.records import SavedRecord, plain_data
@@ -104,7 +105,7 @@ class Suspect:
     """An input whose shape or values do not fit what was fed at the bug's step."""
 
     step: int
-    run: str  # "cached" | "uncached"
+    run: str  # "cached" | "uncached"; a row vs its prompt alone: "batch" | "alone"
     name: str  # the input's name, e.g. "pixel_values"
     shape: tuple[int, ...] | None
     kind: str  # a key of USUAL_FIX: "side-input", "dropped-side-input", "positions", "mask", ...
@@ -143,6 +144,41 @@ USUAL_FIX = {
     "reused-cache": (
         "Start generation from an empty cache unless the cache really holds this prompt's prefix."
     ),
+    # Batches and beams
+    "right-padding": (
+        'Pad a decoder-only batch on the left: tokenizer(prompts, padding=True, padding_side="left", '
+        'return_tensors="pt") (or tok.padding_side = "left"), and pass its attention_mask to generate(). '
+        "Every row then ends in its own last token, the first new token is predicted from it, and generate() "
+        "derives position_ids from the mask, so each row counts its positions from its first real token."
+    ),
+    "batch-positions": (
+        "Derive position_ids from the attention mask, not from the column index: position_ids = "
+        "attention_mask.cumsum(-1) - 1 (0 at the pads), then the slice of the fed tokens, as generate() "
+        "does. A row's first real token is then position 0, however many pads come before it."
+    ),
+    "encoder-mask": (
+        "Pass the batch's attention_mask to generate() beside input_ids: model.generate(**tokenizer(prompts, "
+        'padding=True, return_tensors="pt")). An encoder-decoder model does not infer it from the pad ids, '
+        "and its decoder's cross-attention needs it on every step, also when the encoder outputs were "
+        "computed (with the mask) beforehand."
+    ),
+    "decoder-mask": (
+        "Pass the tokenizer's attention_mask to generate() with the ids: model.generate(**tokenizer(prompts, "
+        'padding=True, padding_side="left", return_tensors="pt")). Without it generate() guesses the '
+        "mask from the pad ids, which fails when the pad token is the eos token (the usual tok.pad_token = "
+        "tok.eos_token)."
+    ),
+    "encoder-left-padding": (
+        "Pad the source on the right (BART's tokenizer does by default): its encoder numbers positions by "
+        "column (learned absolute positions), so pads on the left move every real token of the row to "
+        "another position. The attention mask hides the pads but cannot move the tokens back."
+    ),
+    "beam-reorder": (
+        "Make the cache follow the beams: its reorder_cache(beam_idx) must index_select(0, beam_idx) the "
+        "keys and the values of every layer (DynamicLayer.reorder_cache does both), for it is called after "
+        "every beam-search step with the beams generate() kept. Subclass DynamicCache, or call its "
+        "reorder_cache."
+    ),
 }
 
 
@@ -167,6 +203,19 @@ class CacheReport(SavedRecord):
     steps: list[StepComparison]
     cached: Trace = field(repr=False)
     uncached: Trace = field(repr=False)
+    # Batches and beams. The defaults are one prompt, cache on vs off: report files written before
+    # these fields existed load as such.
+    comparison: str = "cache"  # "cache": cache on vs off | "row-vs-alone": a batch's row vs its prompt alone
+    row: int | None = None  # the batch row `steps` are of (the row that parts first, or the row compared)
+    beam: int | None = None  # beam search: that row's beam `steps` are of
+    num_beams: int = 1
+    rows_compared: int = 1  # sequences compared one by one: rows x beams
+    divergent_rows: list[int] = field(default_factory=list)  # the ones that part: row * num_beams + beam
+
+    @property
+    def sides(self) -> tuple[str, str]:
+        """The two runs in words: ("cached", "uncached") or ("row 1 of the batch", "the prompt alone")."""
+        return side_names(self)
 
     def _repr_html_(self) -> str:  # Jupyter: a report that ends a cell shows this summary
         from tracer.notebook import report_html
@@ -194,9 +243,12 @@ class CacheReport(SavedRecord):
 def check_cache(
     model,
     tok=None,
-    prompt: str | None = None,
+    prompt: str | list[str] | None = None,
     *,
     input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    padding_side: str | None = None,
+    num_beams: int = 1,
     max_new_tokens: int = 8,
     tolerance: Tolerance | None = None,
     loop: Callable[..., torch.Tensor] | None = None,
@@ -204,8 +256,12 @@ def check_cache(
     model_name: str | None = None,
     **model_kwargs: Any,
 ) -> CacheReport:
-    """Run greedy generation with the cache on and off, and compare them step by step.
+    """Run greedy generation (or beam search) with the cache on and off, and compare them step by step.
 
+    `prompt` is a text or a batch of texts (padded on `padding_side`, as in `trace_generation`);
+    or give `input_ids` [batch, len] with their `attention_mask`. Every row of a batch, and every
+    beam with `num_beams > 1`, is compared one by one: the report's steps are of the first that
+    parts (`row`, `beam`), and `divergent_rows` lists all that do.
     `model_kwargs` (e.g. pixel_values) go to both runs. `cached_kwargs` go to the cached run only:
     a dict, or a function returning one, called right before that run (e.g. a cache to start
     from). `loop`, if given, is a hand-written decoding loop compared instead of generate():
@@ -214,16 +270,19 @@ def check_cache(
     """
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
-    if model_kwargs.get("do_sample") or model_kwargs.get("num_beams", 1) != 1:
+    if model_kwargs.get("do_sample"):
         raise StepwiseInputError(
-            "The cache doctor compares greedy runs (one token per step, the most likely one): drop "
-            "do_sample=True and num_beams; the other settings come from the model's generation_config."
+            "The cache doctor compares greedy runs (one token per step, the most likely one) or beam "
+            "search: drop do_sample=True; the other settings come from the model's generation_config."
         )
-    # Greedy search is the doctor's method, passed as the caller's settings (and recorded so); the
-    # rest (no_repeat_ngram_size, eos ids, ...) comes from the model's generation_config, as in generate().
-    greedy = {"do_sample": False, "num_beams": 1}
+    # Greedy search (or the beams asked for) is the doctor's method, passed as the caller's settings
+    # (and recorded so); the rest (no_repeat_ngram_size, eos ids, ...) comes from the model's
+    # generation_config, as in generate().
+    greedy = {"do_sample": False, "num_beams": num_beams}
     model_kwargs = {k: v for k, v in model_kwargs.items() if k not in greedy}
     common = dict(input_ids=input_ids, max_new_tokens=max_new_tokens, model_name=model_name)
+    batch = dict(attention_mask=attention_mask, padding_side=padding_side)
+    batch = {k: v for k, v in batch.items() if v is not None}
 
     def run(use_cache: bool, extra: dict[str, Any]) -> Trace:
         if loop is not None:
@@ -237,6 +296,7 @@ def check_cache(
             use_cache=use_cache,
             capture_attention=False,
             **greedy,
+            **batch,
             **common,
             **model_kwargs,
             **extra,
@@ -247,10 +307,18 @@ def check_cache(
     cached = run(True, extra)
 
     what = "your decoding loop" if loop is not None else "model.generate()"
-    compared = f"{what} with use_cache=True vs use_cache=False, greedy, {max_new_tokens} new tokens"
+    compared = (
+        f"{what} with use_cache=True vs use_cache=False, {_method(num_beams)}, {max_new_tokens} new tokens"
+    )
+    if cached.batch is not None:
+        compared += f", a batch of {cached.batch.size} prompts padded on the {cached.batch.padding_side}"
     if extra:
         compared += f"; the cached run also got {', '.join(f'{k}={describe(v)}' for k, v in extra.items())}"
     return compare_traces(cached, uncached, tol, compared=compared, dtype=str(dtype).removeprefix("torch."))
+
+
+def _method(num_beams: int) -> str:
+    return "greedy" if num_beams == 1 else f"beam search with {num_beams} beams"
 
 
 def assert_cache_consistent(model, tok=None, prompt: str | None = None, **kwargs: Any) -> CacheReport:
@@ -271,9 +339,96 @@ def _model_dtype(model) -> torch.dtype:
 
 
 def compare_traces(
-    cached: Trace, uncached: Trace, tol: Tolerance, *, compared: str = "", dtype: str = "float32"
+    cached: Trace,
+    uncached: Trace,
+    tol: Tolerance,
+    *,
+    compared: str = "",
+    dtype: str = "float32",
+    comparison: str = "cache",
+    row: int = 0,
 ) -> CacheReport:
-    """Compare a cached and an uncached trace of the same prompt, step by step."""
+    """Compare two traces step by step, every sequence of them one by one (batch rows x beams).
+
+    `comparison="cache"`: a cached and an uncached trace of the same prompt or batch.
+    `comparison="row-vs-alone"`: row `row` of a batch (`cached`, with its beams) and the same
+    prompt generated alone (`uncached`, the reference), compared over the steps both have.
+    """
+    num_beams = _num_beams(cached)
+    if comparison == "row-vs-alone":
+        pairs = [(row * num_beams + j, j) for j in range(num_beams)]
+        last = min(len(cached.steps), len(uncached.steps))  # a row ended early is fed pads after its end
+    else:
+        pairs = [(i, i) for i in range(cached.batch_size * num_beams)]
+        last = None
+    results = [_compare_pair(cached, uncached, tol, a, b, num_beams, last) for a, b in pairs]
+    chosen = min(range(len(results)), key=lambda k: _parting_order(results[k], k))
+    rows, first_step, first_layer, kind, flipped_at = results[chosen]
+    batch_row, beam = divmod(pairs[chosen][0], num_beams)
+    report_args = dict(
+        first_divergent_step=first_step,
+        first_divergent_layer=first_layer,
+        max_logit_diff=[math.nan if r.logit_diff is None else r.logit_diff for r in rows],
+        cached_error=cached.error,
+        uncached_error=uncached.error,
+        kind=kind,
+        compared=compared or "cached vs uncached traces",
+        tolerance=tol,
+        dtype=dtype,
+        steps=rows,
+        cached=cached,
+        uncached=uncached,
+        comparison=comparison,
+        row=batch_row if (cached.batch is not None or comparison == "row-vs-alone") else None,
+        beam=beam if num_beams > 1 else None,
+        num_beams=num_beams,
+        rows_compared=len(pairs),
+        divergent_rows=[pairs[k][0] for k, r in enumerate(results) if r.kind != "consistent"],
+    )
+    if comparison == "row-vs-alone":
+        suspects = [] if first_step is None else find_row_suspects(cached, uncached, row, first_step)
+        report = CacheReport(consistent=kind == "consistent", suspects=suspects, summary="", **report_args)
+        return replace(report, summary=_alone_summary(report, flipped_at))
+    suspects = find_suspects(cached, uncached, first_step) if first_step is not None else []
+    if first_step is not None and _has_pads(cached):
+        # find_suspects reads row 0's positions against the cache length, which a padded row does not follow.
+        suspects = [s for s in suspects if s.kind != "positions"]
+        suspects += _batch_position_suspects(cached, None, batch_row, first_step, "cached")
+    if first_step is not None:
+        suspects += _beam_suspects(cached, first_step, "cached")
+    summary = _summary(
+        cached, uncached, rows, first_step, first_layer, kind, suspects, flipped_at, tol, dtype
+    )
+    report = CacheReport(consistent=kind == "consistent", suspects=suspects, summary=summary, **report_args)
+    extra = _batch_lines(report)
+    return replace(report, summary=" ".join([summary, *extra])) if extra else report
+
+
+class _Parting(NamedTuple):
+    """How one pair of sequences compares: its steps, where it parts (if it does), and how."""
+
+    rows: list[StepComparison]
+    first_step: int | None
+    first_layer: int | None
+    kind: str
+    flipped_at: int | None
+
+
+def _parting_order(result: _Parting, k: int) -> tuple[float, float, int]:
+    """Sort key: the sequence that parts first (earliest step, then lowest layer) comes first."""
+    if result.first_step is None:
+        return (math.inf, math.inf, k)
+    return (result.first_step, math.inf if result.first_layer is None else result.first_layer, k)
+
+
+def _num_beams(tr: Trace) -> int:
+    return int(tr.settings.get("num_beams") or 1)
+
+
+def _compare_pair(
+    cached: Trace, uncached: Trace, tol: Tolerance, a: int, b: int, num_beams: int, last: int | None
+) -> _Parting:
+    """Sequence `a` of `cached` against sequence `b` of `uncached`, step by step (up to `last`)."""
     rows: list[StepComparison] = []
     first_step: int | None = None
     first_layer: int | None = None
@@ -282,13 +437,15 @@ def compare_traces(
     num_layers = max(cached.num_layers, uncached.num_layers)
     ce, ue = cached.error, uncached.error
 
-    last = max(len(cached.steps), len(uncached.steps), *(e.step + 1 for e in (ce, ue) if e is not None))
+    if last is None:
+        last = max(len(cached.steps), len(uncached.steps))
+    last = max([last, *(e.step + 1 for e in (ce, ue) if e is not None)])
     for i in range(last):
         c = cached.steps[i] if i < len(cached.steps) else None
         u = uncached.steps[i] if i < len(uncached.steps) else None
         c_failed = ce is not None and ce.step == i
         u_failed = ue is not None and ue.step == i
-        row = _compare_step(i, c, u, num_layers, tol)
+        row = _compare_step(i, c, u, num_layers, tol, a, b, num_beams)
         if first_step is not None or flipped_at is not None:
             rows.append(_with_status(row, "not compared"))
             continue
@@ -316,44 +473,57 @@ def compare_traces(
             flipped_at = i
         else:
             rows.append(row)
-
-    # Steps of a run that stopped early past the comparison (cache on and off stop together when consistent).
-    report_args = dict(
-        first_divergent_step=first_step,
-        first_divergent_layer=first_layer,
-        max_logit_diff=[math.nan if r.logit_diff is None else r.logit_diff for r in rows],
-        cached_error=ce,
-        uncached_error=ue,
-        kind=kind,
-        compared=compared or "cached vs uncached traces",
-        tolerance=tol,
-        dtype=dtype,
-        steps=rows,
-        cached=cached,
-        uncached=uncached,
-    )
-    suspects = find_suspects(cached, uncached, first_step) if first_step is not None else []
-    summary = _summary(
-        cached, uncached, rows, first_step, first_layer, kind, suspects, flipped_at, tol, dtype
-    )
-    return CacheReport(consistent=kind == "consistent", suspects=suspects, summary=summary, **report_args)
+    return _Parting(rows, first_step, first_layer, kind, flipped_at)
 
 
-def _compare_step(i: int, c: Step | None, u: Step | None, num_layers: int, tol: Tolerance) -> StepComparison:
-    c_token = None if c is None else c.chosen_id
-    u_token = None if u is None else u.chosen_id
+def _newest(step: Step | None, event_name: str, key: str, row: int) -> np.ndarray | None:
+    """Sequence `row`'s captured vector `key` ([batch, ...] in the event) at this step, if there is one."""
+    event = None if step is None else step.event(event_name)
+    if event is None or key not in event.tensors or row >= event.tensors[key].shape[0]:
+        return None
+    return event.tensors[key][row]
+
+
+def _row_token(step: Step | None, row: int, num_beams: int) -> int | None:
+    """The token sequence `row` took at this step: its choice, or with beams the token its beam kept."""
+    if step is None:
+        return None
+    if num_beams > 1:
+        prompt, beam = divmod(row, num_beams)
+        kept = step.beams.tokens if step.beams is not None else []
+        return kept[prompt][beam] if prompt < len(kept) and beam < len(kept[prompt]) else None
+    if step.rows:
+        return step.rows[row].chosen_id if row < len(step.rows) else None
+    return step.chosen_id if row == 0 else None
+
+
+def _compare_step(
+    i: int,
+    c: Step | None,
+    u: Step | None,
+    num_layers: int,
+    tol: Tolerance,
+    a: int = 0,
+    b: int = 0,
+    num_beams: int = 1,
+) -> StepComparison:
+    c_token = _row_token(c, a, num_beams)
+    u_token = _row_token(u, b, num_beams)
     logit_diff = logit_limit = None
     layer_diffs, layer_limits = [], []
     if c is not None and u is not None:
         for layer in range(num_layers):
-            a, b = c.hidden(layer), u.hidden(layer)
-            if a is None or b is None:
+            hidden_a = _newest(c, names.decoder_layer(layer), "hidden_last", a)  # [hidden]
+            hidden_b = _newest(u, names.decoder_layer(layer), "hidden_last", b)
+            if hidden_a is None or hidden_b is None:
                 break  # e.g. the step failed before this layer
-            diff, limit = compare(a, b, tol)
+            diff, limit = compare(hidden_a, hidden_b, tol)
             layer_diffs.append(diff)
             layer_limits.append(limit)
-        if c.logits is not None and u.logits is not None:
-            logit_diff, logit_limit = compare(c.logits, u.logits, tol)
+        logits_a = _newest(c, names.FORWARD, "logits_last", a)  # [vocab]
+        logits_b = _newest(u, names.FORWARD, "logits_last", b)
+        if logits_a is not None and logits_b is not None:
+            logit_diff, logit_limit = compare(logits_a, logits_b, tol)
     return StepComparison(
         i, "same", c_token, u_token, logit_diff, logit_limit, tuple(layer_diffs), tuple(layer_limits)
     )
@@ -622,7 +792,8 @@ def _tok(tr: Trace, token_id: int | None) -> str:
 
 def report_text(report: CacheReport) -> str:
     """The report as a few lines of text: one row per step, then the summary."""
-    lines = [report.compared, f"{'step':>4}  {'cached':<14} {'uncached':<14} {'logit diff':>11}  status"]
+    a, b = ("cached", "uncached") if report.comparison == "cache" else ("batch row", "alone")
+    lines = [report.compared, f"{'step':>4}  {a:<14} {b:<14} {'logit diff':>11}  status"]
     for r in report.steps:
         diff = "-" if r.logit_diff is None else f"{r.logit_diff:.2e}"
         c = "(failed)" if r.cached_token is None else repr(report.cached.token_text(r.cached_token))
@@ -631,3 +802,375 @@ def report_text(report: CacheReport) -> str:
     lines.append("")
     lines.append(("CONSISTENT: " if report.consistent else "NOT CONSISTENT: ") + report.summary)
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and beams: the two sides' names, suspects, and the summary's extra lines
+
+
+def side_names(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str]:
+    """The two runs in words: ("cached", "uncached"), or ("row 1 of the batch", "the prompt alone")."""
+    if report.comparison == "row-vs-alone":
+        return _("row {row} of the batch").format(row=report.row), _("the prompt alone")
+    return _("cached"), _("uncached")
+
+
+def sequence_name(report: CacheReport, flat: int) -> str:
+    """A compared sequence by its flat index (row * num_beams + beam), in words: "row 1", "row 1, beam 2"."""
+    row, beam = divmod(flat, report.num_beams)
+    if report.num_beams == 1:
+        return f"row {row}"
+    return f"beam {beam}" if report.row is None else f"row {row}, beam {beam}"
+
+
+def _pads(tr: Trace, row: int) -> tuple[list[bool], list[bool]]:
+    """Row `row`'s prompt positions: (masked, pad id but not masked). A pad the mask does not cover is
+    one generate() was not told about (no attention_mask passed, and not inferred)."""
+    batch = tr.batch
+    if batch is None:
+        return [], []
+    mask, ids = batch.attention_mask[row], batch.prompt_ids[row]
+    masked = [m == 0 for m in mask]
+    unmasked = [i == batch.pad_token_id and m != 0 for i, m in zip(ids, mask, strict=True)]
+    return masked, unmasked
+
+
+def _padding_side(tr: Trace) -> str:
+    """Where the batch's pads are: read off the pads themselves, masked or not (a batch traced from ids
+    without their mask records no side of its own)."""
+    rows = [[m or u for m, u in zip(*_pads(tr, r), strict=True)] for r in range(tr.batch.size)]
+    if any(row and row[-1] for row in rows):
+        return "right"
+    return "left" if any(any(row) for row in rows) else tr.batch.padding_side
+
+
+def _has_pads(tr: Trace) -> bool:
+    return tr.batch is not None and any(any(p) for r in range(tr.batch.size) for p in _pads(tr, r))
+
+
+def find_row_suspects(batch: Trace, alone: Trace, row: int, step: int) -> list[Suspect]:
+    """Why row `row` of `batch` parts from its prompt generated `alone` at `step`: its padding, its
+    positions, its encoder mask, a cache that ignores the beams' reorder."""
+    suspects: list[Suspect] = []
+    masked, unmasked = _pads(batch, row)
+    pads = [m or u for m, u in zip(masked, unmasked, strict=True)]
+    count = sum(pads)
+    side = "right" if pads and pads[-1] else "left"
+    pad_id = batch.batch.pad_token_id if batch.batch is not None else None
+    pad_word = "pad" if pad_id is None else f"{batch.token_text(pad_id)} (id {pad_id})"
+    first = batch.steps[0] if batch.steps else None
+    if batch.encoder_decoder:
+        if any(unmasked):
+            encoder_ran = first is not None and first.event(names.ENCODER) is not None
+            given = first is not None and isinstance(first.prepare_inputs.get("attention_mask"), TensorInfo)
+            readers = (
+                "the encoder and every decoder layer's cross-attention"
+                if encoder_ran
+                else ("every decoder layer's cross-attention (the encoder outputs were given)")
+            )
+            how = (
+                "its attention mask does not cover them" if given else "no attention_mask reached generate()"
+            )
+            suspects.append(Suspect(step, "batch", "attention_mask", None, "encoder-mask", (
+                f"Row {row}'s source holds {sum(unmasked)} {pad_word} position(s), and {how}: {readers} "
+                f"read(s) the pads as if they were words of the source, from step 0 on."
+            )))  # fmt: skip
+        elif side == "left" and any(masked):
+            suspects.append(Suspect(step, "batch", "input_ids", (len(pads),), "encoder-left-padding", (
+                f"Row {row}'s source is padded on the left with {count} pad(s): its real tokens sit at "
+                f"encoder positions {count}..{len(pads) - 1} instead of 0..{len(pads) - count - 1}, and the "
+                "encoder's learned positions count the columns, pads included."
+            )))  # fmt: skip
+    elif any(unmasked) and not _masked_by_generate(first, row * _num_beams(batch), unmasked):
+        suspects.append(Suspect(step, "batch", "attention_mask", None, "decoder-mask", (
+            f"Row {row}'s prompt holds {sum(unmasked)} {pad_word} position(s) that its attention mask does "
+            "not cover: no attention_mask reached generate(), and it infers one from the pad ids only when "
+            "the pad id is not an eos id. The row's tokens attend to the pads as if they were words."
+        )))  # fmt: skip
+    if not batch.encoder_decoder and count and side == "right":
+        suspects.append(Suspect(step, "batch", "input_ids", (len(pads),), "right-padding", (
+            f"Row {row}'s prompt ends in {count} pad(s) (the batch is padded on the right): generate() "
+            "appends each new token after the pads, so the first one is predicted at a pad position, not at "
+            "the prompt's last word, and every later token sits behind the pads."
+        )))  # fmt: skip
+    if not batch.encoder_decoder:
+        suspects += _batch_position_suspects(batch, alone, row, step, "batch")
+    suspects += _beam_suspects(batch, step, "batch") + _beam_suspects(alone, step, "alone")
+    return suspects
+
+
+def _masked_by_generate(step: Step | None, row: int, unmasked: list[bool]) -> bool:
+    """Whether the mask the model got at `step` hides the pads the caller's mask did not (generate()
+    infers a decoder-only model's mask from the pad ids when it can)."""
+    fed = None if step is None else _row_values(step, "attention_mask", row)
+    if fed is None or len(fed) != len(unmasked):
+        return False
+    return all(m == 0 for m, pad in zip(fed, unmasked, strict=True) if pad)
+
+
+def _row_values(step: Step, key: str, row: int) -> list[int] | None:
+    """Row `row` of the [batch, len] integers fed as `key` at this step (positions, a mask), if recorded."""
+    info = step.prepare_inputs.get(key)
+    if not isinstance(info, TensorInfo) or info.values is None or len(info.shape) != 2:
+        return None
+    if info.shape[0] == 1:  # [1, len]: one row of positions, broadcast over the batch
+        row = 0
+    return info.array()[row].tolist() if row < info.shape[0] else None
+
+
+def _batch_position_suspects(
+    batch: Trace, alone: Trace | None, row: int, step: int, run: str
+) -> list[Suspect]:
+    """position_ids of row `row` at `step` that do not follow its attention mask: compared with the
+    prompt generated alone when there is one, else with the mask's own count (cumsum - 1)."""
+    if batch.batch is None or step >= len(batch.steps):
+        return []
+    key = "decoder_position_ids" if batch.encoder_decoder else "position_ids"
+    got = _row_values(batch.steps[step], key, row * _num_beams(batch))
+    masked, unmasked = _pads(batch, row)
+    # Every position so far, 1 where it is real: the prompt's, then one per token generated.
+    mask = [0 if m or u else 1 for m, u in zip(masked, unmasked, strict=True)] + [1] * step
+    if got is None or len(got) > len(mask):
+        return []
+    fed_mask = mask[len(mask) - len(got) :]
+    got = [g for g, real in zip(got, fed_mask, strict=True) if real]
+    if alone is not None:
+        want = _row_values(alone.steps[step], key, 0) if step < len(alone.steps) else None
+    else:
+        counted = (np.cumsum(mask) - 1)[len(mask) - len(fed_mask) :].tolist()
+        want = [c for c, real in zip(counted, fed_mask, strict=True) if real]
+    if want is None or len(got) != len(want) or got == want:
+        return []
+    return [Suspect(step, run, key, (len(got),), "batch-positions", (
+        f"{key} of row {row}'s real tokens at step {step} are {got}, but they belong at {want} (counted "
+        "from the row's first real token, as its attention mask says): the positions are not derived from "
+        "the mask."
+    ))]  # fmt: skip
+
+
+def _beam_suspects(tr: Trace, step: int, run: str) -> list[Suspect]:
+    """The first beam-search reorder before `step` that some cache layer did not apply."""
+    for s in tr.steps[:step]:
+        beams = s.beams
+        if beams is None or beams.reorder is None or all(beams.reorder_applied):
+            continue
+        stale = [i for i, ok in enumerate(beams.reorder_applied) if not ok]
+        layers = ", ".join(map(str, stale))
+        return [Suspect(step, run, "past_key_values", None, "beam-reorder", (
+            f"After step {s.index}, beam search kept the beams {beams.reorder} (each the row it continues) "
+            f"and called the cache's reorder_cache with them, but cache layer(s) {layers} did not move their "
+            f"rows so (keys and values compared): from step {s.index + 1} each beam reads another beam's "
+            "past."
+        ))]  # fmt: skip
+    return []
+
+
+def _fix_lines(suspects: list[Suspect]) -> list[str]:
+    """What does not fit, and the usual fix for each kind of it, once."""
+    if not suspects:
+        return []
+    kinds = list(dict.fromkeys(s.kind for s in suspects))
+    return [
+        "What does not fit: " + " ".join(s.reason for s in suspects),
+        "The usual fix: " + " ".join(USUAL_FIX[k] for k in kinds),
+    ]
+
+
+def _batch_lines(report: CacheReport) -> list[str]:
+    """The summary's lines on a batch or beams (cache on vs off): which sequences part, the reorders."""
+    if report.rows_compared <= 1 and report.num_beams == 1:
+        return []
+    lines = []
+    unit = (
+        "sequences (rows x beams)"
+        if report.num_beams > 1 and report.row is not None
+        else ("beams" if report.num_beams > 1 else "rows")
+    )
+    shown = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0))
+    if report.divergent_rows:
+        parted = ", ".join(sequence_name(report, r) for r in report.divergent_rows)
+        lines.append(
+            f"{report.rows_compared} {unit} were compared one by one; {parted} part(s). The steps above are "
+            f"of {shown}, the first to part."
+        )
+    else:
+        lines.append(f"All {report.rows_compared} {unit} were compared one by one, and all agree.")
+    if report.num_beams > 1:
+        moved = [s for s in report.cached.steps if s.beams is not None and s.beams.reorder is not None]
+        missed = [s.index for s in moved if not all(s.beams.reorder_applied)]
+        if moved and not missed:
+            lines.append(f"Every layer of the cache applied each of the {len(moved)} beam reorder(s).")
+        elif missed:
+            lines.append(
+                "Some cache layers did not apply the beam reorder after step(s) "
+                f"{', '.join(map(str, missed))}."
+            )
+    if report.cached.batch is not None and not report.cached.encoder_decoder:
+        right = [r for r in range(report.cached.batch.size) if (p := _pads(report.cached, r)[0]) and p[-1]]
+        if right:
+            lines.append(
+                f"Row(s) {', '.join(map(str, right))} are padded on the right: cache on and off may agree "
+                "and still part from the prompt generated alone; compare a row with its prompt alone "
+                "(tracer.compare_row_with_alone)."
+            )
+    return lines
+
+
+def _alone_summary(report: CacheReport, flipped_at: int | None) -> str:
+    """The summary of a row compared with its prompt generated alone."""
+    batch, alone, rows, step = report.cached, report.uncached, report.steps, report.first_divergent_step
+    tol = report.tolerance
+    tol_words = f"rtol {tol.rtol:g}, atol {tol.atol:g} for {report.dtype}"
+    who = f"Row {report.row} of the batch"
+    beams = f" (all {report.num_beams} beams, one by one)" if report.num_beams > 1 else ""
+    if report.kind == "consistent":
+        compared = [r for r in rows if r.compared and r.status in ("same", "noise-flip")]
+        worst = max((r.logit_diff for r in compared), default=0.0)
+        lines = [
+            f"{who} equals the same prompt generated alone{beams}: the same logits and layer outputs over "
+            f"{len(compared)} step(s) (largest logit difference {worst:.2g}, within {tol_words})."
+        ]
+        if flipped_at is not None:
+            r = rows[flipped_at]
+            lines.append(
+                f"At step {flipped_at} the token differs ({_tok(batch, r.cached_token)} vs "
+                f"{_tok(alone, r.uncached_token)}) although the logits agree within the tolerance: a near "
+                "tie decided by rounding. Later steps continue different texts and were not compared."
+            )
+        return " ".join(lines)
+    if report.kind in ("error", "both-failed"):
+        failed = [
+            n for n, e in (("the batch", batch.error), ("the prompt alone", alone.error)) if e is not None
+        ]
+        e = batch.error or alone.error
+        lines = [f"Generating {' and '.join(failed)} fails at step {step}: {e.type}: {e.message}."]
+    else:
+        row = rows[step]
+        beam = f", beam {report.beam}" if report.beam is not None else ""
+        if report.first_divergent_layer is not None:
+            layer = report.first_divergent_layer
+            where = (
+                f"decoder layer {layer}'s output at the newest position differs by "
+                f"{row.layer_diffs[layer]:.3g} (noise allows {row.layer_limits[layer]:.2g})"
+            )
+        elif row.logit_diff is not None:
+            where = f"the logits differ by {row.logit_diff:.3g} (noise allows {row.logit_limit:.2g})"
+        else:
+            where = "one run stopped while the other went on"
+        lines = [f"{who}{beam} parts from the same prompt generated alone at step {step}: {where}."]
+        if row.cached_token is not None and row.cached_token == row.uncached_token:
+            lines.append(f"The token is still the same there ({_tok(batch, row.cached_token)}).")
+        elif row.cached_token is not None or row.uncached_token is not None:
+            lines.append(
+                f"The batch row takes {_tok(batch, row.cached_token)}, the prompt alone "
+                f"{_tok(alone, row.uncached_token)}."
+            )
+    fix = _fix_lines(report.suspects)
+    if fix:
+        lines += fix
+    elif report.kind == "divergence":
+        lines.append(
+            "No padding, position or mask problem was found; look at what this layer reads at this step "
+            "(the row's keys, values, mask and positions beside the prompt alone's)."
+        )
+    return " ".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# A row of a batch vs the same prompt generated alone
+
+
+def compare_row_with_alone(
+    model,
+    tok=None,
+    prompts: list[str] | None = None,
+    row: int = 0,
+    *,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    padding_side: str | None = None,
+    num_beams: int = 1,
+    use_cache: bool = True,
+    max_new_tokens: int = 8,
+    tolerance: Tolerance | None = None,
+    batch_kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+    model_name: str | None = None,
+    **model_kwargs: Any,
+) -> CacheReport:
+    """Generate a batch and row `row`'s prompt alone (greedy, or beam search), and compare them step by step.
+
+    A row of a correctly padded batch is the same computation as its prompt alone, up to rounding:
+    the report says where it parts, and why (padding, positions, a missing encoder mask, a cache
+    that ignores the beams' reorder). Give `prompts` (texts, padded on `padding_side`) or
+    `input_ids` [batch, len] with or without their `attention_mask` (without: the pads are the pad
+    id's positions, as they reach the model unmasked). `batch_kwargs` go to the batch run only
+    (a dict, or a function returning one, called right before it); `model_kwargs` to both runs.
+    The report's `cached` side is the batch, `uncached` the prompt alone (the reference).
+    """
+    if model_kwargs.get("do_sample"):
+        raise StepwiseInputError(
+            "The doctor compares greedy runs or beam search, which repeat exactly: drop do_sample=True."
+        )
+    size = (
+        len(prompts)
+        if prompts is not None and not isinstance(prompts, str)
+        else (
+            int(input_ids.shape[0])
+            if input_ids is not None and getattr(input_ids, "dim", lambda: 1)() == 2
+            else 1
+        )
+    )
+    if size < 2:
+        raise StepwiseInputError(
+            "Comparing a row with its prompt alone needs a batch: give two prompts or more (or input_ids "
+            "[batch, len] with batch >= 2)."
+        )
+    if not isinstance(row, int) or not 0 <= row < size:
+        raise StepwiseInputError(
+            f"row must be one of 0..{size - 1} (the batch has {size} rows); got {row!r}."
+        )
+    dtype = _model_dtype(model)
+    tol = tolerance or Tolerance.for_dtype(dtype)
+    settings = dict(
+        do_sample=False,
+        num_beams=num_beams,
+        use_cache=use_cache,
+        max_new_tokens=max_new_tokens,
+        capture_attention=False,
+        model_name=model_name,
+    )
+    model_kwargs = {k: v for k, v in model_kwargs.items() if k not in settings}
+    extra = batch_kwargs() if callable(batch_kwargs) else dict(batch_kwargs or {})
+    batch = trace_generation(
+        model,
+        tok,
+        prompts,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        padding_side=padding_side,
+        **settings,
+        **model_kwargs,
+        **extra,
+    )
+    if prompts is not None:
+        alone = trace_generation(model, tok, prompts[row], **settings, **model_kwargs)
+    else:
+        masked, unmasked = _pads(batch, row)
+        ids = batch.batch.prompt_ids[row]
+        real = [i for i, m, u in zip(ids, masked, unmasked, strict=True) if not (m or u)]
+        alone = trace_generation(model, tok, input_ids=torch.tensor([real]), **settings, **model_kwargs)
+    compared = (
+        f"row {row} of a batch of {size} prompts (padded on the {_padding_side(batch)}) vs the same "
+        f"prompt generated alone, {_method(num_beams)}, use_cache={use_cache}, {max_new_tokens} new tokens"
+    )
+    if extra:
+        compared += f"; the batch also got {', '.join(f'{k}={describe(v)}' for k, v in extra.items())}"
+    return compare_traces(
+        batch,
+        alone,
+        tol,
+        compared=compared,
+        dtype=str(dtype).removeprefix("torch."),
+        comparison="row-vs-alone",
+        row=row,
+    )

@@ -251,7 +251,7 @@ def pack_trace(
         seen_ids |= {i for row in batch.prompt_ids + batch.sequence_ids for i in row}
     if beam_result is not None:
         seen_ids |= {i for row in beam_result.sequences for i in row}
-        seen_ids |= {i for s in steps if s.beams for row in s.beams.tokens for i in row}
+        seen_ids |= {i for s in steps if s.beams for row in s.beams.candidate_tokens for i in row}
     config = model.config
     return Trace(
         arch=rec.layout.arch,

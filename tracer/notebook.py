@@ -143,7 +143,11 @@ def report_html(report: CacheReport) -> str:
     parts = [
         f'<b style="color:{color}">{html.escape(headline)}</b>',
         f'<span style="{_MUTED}">{html.escape(report.compared)}</span>',
-        _table(d.steps_table(report)[["step", "status", "cached token", "uncached token", "logit diff"]]),
+        _table(
+            d.steps_table(report)[
+                ["step", "status", *(f"{side} token" for side in d.side_words(report)), "logit diff"]
+            ]
+        ),
     ]
     if not report.consistent:  # the summary names the suspects and the usual fix
         parts.append(f'<pre style="white-space:pre-wrap">{html.escape(report.summary)}</pre>')

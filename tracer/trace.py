@@ -145,8 +145,8 @@ class BeamChoice:
     `reorder` is the flat beam index (prompt b's beam j at b * num_beams + j) the cache was
     reordered by after the step, as generate() handed it to the cache's `reorder_cache`; None
     when nothing was reordered (the cache off). `reorder_applied[i]` says whether cache layer i
-    (self-attention layers, then cross) really moved its rows that way: False is the bug of a
-    cache that ignores the reorder.
+    (self-attention layers, then cross) really moved its rows that way, keys and values both:
+    False is the bug of a cache that ignores the reorder (or moves its keys only).
     """
 
     candidate_parents: list[list[int]]
@@ -209,6 +209,9 @@ class Step(EventSequence):
     # A batch: every row's choice (rows[0] is chosen_id, chosen_prob, topk); [] for one prompt.
     rows: list[RowChoice] = field(default_factory=list)
     beams: BeamChoice | None = None  # beam search: the beams this step kept
+    # Which row of the recorded inputs (prepare_inputs, event inputs: the whole batch's) this step's
+    # arrays and choice are: 0, or the row `Trace.row` / `Trace.hypothesis` sliced it to.
+    batch_row: int = 0
 
     def _repr_html_(self) -> str:  # Jupyter: a step that ends a cell shows this summary
         from tracer.notebook import step_html
@@ -222,17 +225,37 @@ class Step(EventSequence):
     def complete(self) -> bool:
         return self.chosen_id is not None
 
-    def row(self, r: int) -> Step:
-        """This step as row `r` of its batch saw it: its choice, and every captured array's row r."""
-        if r == 0 and not self.rows:
+    def row(self, r: int, beams: int = 1) -> Step:
+        """This step as row `r` of its batch saw it: its choice, and every captured array's row r.
+
+        With beam search (`beams` > 1) a prompt runs `beams` rows of the model's batch: row r is
+        rows r * beams ... r * beams + beams - 1, and its BeamChoice is prompt r's, its reorder
+        counted from 0 within the prompt.
+        """
+        if r == 0 and not self.rows and beams == 1:
             return self
-        if not 0 <= r < len(self.rows):
-            raise IndexError(f"Step {self.index} has {len(self.rows) or 1} rows; there is no row {r}.")
-        choice = self.rows[r]
-        events = [
-            replace(e, tensors={k: v[r : r + 1] for k, v in e.tensors.items()}) if e.tensors else e
-            for e in self.events
-        ]
+        size = len(self.rows) or 1
+        if not 0 <= r < size:
+            raise IndexError(f"Step {self.index} has {size} rows; there is no row {r}.")
+        choice = self.rows[r] if self.rows else RowChoice(self.chosen_id, self.chosen_prob, self.topk)
+        return self._sliced(r * beams, beams, r, choice, _prompt_beams(self.beams, r, beams))
+
+    def _sliced(
+        self, first: int, count: int, prompt: int, choice: RowChoice, beams: BeamChoice | None
+    ) -> Step:
+        """This step with every captured array cut to rows first ... first + count - 1 of the batch.
+
+        The encoder's arrays have a row per prompt, not per beam (generate() runs the encoder before
+        it expands the batch into beams): they are cut to row `prompt`.
+        """
+
+        def cut(event: Event) -> Event:
+            if not event.tensors:
+                return event
+            rows = slice(prompt, prompt + 1) if _runs_per_prompt(event.name) else slice(first, first + count)
+            return replace(event, tensors={k: v[rows] for k, v in event.tensors.items()})
+
+        events = [cut(e) for e in self.events]
         return replace(
             self,
             events=events,
@@ -240,6 +263,8 @@ class Step(EventSequence):
             chosen_prob=choice.chosen_prob,
             topk=choice.topk,
             rows=[],
+            beams=beams,
+            batch_row=first,
         )
 
     def key_positions(self, kind: str, layer: int) -> np.ndarray:
@@ -271,11 +296,12 @@ class Step(EventSequence):
 
     @property
     def fed_ids(self) -> list[int] | None:
-        """The token ids the decoder was fed at this step (batch 0); None for embeddings or unrecorded."""
+        """The token ids the decoder was fed at this step (this step's row of the batch, `batch_row`);
+        None for embeddings or unrecorded."""
         fed = self.fed
         if fed is None or fed.values is None or self.fed_name == "inputs_embeds":
             return None
-        return fed.array()[0].tolist()
+        return fed.array()[self.batch_row].tolist()
 
     @property
     def fed_shape(self) -> tuple[int, ...] | None:
@@ -386,9 +412,26 @@ class Trace(ModelRun, SavedRecord):
     def batch_size(self) -> int:
         return self.batch.size if self.batch is not None else 1
 
+    @property
+    def num_beams(self) -> int:
+        """Beams per prompt: 1 unless this is a beam search trace."""
+        return self.beam_result.num_beams if self.beam_result is not None else 1
+
+    @property
+    def returned_per_prompt(self) -> int:
+        """Sequences generate() returned per prompt: num_return_sequences for beam search, else 1."""
+        if self.beam_result is None:
+            return 1
+        return max(len(self.beam_result.sequences) // self.batch_size, 1)
+
     def row(self, r: int) -> Trace:
         """Row `r` of a batch as a trace of its own: its prompt (pads and mask included), its sequence,
-        and every step's choice and arrays of that row. Every view of one prompt works on it."""
+        and every step's choice and arrays of that row. Every view of one prompt works on it.
+
+        With beam search the row is prompt r with all its beams (rows r * num_beams ... of the
+        model's batch), its returned hypotheses and its beams' choices; `hypothesis(h)` of it
+        follows one of them.
+        """
         if self.batch is None:
             if r != 0:
                 raise IndexError(f"This trace has one row; there is no row {r}.")
@@ -397,17 +440,100 @@ class Trace(ModelRun, SavedRecord):
             raise IndexError(f"This batch has {self.batch.size} rows; there is no row {r}.")
         rows = self.__dict__.setdefault("_rows", {})  # built once per row: a page asks on every redraw
         if r not in rows:
+            beams, per_prompt = self.num_beams, self.returned_per_prompt
             rows[r] = replace(
                 self,
                 prompt_text=self.batch.prompt_texts[r],
                 prompt_ids=self.batch.prompt_ids[r],
-                sequence_ids=self.batch.sequence_ids[r],
-                steps=[s.row(r) for s in self.steps],
+                # a beam batch's sequence_ids are generate()'s: num_return_sequences per prompt
+                sequence_ids=self.batch.sequence_ids[r * per_prompt],
+                steps=[s.row(r, beams) for s in self.steps],
                 stop=self.batch.stops[r] if r < len(self.batch.stops) else self.stop,
                 prompt_mask=self.batch.attention_mask[r],
                 batch=None,
+                beam_result=_prompt_result(self.beam_result, r, per_prompt),
             )
         return rows[r]
+
+    def hypothesis(self, h: int) -> Trace:
+        """Beam search: returned sequence `h` (an index into `beam_result.sequences`) as a trace of its own.
+
+        At each step a hypothesis sits in some beam, the row of the model's batch its token came
+        from (`beam_indices`); its steps hold that row's arrays, so its attention is the attention
+        that computed its tokens. It has as many steps as tokens of its own (one that ended early
+        is shorter). A step's top-k is the recorded top-k for the prompt's best hypothesis; for
+        another, its beam's continuations among the ones generate() ranked at that step (the
+        record keeps the winner's whole top-k only), each with its probability.
+        """
+        result = self.beam_result
+        if result is None:
+            raise IndexError("This trace is not a beam search: it has no hypotheses; use row(r).")
+        if not 0 <= h < len(result.sequences):
+            raise IndexError(f"Beam search returned {len(result.sequences)} sequences; there is no {h}.")
+        rows = self.__dict__.setdefault("_rows", {})
+        if ("hypothesis", h) not in rows:
+            rows["hypothesis", h] = self._hypothesis(h)
+        return rows["hypothesis", h]
+
+    def _hypothesis(self, h: int) -> Trace:
+        result = self.beam_result
+        per_prompt = self.returned_per_prompt
+        prompt, nb = h // per_prompt, result.num_beams
+        beam_of = result.beam_indices[h]  # flat row of the batch each of its tokens came from
+        own = [t for t in range(len(self.steps)) if t < len(beam_of) and beam_of[t] >= 0]
+        start = len(self.start_ids)
+        sequence = result.sequences[h][: start + len(own)]
+        steps = []
+        for t in own:
+            step = self.steps[t]
+            token = sequence[start + t]
+            beam = beam_of[t] - prompt * nb  # the running beam within the prompt
+            best = h % per_prompt == 0
+            winner = (
+                step.rows[prompt] if step.rows else RowChoice(step.chosen_id, step.chosen_prob, step.topk)
+            )
+            if best:
+                choice = RowChoice(token, winner.chosen_prob, winner.topk)
+            else:
+                ranked = [
+                    TopToken(tok, self.token_text(tok), p)
+                    for tok, p in _beam_candidates(self.steps, t, prompt, beam)
+                ]
+                prob = next((c.prob for c in ranked if c.token_id == token), None)
+                choice = RowChoice(token, prob, ranked)
+            steps.append(step._sliced(beam_of[t], 1, prompt, choice, _prompt_beams(step.beams, prompt, nb)))
+        eos = self.eos_token_ids
+        if own and sequence[-1] in eos:
+            stop = {
+                "reason": "eos",
+                "token_id": sequence[-1],
+                "detail": f"this hypothesis chose eos ({sequence[-1]}) at step {own[-1]}",
+            }
+        else:
+            stop = self.stop
+        batch = self.batch
+        return replace(
+            self,
+            prompt_text=batch.prompt_texts[prompt] if batch else self.prompt_text,
+            prompt_ids=batch.prompt_ids[prompt] if batch else self.prompt_ids,
+            sequence_ids=sequence,
+            steps=steps,
+            stop=stop,
+            prompt_mask=batch.attention_mask[prompt] if batch else self.prompt_mask,
+            batch=None,
+            beam_result=None,
+        )
+
+    @property
+    def num_returned(self) -> int:
+        """How many sequences generate() returned: a beam search's hypotheses (num_return_sequences
+        per prompt), a batch's rows, or 1."""
+        return len(self.beam_result.sequences) if self.beam_result is not None else self.batch_size
+
+    def returned(self, i: int) -> Trace:
+        """Returned sequence `i` as a trace of its own: hypothesis i of a beam search (`hypothesis`),
+        row i of a batch (`row`), or this trace itself for one prompt (i = 0)."""
+        return self.hypothesis(i) if self.beam_result is not None else self.row(i)
 
     def key_mask(self, step: Step, kind: str, layer: int) -> np.ndarray | None:
         """Which keys of attention `kind` in `layer` at `step` the mask let through ([k_len] bool), for
@@ -430,6 +556,65 @@ class Trace(ModelRun, SavedRecord):
         if value is None:
             return []
         return [int(value)] if isinstance(value, int) else [int(v) for v in value]
+
+
+def _runs_per_prompt(name: str) -> bool:
+    """Whether hook point `name` runs once per prompt: the encoder and its layers (BART)."""
+    return name == names.ENCODER or name.startswith(names.ENCODER + ".")
+
+
+def _prompt_beams(beams: BeamChoice | None, prompt: int, num_beams: int) -> BeamChoice | None:
+    """Prompt `prompt`'s part of a step's BeamChoice, its reorder counted within the prompt."""
+    if beams is None:
+        return None
+    pick = slice(prompt, prompt + 1)
+    reorder = beams.reorder
+    if reorder is not None:
+        reorder = [i - prompt * num_beams for i in reorder[prompt * num_beams : (prompt + 1) * num_beams]]
+    return BeamChoice(
+        candidate_parents=beams.candidate_parents[pick],
+        candidate_tokens=beams.candidate_tokens[pick],
+        candidate_scores=beams.candidate_scores[pick],
+        parents=beams.parents[pick],
+        tokens=beams.tokens[pick],
+        scores=beams.scores[pick],
+        reorder=reorder,
+        reorder_applied=beams.reorder_applied,
+    )
+
+
+def _prompt_result(result: BeamResult | None, prompt: int, per_prompt: int) -> BeamResult | None:
+    """Prompt `prompt`'s returned hypotheses, their beam indices counted within the prompt."""
+    if result is None:
+        return None
+    pick = slice(prompt * per_prompt, (prompt + 1) * per_prompt)
+    first = prompt * result.num_beams
+    return BeamResult(
+        num_beams=result.num_beams,
+        sequences=result.sequences[pick],
+        sequences_scores=result.sequences_scores[pick],
+        beam_indices=[[i - first if i >= 0 else i for i in row] for row in result.beam_indices[pick]],
+    )
+
+
+def _beam_candidates(steps: list[Step], t: int, prompt: int, beam: int) -> list[tuple[int, float]]:
+    """(token, probability) of each continuation of beam `beam` of `prompt` that step t ranked, most
+    likely first: its candidate's summed log-probability minus the beam's own before the step (0 at
+    step 0, where beam 0 runs alone)."""
+    choice = steps[t].beams
+    if choice is None:
+        return []
+    before = 0.0 if t == 0 else steps[t - 1].beams.scores[prompt][beam]
+    return [
+        (token, float(np.exp(score - before)))
+        for parent, token, score in zip(
+            choice.candidate_parents[prompt],
+            choice.candidate_tokens[prompt],
+            choice.candidate_scores[prompt],
+            strict=True,
+        )
+        if parent == beam
+    ]
 
 
 def load_trace(path: str | Path) -> Trace:

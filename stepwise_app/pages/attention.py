@@ -3,10 +3,13 @@
 import streamlit as st
 
 from stepwise_app import ui
+from tracer.plots import batch
 from tracer.plots import generation as g
 
 st.title("Attention")
-tr = ui.require_trace()
+whole = ui.require_trace()
+tr = ui.row_picker(whole)  # a batch's row or a beam hypothesis
+padded = tr.prompt_mask is not None and not all(tr.prompt_mask)  # pads: drawn as masked keys
 ui.show_trace_error(tr)
 
 
@@ -33,7 +36,13 @@ def attention_view() -> None:
         )
 
     narrow = ui.narrow_screen()  # a phone: one head per row, fewer labels
-    if head == "all":
+    if padded:
+        st.plotly_chart(
+            ui.view(batch.attention_figure, step, kind, layer, head, narrow),
+            config={"displayModeBar": False},
+            key="attention_heads" if head == "all" else "attention_head",
+        )
+    elif head == "all":
         st.plotly_chart(
             ui.view(g.attention_heads_figure, step, kind, layer, narrow),
             config={"displayModeBar": False},
@@ -59,7 +68,14 @@ def attention_view() -> None:
     st.subheader("The whole run")
     stitched_head = 0 if head == "all" else head
     st.plotly_chart(
-        ui.view(g.stitched_attention_figure, kind, layer, stitched_head, step, narrow),
+        ui.view(
+            batch.stitched_attention_figure if padded else g.stitched_attention_figure,
+            kind,
+            layer,
+            stitched_head,
+            step,
+            narrow,
+        ),
         config={"displayModeBar": False},
         key="attention_run",
     )
@@ -69,6 +85,23 @@ def attention_view() -> None:
         "sliding-window layer, positions the window has left behind. Row labels say what each "
         "position's row wrote (fed → chosen)."
     )
+
+    if padded:
+        _ = ui._
+        st.caption(
+            _(
+                "Grey crossed cells are masked keys: this row's pads. The attention mask is 0 there, so they "
+                "get no weight at all (not a small one); hover one to see it."
+            )
+        )
+        if tr.encoder_decoder:
+            st.subheader(_("The source's padding mask, from the encoder to cross-attention"))
+            st.markdown(ui.view(batch.encoder_mask_story, step, record=whole))
+            st.plotly_chart(
+                ui.view(batch.encoder_mask_figure, step, layer, stitched_head, narrow),
+                config={"displayModeBar": False},
+                key="encoder_mask",
+            )
 
 
 attention_view()

@@ -1,5 +1,8 @@
 """Cache doctor: cached vs uncached generation side by side, where they part, why, and the fix.
 
+Also a row of a batch vs the same prompt generated alone (tracer.compare_row_with_alone), for
+scenarios about batches and for the sidebar's model on a batch typed here.
+
 Layout only: the report comes from tracer.check_cache, the figures and tables from
 tracer.plots.doctor. A scenario needs no model from the sidebar; "the current model" reads the
 sidebar's choice and loads it through ui's shared loader. Reports and their views are kept in
@@ -14,25 +17,56 @@ import streamlit as st
 import tracer
 from models import scenarios
 from stepwise_app import ui  # the sidebar's model and prompt, the cached model loader
+from tracer.i18n import N_
 from tracer.plots import doctor as d
 
+_ = ui._
 SCENARIO_SOURCE, MODEL_SOURCE = "A cache-bug scenario", "The current model and prompt"
+ROW_SOURCE = N_("A row of a batch vs its prompt alone")
 OPENED_SOURCE = "The report opened from a file"
 VARIANT_WORDS = {"broken": "broken", "fixed": "fixed", "tempting": "tempting fix (wrong)"}
+PADDING_SIDES = {"left": N_("left"), "right": N_("right")}
 
 st.title("Cache doctor")
-st.caption(
-    "Runs greedy generation with the KV cache on and off and compares them step by step: the logits, "
-    "every decoder layer's output at the newest position, and the chosen tokens."
-)
+what_is_compared = st.empty()  # filled once the report is known: cache on vs off, or a row vs its prompt
 
 # A report opened from a file (the sidebar's upload) is one more source; it is shown once opened.
 opened_name, opened_report = ui.opened("cache-report")
 if ui.opened_now("cache-report"):
     st.session_state["doctor_source"] = OPENED_SOURCE
-sources = [SCENARIO_SOURCE, MODEL_SOURCE, *([OPENED_SOURCE] if opened_report is not None else [])]
-source = st.radio("Check", sources, horizontal=True, key="doctor_source")
+sources = [SCENARIO_SOURCE, MODEL_SOURCE, ROW_SOURCE, *([OPENED_SOURCE] if opened_report is not None else [])]
+source = st.radio("Check", sources, horizontal=True, key="doctor_source", format_func=_)
 max_new = st.slider("New tokens", 2, 16, 6, key="doctor_max_new_tokens")
+
+
+def sidebar_model() -> tuple[str | None, str]:
+    """The sidebar's model (a name or a checkpoint folder) and prompt; stops the page without a model."""
+    name = st.session_state.get("model")
+    if name == ui.LOCAL_FOLDER:
+        name = st.session_state.get("folder")
+    if not name:
+        st.info(
+            "Pick a model and a prompt in the app's sidebar (`streamlit run app.py`), then come back here."
+        )
+        st.stop()
+    return name, st.session_state.get("prompt", "")
+
+
+def run_when_asked(key: tuple, button: str, button_key: str, hint: str, check):
+    """The report under `key` once this session pressed `button` (a model runs only when asked)."""
+    asked: set = st.session_state.setdefault("doctor_asked", set())
+    if st.button(button, type="primary", key=button_key):
+        asked.add(key)
+    if key not in asked:
+        st.info(hint)
+        st.stop()
+    try:
+        return ui.FIGURES.get(key, check)
+    except ValueError as exc:  # bad prompt, model that cannot be loaded or traced
+        asked.discard(key)  # a failed check is not kept: pressing the button tries again
+        st.error(str(exc))
+        st.stop()
+
 
 scenario = None
 report = None
@@ -48,46 +82,107 @@ if source == SCENARIO_SOURCE:
         key=f"doctor_variant_{scenario.name}",
     )
     st.markdown(scenario.description)
+    if max_new < scenario.min_new_tokens:
+        st.caption(
+            _("This scenario needs at least {n} new tokens to show its bug: it runs with {n}.").format(
+                n=scenario.min_new_tokens
+            )
+        )
+    scenario_tokens = max(max_new, scenario.min_new_tokens)
+    running = (
+        _("Generating the batch and the prompt alone…")
+        if scenario.comparison == "row-vs-alone"
+        else "Generating with the cache on and off…"
+    )
 
     def check_scenario():
-        with st.spinner("Generating with the cache on and off…"):
-            return scenarios.check(scenario.name, variant, max_new)
+        with st.spinner(running):
+            return scenarios.check(scenario.name, variant, scenario_tokens)
 
-    report = ui.FIGURES.get(("cache-report", "scenario", scenario.name, variant, max_new), check_scenario)
+    report = ui.FIGURES.get(
+        ("cache-report", "scenario", scenario.name, variant, scenario_tokens), check_scenario
+    )
 elif source == OPENED_SOURCE:
     st.markdown(f"Opened from **{opened_name}** (no model needed).")
     report = opened_report
+elif source == ROW_SOURCE:
+    model_name, prompt = sidebar_model()
+    st.markdown(_("Model **{model}**").format(model=model_name))
+    if (
+        "doctor_batch_prompts" not in st.session_state
+    ):  # the sidebar's prompt and a shorter one: padding shows
+        words = prompt.split()
+        st.session_state["doctor_batch_prompts"] = f"{prompt}\n{' '.join(words[: max(len(words) // 2, 1)])}"
+    text = st.text_area(_("The batch: one prompt per line"), key="doctor_batch_prompts", height=100)
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    row_column, side_column, beams_column = st.columns(3)
+    last_row = max(len(prompts) - 1, 0)
+    st.session_state["doctor_row"] = min(
+        int(st.session_state.get("doctor_row", 1 if last_row else 0)), last_row
+    )
+    row = row_column.number_input(_("Row"), 0, last_row, key="doctor_row")
+    side = side_column.radio(
+        _("Padding"),
+        list(PADDING_SIDES),
+        format_func=lambda s: _(PADDING_SIDES[s]),
+        key="doctor_padding_side",
+    )
+    beams = beams_column.selectbox(_("Beams"), [1, 2, 4], key="doctor_beams")
+    key = ("cache-report", "row", model_name, tuple(prompts), int(row), side, beams, max_new)
+
+    def check_row():
+        with st.spinner(_("Generating the batch and the prompt alone…")):
+            model, tok = ui.load_model(model_name)
+            return tracer.compare_row_with_alone(
+                model,
+                tok,
+                prompts,
+                int(row),
+                padding_side=side,
+                num_beams=beams,
+                max_new_tokens=max_new,
+                model_name=model_name,
+            )
+
+    report = run_when_asked(
+        key,
+        _("Compare the row with its prompt alone"),
+        "doctor_run_row",
+        _("Press **Compare the row with its prompt alone** to generate the batch and that prompt alone."),
+        check_row,
+    )
 else:
-    model_name = st.session_state.get("model")
-    if model_name == ui.LOCAL_FOLDER:
-        model_name = st.session_state.get("folder")
-    prompt = st.session_state.get("prompt", "")
-    if not model_name:
-        st.info(
-            "Pick a model and a prompt in the app's sidebar (`streamlit run app.py`), then come back here."
-        )
-        st.stop()
+    model_name, prompt = sidebar_model()
     st.markdown(f"Model **{model_name}**, prompt: `{prompt}`")
     key = ("cache-report", "model", model_name, prompt, max_new)
-    # The checks this session asked for (a model runs only when asked); the reports are in ui.FIGURES.
-    asked: set = st.session_state.setdefault("doctor_asked", set())
-    if st.button("Check the cache", type="primary", key="doctor_run"):
-        asked.add(key)
-    if key not in asked:
-        st.info("Press **Check the cache** to compare generation with the cache on and off.")
-        st.stop()
 
     def check_model():
         with st.spinner("Generating with the cache on and off…"):
             model, tok = ui.load_model(model_name)
             return tracer.check_cache(model, tok, prompt, max_new_tokens=max_new, model_name=model_name)
 
-    try:
-        report = ui.FIGURES.get(key, check_model)
-    except ValueError as exc:  # bad prompt, model that cannot be loaded or traced
-        asked.discard(key)  # a failed check is not kept: pressing the button tries again
-        st.error(str(exc))
-        st.stop()
+    # The checks this session asked for (a model runs only when asked); the reports are in ui.FIGURES.
+    report = run_when_asked(
+        key,
+        "Check the cache",
+        "doctor_run",
+        "Press **Check the cache** to compare generation with the cache on and off.",
+        check_model,
+    )
+
+if report.comparison == "row-vs-alone":
+    what_is_compared.caption(
+        _(
+            "Generates a batch and one of its prompts alone, and compares row {row} of the batch with the "
+            "prompt alone step by step: the logits, every decoder layer's output at the newest position, and "
+            "the chosen tokens."
+        ).format(row=report.row)
+    )
+else:
+    what_is_compared.caption(
+        "Runs greedy generation with the KV cache on and off and compares them step by step: the logits, "
+        "every decoder layer's output at the newest position, and the chosen tokens."
+    )
 
 # -- the verdict ---------------------------------------------------------------------------
 kind, headline = ui.view(d.verdict, record=report)
@@ -115,10 +210,18 @@ middle.metric(
     "First divergent layer", "-" if report.first_divergent_layer is None else report.first_divergent_layer
 )
 right.metric("Largest logit difference", ui.view(d.largest_logit_diff, record=report))
+reference = _("the uncached run") if report.comparison == "cache" else tracer.doctor.side_names(report, _)[1]
 st.caption(
     f"Compared: {report.compared}. Tolerance for {report.dtype}: |a - b| ≤ {report.tolerance.atol:g} + "
-    f"{report.tolerance.rtol:g} · max|b|, b being the uncached run."
+    f"{report.tolerance.rtol:g} · max|b|, " + _("b being {reference}.").format(reference=reference)
 )
+if report.rows_compared > 1:
+    parted = ", ".join(tracer.doctor.sequence_name(report, r) for r in report.divergent_rows) or _("none")
+    st.caption(
+        _("{n} sequences (rows, beams) compared one by one; those that part: {parted}.").format(
+            n=report.rows_compared, parted=parted
+        )
+    )
 
 st.plotly_chart(
     ui.view(d.logit_diff_figure, record=report), config={"displayModeBar": False}, key="doctor_logit_diff"
@@ -127,6 +230,10 @@ if any(r.layer_diffs for r in report.steps):
     st.plotly_chart(
         ui.view(d.layer_diff_figure, record=report), config={"displayModeBar": False}, key="doctor_layer_diff"
     )
+
+if report.num_beams > 1:
+    st.subheader(_("Beam reorders: did every cache layer follow the beams?"))
+    st.dataframe(ui.view(d.reorder_table, record=report), hide_index=True, width="stretch")
 
 # -- the two runs side by side ------------------------------------------------------------------
 st.subheader("The two runs, step by step")

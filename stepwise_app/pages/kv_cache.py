@@ -6,7 +6,7 @@ from stepwise_app import ui
 from tracer.plots import generation as g
 
 st.title("KV cache")
-tr = ui.require_trace()
+tr = ui.row_picker(ui.require_trace())  # a batch's row or a beam hypothesis
 ui.show_trace_error(tr)
 
 st.subheader("Growth")

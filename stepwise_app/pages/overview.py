@@ -3,10 +3,12 @@
 import streamlit as st
 
 from stepwise_app import ui
+from tracer.plots import batch
 from tracer.plots import generation as g
 
 st.title("Overview")
-tr = ui.require_trace()
+whole = ui.require_trace()
+tr = ui.row_picker(whole)  # a batch's row or a beam hypothesis: the page below shows it
 st.caption(ui.view(g.trace_summary))
 ui.show_trace_error(tr)
 
@@ -34,6 +36,29 @@ with st.container(key="steps_table"):  # one keyed container per table: tests fi
         },
     )
 st.caption("Open **Step replay** to walk through one step's calls.")
+
+if whole.batch is not None:  # every row side by side: its pads, mask and position_ids
+    _ = ui._
+    st.subheader(_("All rows of the batch"))
+    st.caption(
+        _(
+            "The tokenizer padded the prompts to one length ({side} padding). Grey cells are pads: "
+            "attention_mask is 0 there, and no real token attends to them. position_ids are what "
+            "generate() fed: each row counts its own real tokens."
+        ).format(side=_(whole.batch.padding_side))
+    )
+    narrow = ui.narrow_screen()  # a phone: positions down the screen
+    if whole.encoder_decoder:
+        st.plotly_chart(
+            ui.view(batch.rows_figure, "source", narrow, record=whole),
+            config={"displayModeBar": False},
+            key="batch_source",
+        )
+    st.plotly_chart(
+        ui.view(batch.rows_figure, "decoder", narrow, record=whole),
+        config={"displayModeBar": False},
+        key="batch_rows",
+    )
 
 st.subheader("Generation settings")
 st.caption(

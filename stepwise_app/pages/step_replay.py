@@ -3,10 +3,12 @@
 import streamlit as st
 
 from stepwise_app import ui
+from tracer.plots import batch
 from tracer.plots import generation as g
 
 st.title("Step replay")
-tr = ui.require_trace()
+whole = ui.require_trace()
+tr = ui.row_picker(whole)  # a batch's row or a beam hypothesis: the step below is its
 ui.show_trace_error(tr)
 
 
@@ -28,6 +30,18 @@ def step_view() -> None:
         st.subheader("Next token")
         st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")
         st.caption(ui.view(g.eos_line))
+
+    if whole.num_returned > 1:  # every row of the model's batch at this step, side by side
+        _ = ui._
+        st.subheader(_("Every row at this step"))
+        st.caption(
+            _(
+                "The model runs all rows at once: each row's fed ids, its position_ids, its attention "
+                "mask (pads are 0) and what it chose. Beam search: every beam is a row."
+            )
+        )
+        with st.container(key="step_rows_table"):
+            st.dataframe(ui.view(batch.step_rows_table, step, record=whole), hide_index=True, width="stretch")
 
     st.subheader("What prepare_inputs_for_generation returned")
     changes = ui.view(g.prepare_inputs_changes, step)

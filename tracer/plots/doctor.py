@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from tracer.doctor import CacheReport
+from tracer.doctor import CacheReport, sequence_name
+from tracer.i18n import Gettext, untranslated
 from tracer.plots.common import shape_text, value_text
 from tracer.trace import Step, TensorInfo, Trace
 
@@ -20,8 +21,10 @@ LOG_FLOOR = 1e-12
 COLORS = {"cached": "#1f77b4", "uncached": "#ff7f0e", "bad": "#d62728", "limit": "#7f7f7f"}
 
 
-def verdict(report: CacheReport) -> tuple[str, str]:
+def verdict(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str]:
     """("success" | "error", a one-line headline) for the top of the page."""
+    if report.comparison == "row-vs-alone":
+        return _row_verdict(report, _)
     if report.consistent:
         return "success", "Consistent: cached and uncached generation agree at every compared step."
     step, layer = report.first_divergent_step, report.first_divergent_layer
@@ -31,10 +34,68 @@ def verdict(report: CacheReport) -> tuple[str, str]:
     if report.kind == "both-failed":
         return "error", f"Both runs crash at step {step}: the model fails with the cache on and off."
     at_layer = "" if layer is None else f", from decoder layer {layer} on"
-    return "error", f"Cached generation parts from uncached generation at step {step}{at_layer}."
+    first = ""
+    if report.rows_compared > 1:
+        which = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0))
+        first = _(" ({which} first)").format(which=which)
+    return "error", f"Cached generation parts from uncached generation at step {step}{at_layer}{first}."
 
 
-def logit_diff_figure(report: CacheReport) -> go.Figure:
+def _row_verdict(report: CacheReport, _: Gettext) -> tuple[str, str]:
+    """The headline of a batch row compared with its prompt generated alone."""
+    row, step, layer = report.row, report.first_divergent_step, report.first_divergent_layer
+    if report.consistent:
+        return "success", _(
+            "Row {row} of the batch equals its prompt generated alone at every compared step."
+        ).format(row=row)
+    if report.kind in ("error", "both-failed"):
+        return "error", _(
+            "Generating row {row} of the batch or its prompt alone crashes at step {step}."
+        ).format(row=row, step=step)
+    if layer is None:
+        return "error", _(
+            "Row {row} of the batch parts from its prompt generated alone at step {step}."
+        ).format(row=row, step=step)
+    return "error", _(
+        "Row {row} of the batch parts from its prompt generated alone at step {step}, from decoder layer "
+        "{layer} on."
+    ).format(row=row, step=step, layer=layer)
+
+
+def side_words(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str]:
+    """Short names of the two runs for column headers: ("cached", "uncached") or ("batch row", "alone")."""
+    if report.comparison == "row-vs-alone":
+        return _("batch row"), _("alone")
+    return "cached", "uncached"
+
+
+def reorder_table(report: CacheReport, _: Gettext = untranslated) -> pd.DataFrame:
+    """Beam search: after each step, the beams kept (the reorder handed to the cache) and whether every
+    cache layer moved its keys and values so, for each run that had a cache."""
+    rows = []
+    for run, tr in zip(side_words(report, _), (report.cached, report.uncached), strict=True):
+        for step in tr.steps:
+            beams = step.beams
+            if beams is None or beams.reorder is None:
+                continue
+            missed = [i for i, ok in enumerate(beams.reorder_applied) if not ok]
+            rows.append(
+                {
+                    _("run"): run,
+                    _("after step"): step.index,
+                    _("beams kept (reorder)"): str(beams.reorder),
+                    _("moved"): (
+                        _("all layers")
+                        if not missed
+                        else _("layers {layers} did not").format(layers=", ".join(map(str, missed)))
+                    ),
+                }
+            )
+    columns = [_("run"), _("after step"), _("beams kept (reorder)"), _("moved")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def logit_diff_figure(report: CacheReport, _: Gettext = untranslated) -> go.Figure:
     """Max |cached - uncached| logit per step (log scale), the noise limit, the bug's step marked."""
     rows = report.steps
     x = [r.index for r in rows]
@@ -82,10 +143,16 @@ def logit_diff_figure(report: CacheReport) -> go.Figure:
             fig.add_vrect(
                 x0=step + 0.5, x1=max(after) + 0.5, fillcolor="lightgray", opacity=0.25, line_width=0
             )
+    title, y_title = "Logit difference per step, cache on vs off", "max |cached - uncached| (log)"
+    if report.comparison == "row-vs-alone":
+        title = _("Logit difference per step,<br>row {row} of the batch vs the prompt alone").format(
+            row=report.row
+        )
+        y_title = _("max |batch row - alone| (log)")
     fig.update_layout(
-        title="Logit difference per step, cache on vs off",
+        title=title,
         xaxis={"title": "step", "dtick": 1},
-        yaxis={"title": "max |cached - uncached| (log)", "type": "log", "exponentformat": "e"},
+        yaxis={"title": y_title, "type": "log", "exponentformat": "e"},
         height=360,
         margin={"t": 60, "b": 40},
         legend={"orientation": "h", "y": -0.25},
@@ -123,9 +190,10 @@ def layer_diff_figure(report: CacheReport) -> go.Figure:
     return fig
 
 
-def steps_table(report: CacheReport) -> pd.DataFrame:
+def steps_table(report: CacheReport, _: Gettext = untranslated) -> pd.DataFrame:
     """The two runs side by side, one row per step: tokens, what was fed, input shapes, the difference."""
     cached, uncached = report.cached, report.uncached
+    a, b = side_words(report, _)
     rows = []
     for r in report.steps:
         c = _step(cached, r.index)
@@ -134,13 +202,13 @@ def steps_table(report: CacheReport) -> pd.DataFrame:
             {
                 "step": r.index,
                 "status": r.status,
-                "cached token": _token(cached, r.cached_token, c),
-                "cached fed": _fed(c),
-                "cached inputs": _inputs(c),
+                f"{a} token": _token(cached, r.cached_token, c),
+                f"{a} fed": _fed(c),
+                f"{a} inputs": _inputs(c),
                 "cache after": None if c is None else c.cache_seq_len(),  # None with the cache off
-                "uncached token": _token(uncached, r.uncached_token, u),
-                "uncached fed": _fed(u),
-                "uncached inputs": _inputs(u),
+                f"{b} token": _token(uncached, r.uncached_token, u),
+                f"{b} fed": _fed(u),
+                f"{b} inputs": _inputs(u),
                 "logit diff": r.logit_diff,
                 "noise limit": r.logit_limit,
             }
@@ -160,24 +228,25 @@ def largest_logit_diff(report: CacheReport) -> str:
     return f"< {LOG_FLOOR:.0e}" if largest < LOG_FLOOR else f"{largest:.2e}"
 
 
-def fed_at_step_table(report: CacheReport, step: int) -> pd.DataFrame:
+def fed_at_step_table(report: CacheReport, step: int, _: Gettext = untranslated) -> pd.DataFrame:
     """Every input fed at `step` in both runs, its shape (or value), and why the doctor suspects it."""
     c, u = _step(report.cached, step), _step(report.uncached, step)
     names = list(dict.fromkeys([*(_fed_inputs(c)), *(_fed_inputs(u))]))
     suspicion = {}
     for s in report.suspects:
         suspicion.setdefault(s.name, []).append(s.reason)
+    a, b = (f"{side} run" for side in side_words(report, _))
     return pd.DataFrame(
         [
             {
                 "input": name,
-                "cached run": _value(_fed_inputs(c).get(name)),
-                "uncached run": _value(_fed_inputs(u).get(name)),
+                a: _value(_fed_inputs(c).get(name)),
+                b: _value(_fed_inputs(u).get(name)),
                 "suspect": " ".join(suspicion.get(name, [])),
             }
             for name in names
         ],
-        columns=["input", "cached run", "uncached run", "suspect"],
+        columns=["input", a, b, "suspect"],
     )
 
 
@@ -197,10 +266,10 @@ def suspects_table(report: CacheReport) -> pd.DataFrame:
     )
 
 
-def errors_text(report: CacheReport) -> list[str]:
+def errors_text(report: CacheReport, _: Gettext = untranslated) -> list[str]:
     """One line per run that failed: which run, the step, where, the exception."""
     lines = []
-    for run, error in (("cached", report.cached_error), ("uncached", report.uncached_error)):
+    for run, error in zip(side_words(report, _), (report.cached_error, report.uncached_error), strict=True):
         if error is not None:
             where = f" in {error.where}" if error.where else ""
             lines.append(f"{run} run, step {error.step}{where}: {error.type}: {error.message}")

@@ -152,6 +152,8 @@ def trace_summary(tr: Trace) -> str:
         ]
         parts.append(f"seed {s.get('seed')}")
         decoding = f"sampling ({', '.join(parts)})"
+    elif (s.get("num_beams") or 1) > 1:
+        decoding = f"beam search ({s['num_beams']} beams)"
     else:
         decoding = "greedy"
     cache = "cache on" if s.get("use_cache", True) else "cache off"

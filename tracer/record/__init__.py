@@ -12,12 +12,14 @@ Three parts, each in one module:
 - steps.py: where a step begins and ends (`GenerateSteps`, `LoopSteps`, `SinglePass`).
 
 The Recorder joins them: it puts a hook point on the model, the encoder, every decoder block,
-attention module and MLP and lm_head (post-hooks with `always_call=True`, so a call that raises
-is still seen), keeps the few arrays each point is for, and in `__exit__` takes everything back.
+attention module and MLP and lm_head (a watcher around each one's forward, whose after-call
+function sees a call that raises too), keeps the few arrays each point is for, and in `__exit__`
+takes everything back.
 """
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import torch
@@ -115,11 +117,20 @@ class Recorder:
             self._uninstall()
             TRACE_LOCK.release()
             raise
+        # A run records thousands of small objects (events, their dicts, shapes), none of them in
+        # reference cycles; Python's cycle collector would walk the young ones again and again while
+        # the model runs (about 1 ms per step of a 6-layer model, benchmarks/overhead.py). Paused
+        # for the run, process-wide: another thread's garbage waits for the run's end, a few seconds.
+        self._collector_was_on = gc.isenabled()
+        gc.disable()
         return self
 
     def __exit__(self, *exc_info) -> None:
         try:
+            if self._collector_was_on:
+                gc.enable()
             self._uninstall()
+            self.log.read_choices(self.token_text)
         finally:
             TRACE_LOCK.release()
 

@@ -158,7 +158,7 @@ def float_copy(tensor: torch.Tensor) -> np.ndarray:
 # Records under construction
 
 
-@dataclass
+@dataclass(slots=True)  # thousands per run: slots make each one quicker to make and smaller
 class OpenEvent:
     name: str
     module: str
@@ -187,6 +187,8 @@ class OpenStep:
     rows: list[RowChoice] = field(default_factory=list)
     beams: BeamChoice | None = None
     live_cache: Any = None  # the run's cache object, read when the step closes
+    chosen_ids: list[int] = field(default_factory=list)  # each row's token
+    scores: torch.Tensor | None = None  # [batch, vocab] at the choice, until read_choices reads them
 
     @property
     def closed(self) -> bool:
@@ -194,7 +196,9 @@ class OpenStep:
 
     def row_ids(self) -> list[int]:
         """The token each row chose (one for a single prompt)."""
-        return [r.chosen_id for r in self.rows] if self.rows else [self.chosen_id]
+        if self.rows:
+            return [r.chosen_id for r in self.rows]
+        return self.chosen_ids or [self.chosen_id]
 
     def freeze(self) -> Step:
         return Step(
@@ -262,7 +266,9 @@ class EventLog:
         self.start_rows: list[list[int]] | None = None  # the first ids the decoder was fed, per row
         self.error: TraceError | None = None
         self.failed_at = ""  # the hook point that was running when the run failed
-        self._shared: dict[int, tuple[Any, Value]] = {}  # id -> (object, its record), this step
+        # this step's records of shared objects: id -> (object, its record), and a call's keyword
+        # arguments -> (their values, their records)
+        self._shared: dict[Any, tuple[Any, Any]] = {}
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -285,31 +291,55 @@ class EventLog:
         return step
 
     def close_step(
-        self, step: OpenStep, chosen_ids: torch.Tensor, scores: torch.Tensor | None, token_text, module: str
+        self, step: OpenStep, chosen_ids: torch.Tensor, scores: torch.Tensor | None, module: str
     ) -> None:
         """End `step` with the tokens chosen ([batch]) and the scores they came from ([batch, vocab],
-        after the logits processors), then read the cache. Row 0 is the step's own choice; a batch
-        keeps every row's in `rows`."""
+        after the logits processors), then read the cache. Row 0 is the step's own choice.
+
+        The distribution over the vocabulary (probabilities, top-k) is read once the run ends
+        (`read_choices`), for all steps in one batched softmax and top-k: per step those few ops on
+        [batch, vocab] cost more in dispatch than in arithmetic. The scores are kept until then
+        (generate() keeps them too, with output_scores): it never changes them after the choice.
+        """
         chosen = [int(i) for i in chosen_ids.tolist()]
         event = OpenEvent(names.CHOOSE_TOKEN, module, outputs={"next_token": tensor_info(chosen_ids)})
-        probs: list[float | None] = [None] * len(chosen)
-        topk: list[list[TopToken]] = [[] for _ in chosen]
         if scores is not None:
             event.inputs["scores"] = tensor_info(scores)
-            distribution = torch.softmax(scores.float(), dim=-1)  # [batch, vocab]
-            top = torch.topk(distribution, k=min(TOP_K, distribution.shape[-1]))
-            topk = [
-                [TopToken(int(i), token_text(int(i)), float(p)) for p, i in zip(values, ids, strict=True)]
-                for values, ids in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-            ]
-            probs = distribution.gather(-1, chosen_ids.view(-1, 1).to(scores.device))[:, 0].tolist()
-        step.chosen_id, step.chosen_prob, step.topk = chosen[0], probs[0], topk[0]
-        if len(chosen) > 1:
-            step.rows = [RowChoice(*row) for row in zip(chosen, probs, topk, strict=True)]
+            step.scores = scores.detach()
+        elif len(chosen) > 1:
+            step.rows = [RowChoice(token, None, []) for token in chosen]
+        step.chosen_id, step.chosen_ids = chosen[0], chosen
         self._shared.clear()
         step.events.append(event)
         step.cache = cache_layers(step.live_cache)
         step.live_cache = None
+
+    def read_choices(self, token_text) -> None:
+        """Each closed step's probabilities and top-k tokens, per row, from the scores it kept."""
+        pending: dict[tuple, list[OpenStep]] = {}  # steps whose scores stack: same shape and device
+        for step in self.steps:
+            if step.scores is not None:
+                key = (tuple(step.scores.shape), step.scores.device)
+                pending.setdefault(key, []).append(step)
+        for group in pending.values():
+            scores = torch.stack([step.scores for step in group]).float()  # [steps, batch, vocab]
+            chosen = torch.tensor([step.chosen_ids for step in group], device=scores.device)  # [steps, batch]
+            distribution = torch.softmax(scores, dim=-1)
+            top = torch.topk(distribution, k=min(TOP_K, distribution.shape[-1]))  # [steps, batch, k]
+            probs = distribution.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()  # [steps][batch]
+            for step, step_probs, values, ids in zip(
+                group, probs, top.values.tolist(), top.indices.tolist(), strict=True
+            ):
+                topk = [
+                    [TopToken(i, token_text(i), p) for p, i in zip(row_values, row_ids, strict=True)]
+                    for row_values, row_ids in zip(values, ids, strict=True)
+                ]
+                step.chosen_prob, step.topk = step_probs[0], topk[0]
+                if len(step.chosen_ids) > 1:
+                    step.rows = [
+                        RowChoice(*row) for row in zip(step.chosen_ids, step_probs, topk, strict=True)
+                    ]
+                step.scores = None
 
     def fail(self, exc: BaseException) -> None:
         """Note that the run raised `exc`; the steps so far and the failing step's events stay."""
@@ -377,6 +407,44 @@ class EventLog:
         self._shared[id(value)] = (value, record)
         return record
 
+    def summarize_kwargs(self, kwargs: dict) -> dict[str, Value]:
+        """The records of a call's keyword arguments (None left out).
+
+        Every decoder layer of a step is called with the same mask, position ids, rotary
+        embeddings and cache objects: the records of one such set are built once per step and
+        copied for each call. A float tensor differs per call (hidden_states) and is summarized
+        on its own, from its interned record.
+        """
+        floats: dict[str, Value] = {}
+        shared_keys: list[str] = []
+        shared_values: list[Any] = []
+        for key, value in kwargs.items():
+            if value is None:
+                continue
+            if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
+                floats[key] = tensor_info(value)
+            else:
+                shared_keys.append(key)
+                shared_values.append(value)
+        # The memo holds the values, so an id in its key can't be reused by another object before
+        # the memo is cleared when the step ends.
+        memo_key = (tuple(shared_keys), tuple(map(id, shared_values)))
+        hit = self._shared.get(memo_key)
+        if hit is None:
+            record = {
+                key: self.summarize_shared(value)
+                for key, value in zip(shared_keys, shared_values, strict=True)
+            }
+            hit = self._shared[memo_key] = (shared_values, record)
+        if not floats:
+            return dict(hit[1])
+        shared = hit[1]
+        return {
+            key: floats[key] if key in floats else shared[key]
+            for key in kwargs
+            if key in floats or key in shared
+        }
+
     def clear_shared(self) -> None:
         self._shared.clear()
 
@@ -398,9 +466,8 @@ class EventLog:
             for i, arg in enumerate(args):
                 is_hidden = i == 0 and isinstance(arg, torch.Tensor) and arg.dim() == 3
                 inputs["hidden_states" if is_hidden else f"arg{i}"] = summarize(arg)
-            for key, value in kwargs.items():
-                if value is not None:
-                    inputs[key] = self.summarize_shared(value)
+            if kwargs:
+                inputs.update(self.summarize_kwargs(kwargs))
             cache = kwargs.get("past_key_values")
             if cache is not None and layer_idx is not None:
                 # The cache is shared by all layers and updated as they run: read this layer's own length.

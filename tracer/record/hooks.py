@@ -1,13 +1,15 @@
 """Hooks: where the hook points are in a model, and installing and removing everything for one run.
 
-`Hooks(model)` is what one traced run puts on a model: forward pre- and post-hooks, wrapped
-methods (`prepare_inputs_for_generation`), eager attention. `remove()` takes all of it back, and
-the Recorder calls it in `finally`, so after any trace the model has no hooks of Stepwise's, its
-own methods and its own attention implementation. `TRACE_LOCK` makes traces run one at a time.
+`Hooks(model)` is what one traced run puts on a model: a watcher around each hook point's
+`forward` (functions called before and after each call), wrapped methods
+(`prepare_inputs_for_generation`), eager attention. `remove()` takes all of it back, and the
+Recorder calls it in `finally`, so after any trace the model has its own forward methods and
+other methods again, and its own attention implementation. `TRACE_LOCK` makes traces run one at a time.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,7 +113,8 @@ class Hooks:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self._handles: list[Any] = []
+        # id(module) -> (its pre functions, its post functions), called by its wrapped forward
+        self._watchers: dict[int, tuple[list[PreHook], list[PostHook]]] = {}
         # (object, method name, the instance's own override or _NOTHING), in the order wrapped
         self._wrapped: list[tuple[Any, str, Any]] = []
         self._original_attn: str | None = None
@@ -139,16 +142,24 @@ class Hooks:
         setattr(owner, name, make_wrapper(getattr(owner, name)))
 
     def on_call(self, module: nn.Module, pre: PreHook | None, post: PostHook | None) -> None:
-        """`pre` before each call of `module`, `post` after it, even when it raised (output None)."""
+        """`pre` before each call of `module`, `post` after it, even when it raised (output None).
+
+        Pre and post functions run in the order they were given, as torch's forward hooks do. They
+        are called by one wrapper of the module's `forward`, not by torch's hooks: a module with
+        hooks takes torch's slow call path (hook dictionaries walked, a closure per call), which
+        cost more than everything the recorder itself does at a hook point.
+        """
+        watchers = self._watchers.get(id(module))
+        if watchers is None:
+            watchers = self._watchers[id(module)] = ([], [])
+            self.wrap_method("forward", _calling(module, *watchers), owner=module)
         if pre is not None:
-            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            watchers[0].append(pre)
         if post is not None:
-            self._handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+            watchers[1].append(post)
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._watchers.clear()
         for owner, name, own in reversed(self._wrapped):
             if own is not _NOTHING:
                 setattr(owner, name, own)
@@ -159,3 +170,27 @@ class Hooks:
         if self._original_attn is not None and config._attn_implementation != self._original_attn:
             self.model.set_attn_implementation(self._original_attn)
         self._original_attn = None
+
+
+def _calling(module: nn.Module, pres: list[PreHook], posts: list[PostHook]):
+    """A wrapper maker for `module.forward` that calls `pres` before and `posts` after each call."""
+
+    def make(original: Callable) -> Callable:
+        # functools.wraps keeps the signature: generate() reads the model's to pick its kwargs.
+        @functools.wraps(original)
+        def forward(*args, **kwargs):
+            for pre in pres:
+                pre(module, args, kwargs)
+            try:
+                output = original(*args, **kwargs)
+            except BaseException:
+                for post in posts:
+                    post(module, args, kwargs, None)
+                raise
+            for post in posts:
+                post(module, args, kwargs, output)
+            return output
+
+        return forward
+
+    return make

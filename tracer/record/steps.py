@@ -45,7 +45,7 @@ class StepRule:
         """End the open step with the tokens chosen ([batch]) and the scores they came from."""
         step = self.rec.log.current
         if step is not None and not step.closed:
-            self.rec.log.close_step(step, chosen_ids, scores, self.rec.token_text, self.choice_module)
+            self.rec.log.close_step(step, chosen_ids, scores, self.choice_module)
 
 
 class GenerateSteps(StepRule):
@@ -291,9 +291,7 @@ class BeamSteps(GenerateSteps):
         # Until the run ends, each prompt's step shows its best-ranked continuation.
         best = [b * per_prompt for b in range(batch)]
         parents_flat = torch.tensor([ranked[c][0] for c in best])
-        self.rec.log.close_step(
-            step, candidates[best, -1], log_probs[parents_flat], self.rec.token_text, self.choice_module
-        )
+        self.rec.log.close_step(step, candidates[best, -1], log_probs[parents_flat], self.choice_module)
         step.beams = BeamChoice(cand_parents, cand_tokens, cand_scores)
 
     def _wrap_reorder(self, cache: Any):
@@ -371,11 +369,15 @@ class BeamSteps(GenerateSteps):
 
 
 def _row_fingerprints(cache: Any) -> list[torch.Tensor]:
-    """Per cache layer (self-attention, then cross), one number per batch row: the sum of its keys."""
+    """Per cache layer (self-attention, then cross), two numbers per batch row: the sums of its keys
+    and of its values. Both: a cache that moves its keys but not its values is still wrong."""
     prints = []
     for _, part in cache_parts(cache):
         for layer in getattr(part, "layers", []):
-            keys = getattr(layer, "keys", None)
+            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
             if isinstance(keys, torch.Tensor) and keys.dim() == 4 and keys.numel():
-                prints.append(keys.detach().float().sum(dim=(1, 2, 3)).cpu())  # [batch * beams]
+                sums = [keys.detach().float().sum(dim=(1, 2, 3))]  # [batch * beams]
+                if isinstance(values, torch.Tensor) and values.shape[:1] == keys.shape[:1]:
+                    sums.append(values.detach().float().sum(dim=(1, 2, 3)))
+                prints.append(torch.stack(sums, dim=-1).cpu())  # [batch * beams, 2]
     return prints
