@@ -127,7 +127,7 @@ elif source == ROW_SOURCE:
         format_func=lambda s: _(PADDING_SIDES[s]),
         key="doctor_padding_side",
     )
-    beams = beams_column.selectbox(_("Beams"), [1, 2, 4], key="doctor_beams")
+    beams = beams_column.selectbox(_("Number of beams"), [1, 2, 4], key="doctor_beams")
     key = ("cache-report", "row", model_name, tuple(prompts), int(row), side, beams, max_new)
 
     def check_row():
