@@ -201,6 +201,12 @@ def _check_step_replay(page) -> None:
         "ts => ts.map(t => parseFloat(getComputedStyle(t).fontSize))"
     )
     assert sizes and min(sizes) >= 15, f"top-10 labels too small for a projector: {sizes}"
+    # Each bar's percentage, "100.0%" included, whole inside the figure and not clipped at the axis.
+    frame, percentages = _box(topk), topk.locator("text.bartext")
+    assert percentages.count() == 10
+    for box in _boxes(percentages):
+        assert _inside(box, frame), f"a top-10 percentage runs out of its figure: {box} in {frame}"
+    assert topk.evaluate("e => e.data[0].cliponaxis") is False, "a percentage past the axis would be cut"
     assert page.locator(".modebar").count() == 0, "a plotly toolbar is drawn over the figures"
 
 

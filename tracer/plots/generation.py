@@ -743,12 +743,13 @@ def topk_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> go.
             marker_color=colors,
             text=[_pct(p) for p in probs],
             textposition="outside",
+            cliponaxis=False,  # a bar near 100% puts its label past the axis, into the right margin
             customdata=[[t.token_id] for t in step.topk],
             hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",  # no words
             **UNCHECKED,
         ),
         height=360,
-        margin=dict(l=10, r=50, t=30, b=10),
+        margin=dict(l=10, r=64, t=30, b=10),
         title=dict(
             text=_("Step {step}: next-token distribution (top {count})").format(
                 step=step.index, count=len(probs)
