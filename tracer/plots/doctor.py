@@ -45,7 +45,7 @@ def verdict(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str]:
     at_layer = "" if layer is None else _(", from decoder layer {layer} on").format(layer=layer)
     first = ""
     if report.rows_compared > 1:
-        which = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0))
+        which = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0), _)
         first = _(" ({which} first)").format(which=which)
     return "error", _(
         "Cached generation parts from uncached generation at step {step}{at_layer}{first}."
