@@ -1094,13 +1094,8 @@ def _batch_lines(report: CacheReport, _: Gettext = untranslated) -> list[str]:
     if report.rows_compared <= 1 and report.num_beams == 1:
         return []
     lines = []
-    unit = _(
-        SEQUENCE_UNITS[
-            "rows x beams"
-            if report.num_beams > 1 and report.row is not None
-            else ("beams" if report.num_beams > 1 else "rows")
-        ]
-    )
+    units = ("rows x beams" if report.row is not None else "beams") if report.num_beams > 1 else "rows"
+    unit = _(SEQUENCE_UNITS[units])
     shown = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0), _)
     if report.divergent_rows:
         parted = ", ".join(sequence_name(report, r, _) for r in report.divergent_rows)

@@ -113,7 +113,8 @@ def summary_text(report: CacheReport, _: Gettext = untranslated) -> str:
 
 def compared_text(report: CacheReport, _: Gettext = untranslated) -> str:
     """What the report compared, in the language of `_` (report.compared is the English)."""
-    return i18n.reword(report.compared, (doctor.COMPARED,), _, doctor.COMPARED_FIELDS)
+    templates = (doctor.COMPARED, doctor.COMPARED_ROW)
+    return i18n.reword(report.compared, templates, _, doctor.COMPARED_FIELDS)
 
 
 def suspect_reasons(report: CacheReport, _: Gettext = untranslated) -> list[str]:
