@@ -40,7 +40,7 @@ import torch
 from tracer import names, positions
 from tracer.errors import StepwiseInputError
 from tracer.generate import trace_generation
-from tracer.i18n import N_, Gettext, untranslated
+from tracer.i18n import N_, Gettext, templated, untranslated
 from tracer.loop import trace_loop
 from tracer.record import describe
 from tracer.records import SavedRecord, plain_data
@@ -296,9 +296,12 @@ def check_cache(
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
     if model_kwargs.get("do_sample"):
-        raise StepwiseInputError(
-            "The cache doctor compares greedy runs (one token per step, the most likely one) or beam "
-            "search: drop do_sample=True; the other settings come from the model's generation_config."
+        raise templated(
+            StepwiseInputError,
+            N_(
+                "The cache doctor compares greedy runs (one token per step, the most likely one) or beam "
+                "search: drop do_sample=True; the other settings come from the model's generation_config."
+            ),
         )
     # Greedy search (or the beams asked for) is the doctor's method, passed as the caller's settings
     # (and recorded so); the rest (no_repeat_ngram_size, eos ids, ...) comes from the model's
@@ -1271,8 +1274,9 @@ def compare_row_with_alone(
     The report's `cached` side is the batch, `uncached` the prompt alone (the reference).
     """
     if model_kwargs.get("do_sample"):
-        raise StepwiseInputError(
-            "The doctor compares greedy runs or beam search, which repeat exactly: drop do_sample=True."
+        raise templated(
+            StepwiseInputError,
+            N_("The doctor compares greedy runs or beam search, which repeat exactly: drop do_sample=True."),
         )
     size = (
         len(prompts)
@@ -1284,13 +1288,20 @@ def compare_row_with_alone(
         )
     )
     if size < 2:
-        raise StepwiseInputError(
-            "Comparing a row with its prompt alone needs a batch: give two prompts or more (or input_ids "
-            "[batch, len] with batch >= 2)."
+        raise templated(
+            StepwiseInputError,
+            N_(
+                "Comparing a row with its prompt alone needs a batch: give two prompts or more (or input_ids "
+                "[batch, len] with batch >= 2)."
+            ),
         )
     if not isinstance(row, int) or not 0 <= row < size:
-        raise StepwiseInputError(
-            f"row must be one of 0..{size - 1} (the batch has {size} rows); got {row!r}."
+        raise templated(
+            StepwiseInputError,
+            N_("row must be one of 0..{last} (the batch has {size} rows); got {row}."),
+            last=size - 1,
+            size=size,
+            row=repr(row),
         )
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
