@@ -8,14 +8,16 @@ own websocket protocol, as a browser would, without drawing anything: so the 2 c
 server, which is what is measured. First a teacher opens the fresh server and runs one trace
 (the imports and the model load; both timed). Then each client loads the app, all of them
 press **Run trace** at once on tiny-llama, each with its own prompt; then they open Step replay
-and press Next ▶ `--steps` times, together.
+(or the `--page` given: Attention, KV cache) and press Next ▶ `--steps` times, together.
 
 Prints p50/p95 of the time to a finished trace and to a step change, as the server ran it (from
 receiving the click to the end of the script run) and as the client saw it (to the last message
-of the run), the model lock's waits and hold times, the bytes a step change sends, the errors,
-and whether any session was shown another session's trace. Everything stays on 127.0.0.1; the
-whole run is bounded by `--timeout`. It passes or fails nothing: the exit code is 1 only when a
-session failed or saw another's trace.
+of the run), the CPU time a step change's script run used on the server (its thread's own, so
+it does not count waiting for the GIL or the cores) and the server's CPU per step change over all
+its threads (the script runs, the event loop, the websockets), the model lock's waits and hold
+times, the bytes a step change sends, the errors, and whether any session was shown another
+session's trace. Everything stays on 127.0.0.1; the whole run is bounded by `--timeout`. It passes
+or fails nothing: the exit code is 1 only when a session failed or saw another's trace.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 ROOT = Path(__file__).resolve().parents[1]
+STEPPED_PAGES = ("Step replay", "Attention", "KV cache")  # the pages with the step picker
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,6 +98,22 @@ def _profile_script_runs(out: Path) -> None:
     atexit.register(dump)
 
 
+def _time_script_cpu(log) -> None:
+    """Log the CPU time of every script run's thread: the run's own work, whatever the load."""
+    from streamlit.runtime.scriptrunner.script_runner import ScriptRunner
+
+    run_script = ScriptRunner._run_script
+
+    def timed(self, rerun_data) -> None:
+        start = time.thread_time()
+        try:
+            run_script(self, rerun_data)
+        finally:
+            log({"session": self._session_id, "cpu": time.thread_time() - start})
+
+    ScriptRunner._run_script = timed
+
+
 def serve(port: int, timings: Path, profile: Path | None = None) -> None:
     """Run the app's server in this process, appending one JSON line per finished script run."""
     sys.path.insert(0, str(ROOT))
@@ -135,6 +154,7 @@ def serve(port: int, timings: Path, profile: Path | None = None) -> None:
     AppSession._on_scriptrunner_event = timed_on_event
     if profile is not None:
         _profile_script_runs(profile)
+    _time_script_cpu(log)
     os.chdir(ROOT)
     sys.argv = ["streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"]
     cli.main()
@@ -233,7 +253,9 @@ async def _run_script(
                 raise RuntimeError("the app did not compile")
 
 
-async def _student(url: str, s: Session, together: asyncio.Barrier, steps: int, tokens: int) -> None:
+async def _student(
+    url: str, s: Session, together: asyncio.Barrier, page: str, steps: int, tokens: int, stepping
+) -> None:
     from websockets.asyncio.client import connect
 
     try:
@@ -251,11 +273,12 @@ async def _student(url: str, s: Session, together: asyncio.Barrier, steps: int, 
             if s.prompt not in " ".join(chips):
                 raise RuntimeError("the overview after Run trace does not show this session's prompt")
             traced = s.texts
-            await _run_script(ws, s, page=s.pages["Step replay"])
+            await _run_script(ws, s, page=s.pages[page])
             s.runs.append("page")
-            await together.wait()  # "now press Next": the class steps together
+            if await together.wait() == 0:  # "now press Next": the class steps together
+                stepping()
             for _ in range(steps):
-                seconds, nbytes = await _run_script(ws, s, page=s.pages["Step replay"], trigger="next_step")
+                seconds, nbytes = await _run_script(ws, s, page=s.pages[page], trigger="next_step")
                 s.runs.append("step")
                 s.step_seconds.append(seconds)
                 s.step_bytes.append(nbytes)
@@ -281,15 +304,24 @@ async def _teacher(url: str, prompt: str) -> tuple[float, float]:
     return first_page, first_trace
 
 
-async def _class(url: str, sessions: list[Session], steps: int, tokens: int, timeout: float) -> None:
+async def _class(
+    url: str, sessions: list[Session], page: str, steps: int, tokens: int, timeout: float, server_pid: int
+) -> float | None:
+    """Run the class; return the CPU seconds the server used (all its threads) while it stepped."""
     together = asyncio.Barrier(len(sessions))
-    tasks = [asyncio.create_task(_student(url, s, together, steps, tokens)) for s in sessions]
+    cpu_at: dict[str, float] = {}
+
+    def stepping() -> None:  # the first Next: every session has drawn its page, none has stepped
+        cpu_at["stepping"] = _cpu_seconds(server_pid)
+
+    tasks = [asyncio.create_task(_student(url, s, together, page, steps, tokens, stepping)) for s in sessions]
     _, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
         task.cancel()
     for s in sessions:
         if s.error is None and (s.trace_seconds is None or len(s.step_seconds) < steps):
             s.error = f"not finished within {timeout:.0f} s"
+    return _cpu_seconds(server_pid) - cpu_at["stepping"] if "stepping" in cpu_at else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +331,16 @@ async def _class(url: str, sessions: list[Session], steps: int, tokens: int, tim
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _ms_line(label: str, values: list[float]) -> str:
+    if not values:
+        return f"  {label:38s}: no samples"
+    ms = [v * 1000 for v in values]
+    return (
+        f"  {label:38s}: p50 {_pct(ms, 0.5):5.1f} ms p95 {_pct(ms, 0.95):5.1f} ms  "
+        f"max {max(ms):5.1f} ms  ({len(ms)} samples)"
+    )
 
 
 def _line(label: str, values: list[float]) -> str:
@@ -311,22 +353,29 @@ def _line(label: str, values: list[float]) -> str:
 
 
 def _server_times(timings: Path, sessions: list[Session]) -> tuple[dict[str, list[float]], list, list]:
-    """The server's run times per kind of run, matched to each client's runs in order."""
+    """The server's times per kind of run, matched to each client's runs in order: "trace" and
+    "step" from click to end of run, "trace cpu" and "step cpu" the run's thread's CPU time."""
     runs: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     waits, holds = [], []
     for line in timings.read_text().splitlines():
         record = json.loads(line)
         if "run" in record:
             runs.setdefault(record["session"], []).append(record["run"])
+        elif "cpu" in record:
+            cpu.setdefault(record["session"], []).append(record["cpu"])
         elif "lock_wait" in record:
             waits.append(record["lock_wait"])
         else:
             holds.append(record["lock_hold"])
-    by_kind: dict[str, list[float]] = {"trace": [], "step": []}
+    by_kind: dict[str, list[float]] = {"trace": [], "step": [], "trace cpu": [], "step cpu": []}
     for s in sessions:
         for kind, seconds in zip(s.runs, runs.get(s.session_id, []), strict=False):
             if kind in by_kind:
                 by_kind[kind].append(seconds)
+        for kind, seconds in zip(s.runs, cpu.get(s.session_id, []), strict=False):
+            if f"{kind} cpu" in by_kind:
+                by_kind[f"{kind} cpu"].append(seconds)
     return by_kind, waits, holds
 
 
@@ -366,6 +415,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=30)
     parser.add_argument("--steps", type=int, default=6, help="Next ▶ presses per session")
+    parser.add_argument(
+        "--page", default="Step replay", choices=STEPPED_PAGES, help="the page the class steps on"
+    )
     parser.add_argument("--tokens", type=int, default=8, help="max new tokens per trace")
     parser.add_argument("--timeout", type=float, default=300, help="bound on the whole class, seconds")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the child: serve on this port
@@ -399,7 +451,17 @@ def main() -> None:
             )
             sessions = [Session(prompt) for prompt in _prompts(args.sessions)]
             started, cpu_before = time.perf_counter(), _cpu_seconds(server.pid)
-            asyncio.run(_class(url.replace("http", "ws"), sessions, args.steps, args.tokens, args.timeout))
+            stepping_cpu = asyncio.run(
+                _class(
+                    url.replace("http", "ws"),
+                    sessions,
+                    args.page,
+                    args.steps,
+                    args.tokens,
+                    args.timeout,
+                    server.pid,
+                )
+            )
             wall, server_cpu = time.perf_counter() - started, _cpu_seconds(server.pid) - cpu_before
         finally:
             server.terminate()
@@ -410,7 +472,8 @@ def main() -> None:
     trace_ids = [parse_qs(s.query).get("trace", [""])[0] for s in sessions if not s.error]
     mixed = len(set(trace_ids)) != len(trace_ids) or any(not t for t in trace_ids)
     print(
-        f"{args.sessions} sessions, tiny-llama, {args.tokens} new tokens, {args.steps} step changes each; "
+        f"{args.sessions} sessions, tiny-llama, {args.tokens} new tokens, {args.steps} step changes each "
+        f"on {args.page}; "
         f"{os.cpu_count()} CPUs, load average before {load_before:.1f}; {wall:.0f} s in all, "
         f"the server used {server_cpu:.0f} s of CPU"
     )
@@ -420,8 +483,16 @@ def main() -> None:
     )
     print(_line("trace, server (click to end of run)", server_runs["trace"]))
     print(_line("trace, client", [s.trace_seconds for s in sessions if s.trace_seconds is not None]))
+    print(_ms_line("trace, server CPU of its run", server_runs["trace cpu"]))
     print(_line("step change, server", server_runs["step"]))
     print(_line("step change, client", [t for s in sessions for t in s.step_seconds]))
+    print(_ms_line("step change, server CPU of its run", server_runs["step cpu"]))
+    step_count = sum(len(s.step_seconds) for s in sessions)
+    if stepping_cpu is not None and step_count:
+        print(
+            f"  server CPU per step change, all threads : {stepping_cpu / step_count * 1000:5.1f} ms "
+            f"(its CPU while the class stepped, over {step_count} step changes)"
+        )
     print(_line("model lock, wait", waits))
     print(_line("model lock, hold", holds))
     step_bytes = [b for s in sessions for b in s.step_bytes]

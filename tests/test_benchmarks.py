@@ -45,3 +45,5 @@ def test_classroom_benchmark_runs_two_sessions_without_errors_or_mixing():
     assert "each session saw only its own trace: yes" in result.stdout
     assert "trace, server (click to end of run)   : p50" in result.stdout
     assert "step change, server                   : p50" in result.stdout
+    assert "step change, server CPU of its run    : p50" in result.stdout
+    assert "server CPU per step change, all threads" in result.stdout

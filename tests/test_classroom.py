@@ -5,6 +5,7 @@ them, and the training page opens on an example the model knows (or the sidebar'
 from __future__ import annotations
 
 import gc
+import json
 import re
 
 import plotly.graph_objects as go
@@ -25,11 +26,65 @@ def llama_trace() -> tracer.Trace:
     return tracer.trace_generation(model, tok, "the cat sat on the mat", max_new_tokens=3)
 
 
-@pytest.mark.parametrize("builder", [g.call_flow_figure, g.topk_figure])
-def test_figures_built_unchecked_pass_plotly_validation(llama_trace, builder):
-    for step in range(len(llama_trace.steps)):
-        spec = builder(llama_trace, step).to_dict()
-        assert go.Figure(spec).to_dict() == spec  # the checking constructor accepts it unchanged
+@pytest.fixture(scope="module")
+def uncached_llama_trace() -> tracer.Trace:
+    model, tok = models.load("random-llama")
+    return tracer.trace_generation(model, tok, "the cat sat on the mat", max_new_tokens=3, use_cache=False)
+
+
+@pytest.fixture(scope="module")
+def bart_trace() -> tracer.Trace:
+    model, tok = models.load("random-bart")
+    return tracer.trace_generation(model, tok, "the cat sat on the mat", max_new_tokens=3)
+
+
+# The views a step change rebuilds, built unchecked (tracer.plots.common.unchecked_figure), as
+# builder(trace, step) for each kind of attention and layout: one head, all heads as one row per
+# head (a cached decode step) or a panel per head (prefill, cache off, encoder; narrow or wide).
+UNCHECKED_VIEWS = {
+    "call flow": g.call_flow_figure,
+    "top-10": g.topk_figure,
+    **{
+        f"{kind} heads{' narrow' if narrow else ''}": (
+            lambda tr, step, kind=kind, narrow=narrow: g.attention_heads_figure(tr, step, kind, 0, narrow)
+        )
+        for kind in ("self", "cross", "encoder")
+        for narrow in (False, True)
+    },
+    **{
+        f"{kind} head 1": lambda tr, step, kind=kind: g.attention_figure(tr, step, kind, 0, 1)
+        for kind in ("self", "cross", "encoder")
+    },
+    **{
+        f"{kind} stitched": lambda tr, step, kind=kind: g.stitched_attention_figure(tr, kind, 0, 1, step)
+        for kind in ("self", "cross", "encoder")
+    },
+}
+
+
+def _spec(fig: go.Figure) -> dict:
+    """The figure as the browser gets it (plotly's JSON; its arrays as lists or base64)."""
+    return json.loads(fig.to_json())
+
+
+@pytest.mark.parametrize("view", UNCHECKED_VIEWS, ids=str)
+def test_figures_built_unchecked_pass_plotly_validation(llama_trace, uncached_llama_trace, bart_trace, view):
+    for tr in (llama_trace, uncached_llama_trace, bart_trace):
+        for step in range(len(tr.steps)):
+            spec = _spec(UNCHECKED_VIEWS[view](tr, step))
+            assert _spec(go.Figure(spec)) == spec  # the checking constructor accepts it unchanged
+
+
+def test_a_heads_figure_keeps_its_axes_when_another_is_built_on_the_same_grid(
+    llama_trace, uncached_llama_trace
+):
+    # Both draw a panel per head on the grid made once for that shape; each fills in its own copy.
+    first = g.attention_heads_figure(llama_trace, 0, "self", 0)
+    spec = _spec(first)
+    longer = g.attention_heads_figure(uncached_llama_trace, len(uncached_llama_trace.steps) - 1, "self", 0)
+    assert len(longer.layout.xaxis.tickvals) > len(first.layout.xaxis.tickvals)  # other labels, same grid
+    assert _spec(first) == spec
+    assert _spec(g.attention_heads_figure(llama_trace, 0, "self", 0)) == spec
 
 
 def test_the_app_traces_on_one_torch_thread(monkeypatch):
@@ -129,6 +184,14 @@ def test_the_server_starts_without_an_outside_lookup_and_without_a_file_watcher(
     finally:
         monkeypatch.undo()
         config.get_config_options(force_reparse=True)
+
+
+def test_what_the_imports_made_is_frozen_once_out_of_the_collectors_way():
+    ui.import_the_tracer()
+    frozen = gc.get_freeze_count()
+    assert frozen > 100_000  # torch and transformers: a full collection no longer walks them
+    ui.import_the_tracer()  # a later Run freezes nothing more: what sessions make stays collectable
+    assert gc.get_freeze_count() == frozen
 
 
 def test_the_figure_cache_builds_each_view_once_and_keeps_the_newest():

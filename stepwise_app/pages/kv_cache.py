@@ -22,20 +22,28 @@ if tr.encoder_decoder:
     )
 st.plotly_chart(ui.view(g.cache_growth_figure), config={"displayModeBar": False}, key="cache_growth")
 
-st.subheader(_("Key and value shapes after a step"))
-step = ui.step_picker(tr)
-shapes = ui.view(g.cache_shapes_table, step)
-if shapes.empty:
-    st.info(_("Nothing is cached after this step: the cache is off in this trace."))
-else:
-    st.caption(
-        _(
-            "Shapes are [batch, kv_heads, seq, head_dim]; *seq_len* counts the positions a layer keeps, "
-            "*positions seen* all it has seen (more on a sliding-window layer, which keeps only the last "
-            "W-1); *grew by* counts positions added to what it keeps by this step."
+
+# A fragment: a step change reruns only the shapes, not the sidebar and the figures around them.
+@st.fragment
+def shapes_view() -> None:
+    st.subheader(_("Key and value shapes after a step"))
+    step = ui.step_picker(tr)
+    ui.update_link()  # the app updates the link on a full run only
+    shapes = ui.view(g.cache_shapes_table, step)
+    if shapes.empty:
+        st.info(_("Nothing is cached after this step: the cache is off in this trace."))
+    else:
+        st.caption(
+            _(
+                "Shapes are [batch, kv_heads, seq, head_dim]; *seq_len* counts the positions a layer keeps, "
+                "*positions seen* all it has seen (more on a sliding-window layer, which keeps only the last "
+                "W-1); *grew by* counts positions added to what it keeps by this step."
+            )
         )
-    )
-    st.dataframe(shapes, hide_index=True, width="stretch")
+        st.dataframe(shapes, hide_index=True, width="stretch")
+
+
+shapes_view()
 
 st.subheader(_("Cache on vs off"))
 other = ui.counterpart(tr)

@@ -22,6 +22,8 @@ shared with the training and doctor views.
 
 from __future__ import annotations
 
+import copy
+import functools
 import html
 import unicodedata
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from tracer.plots.common import (
     KIND_TITLES,
     OTHER_COLOR,
     TEXT_COLOR,
+    UNCHECKED,
     attention_heatmap,
     message_figure,
     plot_text,
@@ -45,6 +48,7 @@ from tracer.plots.common import (
     show_token,
     tick_labels,
     token_label,
+    unchecked_figure,
     value_text,
 )
 from tracer.plots.common import attention_kinds as attention_kinds  # the pages call g.attention_kinds
@@ -460,10 +464,8 @@ def stop_detail(tr: Trace, *, _: Gettext = untranslated) -> str:
     return i18n.reword((tr.stop or {}).get("detail", ""), STOP_DETAILS.values(), _)
 
 
-# The step replay's two figures are rebuilt at every step a session visits: plotly's checking of
-# every property took most of their time (call flow 13 ms of 16), and the property names here are
-# fixed, so these are built unchecked. tests/test_plots_generation.py validates what they build.
-UNCHECKED = {"_validate": False}
+# The figures a step change rebuilds (step replay's two, the attention views) are built
+# unchecked (common.unchecked_figure): plotly's checking took most of their time.
 
 
 def _columns(text: str) -> int:
@@ -542,7 +544,7 @@ def call_flow_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -
                 font=dict(family="monospace", size=12, color=color),
             )
         )
-    fig = go.Figure(
+    return unchecked_figure(
         # Invisible points carry the hover text: the Hugging Face module path and the full detail.
         go.Scatter(
             x=[0.5] * len(nodes),
@@ -554,9 +556,6 @@ def call_flow_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -
             showlegend=False,
             **UNCHECKED,
         ),
-        **UNCHECKED,
-    )
-    fig.update_layout(
         shapes=shapes,
         annotations=annotations,
         height=line_h * total + 10,
@@ -565,7 +564,6 @@ def call_flow_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -
         xaxis=dict(visible=False, range=[0, 1], fixedrange=True),
         yaxis=dict(visible=False, range=[-total, 0], fixedrange=True),
     )
-    return fig
 
 
 def call_flow_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
@@ -737,7 +735,7 @@ def topk_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> go.
     probs = [t.prob for t in step.topk]
     colors = [CHOSEN_COLOR if t.token_id == step.chosen_id else OTHER_COLOR for t in step.topk]
     labels = [plot_text(f"{i + 1}. {tok}") for i, tok in enumerate(tokens)]
-    fig = go.Figure(
+    return unchecked_figure(
         go.Bar(
             x=probs,
             y=labels,
@@ -749,9 +747,6 @@ def topk_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> go.
             hovertemplate="%{y}<br>id %{customdata[0]}<br>p = %{x:.4f}<extra></extra>",  # no words
             **UNCHECKED,
         ),
-        **UNCHECKED,
-    )
-    fig.update_layout(
         height=360,
         margin=dict(l=10, r=50, t=30, b=10),
         title=dict(
@@ -765,7 +760,6 @@ def topk_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> go.
         xaxis=dict(title=_("probability"), range=[0, max(probs) * 1.3 or 1], tickfont=dict(size=14)),
         yaxis=dict(autorange="reversed", type="category", tickfont=dict(size=16, color=TEXT_COLOR)),
     )
-    return fig
 
 
 def _cache_before_words(tr: Trace, step: Step, _: Gettext = untranslated) -> str:
@@ -982,16 +976,15 @@ def attention_figure(
     if not step.has_attention(kind, layer):
         return message_figure(_missing_attention(tr, step, kind, layer, _))
     att, queries, keys = step_attention(tr, step_index, kind, layer)
-    fig = go.Figure(attention_heatmap(att[head], queries, keys))
     q_n = len(queries)
-    fig.update_layout(
+    return unchecked_figure(
+        attention_heatmap(att[head], queries, keys),
         title=dict(text=_attention_title(tr, step_index, kind, layer, head, _), font=dict(size=14)),
         height=max(220, min(700, 120 + 18 * q_n)),
         margin=dict(l=10, r=10, t=40, b=10),
         xaxis=dict(title=_("key (attended to)"), **tick_labels(keys, 40)),
         yaxis=dict(title=_("query"), autorange="reversed", **tick_labels(queries, 40)),
     )
-    return fig
 
 
 def attention_heads_figure(
@@ -1012,42 +1005,76 @@ def attention_heads_figure(
     head_names = [_("head {head}").format(head=h) for h in range(heads)]
     if len(queries) == 1:
         per_head = [f"{name} ← {queries[0]}" for name in head_names]
-        fig = go.Figure(attention_heatmap(att[:, 0, :], per_head, keys))
-        fig.update_layout(
+        return unchecked_figure(
+            attention_heatmap(att[:, 0, :], per_head, keys),
             title=title,
             height=150 + 34 * heads,
             margin=dict(l=10, r=10, t=40, b=10),
             xaxis=dict(
-                title=_("key (attended to)"), tickangle=-60, **tick_labels(keys, 10 if narrow else 24)
+                title=_("key (attended to)"),
+                tickangle=-60,
+                tickfont=dict(size=12, color=TEXT_COLOR),
+                **tick_labels(keys, 10 if narrow else 24),
             ),
-            yaxis=dict(autorange="reversed", tickvals=list(range(heads)), ticktext=head_names),
+            yaxis=dict(
+                autorange="reversed",
+                tickvals=list(range(heads)),
+                ticktext=head_names,
+                tickfont=dict(size=13, color=TEXT_COLOR),
+            ),
         )
-        fig.update_xaxes(tickfont=dict(size=12, color=TEXT_COLOR))
-        fig.update_yaxes(tickfont=dict(size=13, color=TEXT_COLOR))
-        return fig
     cols = 1 if narrow else min(2, heads)
     rows = int(np.ceil(heads / cols))
     max_ticks = 10 if narrow else 16
-    fig = make_subplots(
+    grid, panels = _heads_grid(rows, cols, tuple(head_names))
+    heatmaps = []
+    for h in range(heads):
+        heatmap = attention_heatmap(att[h], queries, keys, showscale=h == 0)
+        x_name, y_name = panels[h]
+        heatmap.xaxis, heatmap.yaxis = x_name.replace("axis", ""), y_name.replace("axis", "")  # "x2"
+        heatmaps.append(heatmap)
+    # Every panel's axes: the keys below, the queries left of the first panel of each row only.
+    x_ticks = dict(tickangle=-60, tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(keys, max_ticks))
+    y_ticks = dict(
+        autorange="reversed", tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(queries, max_ticks)
+    )
+    first_column = {panels[row * cols][1] for row in range(rows)}
+    for name, axis in grid.items():
+        if name.startswith("xaxis"):
+            axis.update(x_ticks)
+        elif name.startswith("yaxis"):
+            axis.update(y_ticks, showticklabels=name in first_column)
+    panel = max(180, min(360, 80 + 16 * len(queries)))
+    return unchecked_figure(
+        heatmaps, **grid, title=title, height=rows * panel + 90, margin=dict(l=10, r=10, t=60, b=10)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _heads_grid_cached(rows: int, cols: int, titles: tuple[str, ...]) -> tuple[dict, list[tuple[str, str]]]:
+    grid = make_subplots(
         rows=rows,
         cols=cols,
-        subplot_titles=head_names,
+        subplot_titles=list(titles),
         shared_yaxes=True,
         horizontal_spacing=0.04,
         vertical_spacing=min(0.12, 0.5 / rows),
     )
-    for h in range(heads):
-        heatmap = attention_heatmap(att[h], queries, keys, showscale=h == 0)
-        fig.add_trace(heatmap, row=h // cols + 1, col=h % cols + 1)
-    fig.update_xaxes(tickangle=-60, tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(keys, max_ticks))
-    fig.update_yaxes(
-        autorange="reversed", tickfont=dict(size=11, color=TEXT_COLOR), **tick_labels(queries, max_ticks)
-    )
-    fig.update_yaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=True, col=1)
-    panel = max(180, min(360, 80 + 16 * len(queries)))
-    fig.update_layout(title=title, height=rows * panel + 90, margin=dict(l=10, r=10, t=60, b=10))
-    return fig
+    layout = grid.to_dict()["layout"]
+    del layout["template"]  # the figure built from the grid gets its own
+    panels = [grid.get_subplot(row, col) for row in range(1, rows + 1) for col in range(1, cols + 1)]
+    return layout, [(panel.xaxis.plotly_name, panel.yaxis.plotly_name) for panel in panels]
+
+
+def _heads_grid(rows: int, cols: int, titles: tuple[str, ...]) -> tuple[dict, list[tuple[str, str]]]:
+    """The heads figure's grid, as make_subplots lays it out: its layout (each panel's axes and
+    title) and each panel's (x axis, y axis) names, row by row ("xaxis2", "yaxis2").
+
+    make_subplots takes about 20 ms and its grid is the same for every step of a trace, so it is
+    made once per shape; each figure gets its own copy of the layout to fill in.
+    """
+    layout, panels = _heads_grid_cached(rows, cols, titles)
+    return copy.deepcopy(layout), panels
 
 
 def _missing_attention(tr: Trace, step: Step, kind: str, layer: int, _: Gettext = untranslated) -> str:
@@ -1132,17 +1159,19 @@ def stitched_attention_figure(
         return message_figure(
             _("No {kind} was captured in layer {layer}.").format(kind=_(KIND_TITLES[kind]), layer=layer)
         )
-    fig = go.Figure(attention_heatmap(matrix[head], queries, keys))
     rows = [r for r, s in enumerate(row_step) if s == highlight_step]
+    outline = {}
     if rows:
-        fig.add_shape(
-            type="rect",
-            x0=-0.5,
-            x1=len(keys) - 0.5,
-            y0=min(rows) - 0.5,
-            y1=max(rows) + 0.5,
-            line=dict(color=CHOSEN_COLOR, width=2),
-        )
+        outline["shapes"] = [
+            dict(
+                type="rect",
+                x0=-0.5,
+                x1=len(keys) - 0.5,
+                y0=min(rows) - 0.5,
+                y1=max(rows) + 0.5,
+                line=dict(color=CHOSEN_COLOR, width=2),
+            )
+        ]
     height = max(300, min(900, 160 + 16 * len(queries)))
     title = _("Layer {layer}, head {head}: {kind} over the whole run").format(
         layer=layer, head=head, kind=_(KIND_TITLES[kind])
@@ -1153,7 +1182,9 @@ def stitched_attention_figure(
             if tr.settings.get("use_cache", True)
             else _(" (last step's rows)")
         )
-    fig.update_layout(
+    return unchecked_figure(
+        attention_heatmap(matrix[head], queries, keys),
+        **outline,
         title=dict(text=title, font=dict(size=14)),
         height=height,
         margin=dict(l=10, r=10, t=40, b=10),
@@ -1161,7 +1192,6 @@ def stitched_attention_figure(
         # A labelled row needs 16 px, or its label lies on the next one's.
         yaxis=dict(title=_("query"), autorange="reversed", **tick_labels(queries, (height - 160) // 16)),
     )
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------
