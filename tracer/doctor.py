@@ -1084,11 +1084,12 @@ def _fix_lines(suspects: list[Suspect], _: Gettext = untranslated) -> list[str]:
     ]
 
 
-# What the summary calls the sequences a batch or beam search compared one by one.
-SEQUENCE_UNITS = {
-    "rows x beams": N_("sequences (rows x beams)"),
-    "beams": N_("beams"),
-    "rows": N_("rows"),
+# The sequences a batch or beam search compared one by one, counted (a count with its noun: a bare
+# "rows" would be a msgid every English "rows" of the app is checked against).
+COUNTED_SEQUENCES = {
+    "rows x beams": N_("{count} sequences (rows x beams)"),
+    "beams": N_("{count} beams"),
+    "rows": N_("{count} rows"),
 }
 
 
@@ -1098,22 +1099,18 @@ def _batch_lines(report: CacheReport, _: Gettext = untranslated) -> list[str]:
         return []
     lines = []
     units = ("rows x beams" if report.row is not None else "beams") if report.num_beams > 1 else "rows"
-    unit = _(SEQUENCE_UNITS[units])
+    counted = _(COUNTED_SEQUENCES[units]).format(count=report.rows_compared)
     shown = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0), _)
     if report.divergent_rows:
         parted = ", ".join(sequence_name(report, r, _) for r in report.divergent_rows)
         lines.append(
             _(
-                "{count} {unit} were compared one by one; {parted} part(s). The steps above are of {shown}, "
-                "the first to part."
-            ).format(count=report.rows_compared, unit=unit, parted=parted, shown=shown)
+                "{counted} were compared one by one; {parted} part(s). The steps above are of {shown}, the "
+                "first to part."
+            ).format(counted=counted, parted=parted, shown=shown)
         )
     else:
-        lines.append(
-            _("All {count} {unit} were compared one by one, and all agree.").format(
-                count=report.rows_compared, unit=unit
-            )
-        )
+        lines.append(_("All {counted} were compared one by one, and all agree.").format(counted=counted))
     if report.num_beams > 1:
         moved = [s for s in report.cached.steps if s.beams is not None and s.beams.reorder is not None]
         missed = [s.index for s in moved if not all(s.beams.reorder_applied)]
