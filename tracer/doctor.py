@@ -390,7 +390,7 @@ def compare_traces(
         last = None
     results = [_compare_pair(cached, uncached, tol, a, b, num_beams, last) for a, b in pairs]
     chosen = min(range(len(results)), key=lambda k: _parting_order(results[k], k))
-    rows, first_step, first_layer, kind, _flipped_at = results[chosen]  # the summary reads the flip off rows
+    rows, first_step, first_layer, kind = results[chosen]
     batch_row, beam = divmod(pairs[chosen][0], num_beams)
     report_args = dict(
         first_divergent_step=first_step,
@@ -425,7 +425,6 @@ class _Parting(NamedTuple):
     first_step: int | None
     first_layer: int | None
     kind: str
-    flipped_at: int | None
 
 
 def _parting_order(result: _Parting, k: int) -> tuple[float, float, int]:
@@ -487,7 +486,7 @@ def _compare_pair(
             flipped_at = i
         else:
             rows.append(row)
-    return _Parting(rows, first_step, first_layer, kind, flipped_at)
+    return _Parting(rows, first_step, first_layer, kind)
 
 
 def _newest(step: Step | None, event_name: str, key: str, row: int) -> np.ndarray | None:
