@@ -6,6 +6,7 @@ import runpy
 import threading
 from pathlib import Path
 
+import pytest
 from babel.messages.pofile import read_po
 
 from tracer import i18n
@@ -81,3 +82,23 @@ def test_a_kept_english_text_is_reworded_from_its_template():
     assert said == "选中了序列结束 id 2（同时也是 max_new_tokens=8 的最后一个）"
     assert i18n.reword("max_new_tokens=8 reached", STOP_DETAILS.values(), _) == "达到了 max_new_tokens=8"
     assert i18n.reword("something else ended it", STOP_DETAILS.values(), _) == "something else ended it"
+
+
+def test_an_errors_words_inside_its_fields_are_said_in_the_same_language():
+    from tracer.errors import TracingNotSupported
+    from tracer.generation_settings import ResolvedSettings, refuse_untraceable
+
+    settings = ResolvedSettings({"num_beam_groups": 2, "num_beams": 4}, {"num_beam_groups": "checkpoint"})
+    with pytest.raises(TracingNotSupported) as refused:
+        refuse_untraceable(settings)
+    exc = refused.value
+    english = (
+        "Group beam search is not traced yet (Stepwise traces one token per row per step, or beams): "
+        "num_beam_groups=2 from the checkpoint's generation_config.json; pass num_beam_groups=1 to trace "
+        "one group."
+    )
+    assert str(exc) == i18n.error_message(exc, i18n.untranslated) == english
+    assert i18n.error_message(exc, i18n.gettext_for("zh_CN")) == (
+        "还不能追踪分组束搜索（Stepwise 追踪的是每行每步一个 token，或者束）："
+        "num_beam_groups=2，来自检查点的 generation_config.json；传入 num_beam_groups=1，即可追踪一个分组。"
+    )

@@ -40,7 +40,7 @@ import torch
 from tracer import names, positions
 from tracer.errors import StepwiseInputError
 from tracer.generate import trace_generation
-from tracer.i18n import N_, Gettext, untranslated
+from tracer.i18n import N_, Gettext, templated, untranslated
 from tracer.loop import trace_loop
 from tracer.record import describe
 from tracer.records import SavedRecord, plain_data
@@ -146,35 +146,35 @@ USUAL_FIX = {
         "Start generation from an empty cache unless the cache really holds this prompt's prefix."
     ),
     # Batches and beams
-    "right-padding": (
+    "right-padding": N_(
         'Pad a decoder-only batch on the left: tokenizer(prompts, padding=True, padding_side="left", '
         'return_tensors="pt") (or tok.padding_side = "left"), and pass its attention_mask to generate(). '
         "Every row then ends in its own last token, the first new token is predicted from it, and generate() "
         "derives position_ids from the mask, so each row counts its positions from its first real token."
     ),
-    "batch-positions": (
+    "batch-positions": N_(
         "Derive position_ids from the attention mask, not from the column index: position_ids = "
         "attention_mask.cumsum(-1) - 1 (0 at the pads), then the slice of the fed tokens, as generate() "
         "does. A row's first real token is then position 0, however many pads come before it."
     ),
-    "encoder-mask": (
+    "encoder-mask": N_(
         "Pass the batch's attention_mask to generate() beside input_ids: model.generate(**tokenizer(prompts, "
         'padding=True, return_tensors="pt")). An encoder-decoder model does not infer it from the pad ids, '
         "and its decoder's cross-attention needs it on every step, also when the encoder outputs were "
         "computed (with the mask) beforehand."
     ),
-    "decoder-mask": (
+    "decoder-mask": N_(
         "Pass the tokenizer's attention_mask to generate() with the ids: model.generate(**tokenizer(prompts, "
         'padding=True, padding_side="left", return_tensors="pt")). Without it generate() guesses the '
         "mask from the pad ids, which fails when the pad token is the eos token (the usual tok.pad_token = "
         "tok.eos_token)."
     ),
-    "encoder-left-padding": (
+    "encoder-left-padding": N_(
         "Pad the source on the right (BART's tokenizer does by default): its encoder numbers positions by "
         "column (learned absolute positions), so pads on the left move every real token of the row to "
         "another position. The attention mask hides the pads but cannot move the tokens back."
     ),
-    "beam-reorder": (
+    "beam-reorder": N_(
         "Make the cache follow the beams: its reorder_cache(beam_idx) must index_select(0, beam_idx) the "
         "keys and the values of every layer (DynamicLayer.reorder_cache does both), for it is called after "
         "every beam-search step with the beams generate() kept. Subclass DynamicCache, or call its "
@@ -188,6 +188,11 @@ USUAL_FIX = {
 COMPARED = N_("{what} with use_cache=True vs use_cache=False, {method}, {count} new tokens{rest}")
 COMPARED_BATCH = N_(", a batch of {size} prompts padded on the {side}")
 COMPARED_EXTRA = N_("; the cached run also got {given}")
+COMPARED_ROW = N_(
+    "row {row} of a batch of {size} prompts (padded on the {side}) vs the same prompt generated alone, "
+    "{method}, use_cache={use_cache}, {count} new tokens{rest}"
+)
+COMPARED_ROW_EXTRA = N_("; the batch also got {given}")
 # The words inside those fields, for tracer.i18n.reword.
 COMPARED_FIELDS = {
     "what": (N_("your decoding loop"),),
@@ -196,6 +201,7 @@ COMPARED_FIELDS = {
         N_(", a batch of {size} prompts padded on the {side}; the cached run also got {given}"),
         COMPARED_BATCH,
         COMPARED_EXTRA,
+        COMPARED_ROW_EXTRA,
     ),
     "side": (N_("left"), N_("right")),
 }
@@ -290,9 +296,12 @@ def check_cache(
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
     if model_kwargs.get("do_sample"):
-        raise StepwiseInputError(
-            "The cache doctor compares greedy runs (one token per step, the most likely one) or beam "
-            "search: drop do_sample=True; the other settings come from the model's generation_config."
+        raise templated(
+            StepwiseInputError,
+            N_(
+                "The cache doctor compares greedy runs (one token per step, the most likely one) or beam "
+                "search: drop do_sample=True; the other settings come from the model's generation_config."
+            ),
         )
     # Greedy search (or the beams asked for) is the doctor's method, passed as the caller's settings
     # (and recorded so); the rest (no_repeat_ngram_size, eos ids, ...) comes from the model's
@@ -381,7 +390,7 @@ def compare_traces(
         last = None
     results = [_compare_pair(cached, uncached, tol, a, b, num_beams, last) for a, b in pairs]
     chosen = min(range(len(results)), key=lambda k: _parting_order(results[k], k))
-    rows, first_step, first_layer, kind, flipped_at = results[chosen]
+    rows, first_step, first_layer, kind = results[chosen]
     batch_row, beam = divmod(pairs[chosen][0], num_beams)
     report_args = dict(
         first_divergent_step=first_step,
@@ -403,23 +412,10 @@ def compare_traces(
         rows_compared=len(pairs),
         divergent_rows=[pairs[k][0] for k, r in enumerate(results) if r.kind != "consistent"],
     )
-    if comparison == "row-vs-alone":
-        suspects = [] if first_step is None else find_row_suspects(cached, uncached, row, first_step)
-        report = CacheReport(consistent=kind == "consistent", suspects=suspects, summary="", **report_args)
-        return replace(report, summary=_alone_summary(report, flipped_at))
-    suspects = find_suspects(cached, uncached, first_step) if first_step is not None else []
-    if first_step is not None and _has_pads(cached):
-        # find_suspects reads row 0's positions against the cache length, which a padded row does not follow.
-        suspects = [s for s in suspects if s.kind != "positions"]
-        suspects += _batch_position_suspects(cached, None, batch_row, first_step, "cached")
-    if first_step is not None:
-        suspects += _beam_suspects(cached, first_step, "cached")
-    summary = _summary(
-        cached, uncached, rows, first_step, first_layer, kind, suspects, flipped_at, tol, dtype
-    )
-    report = CacheReport(consistent=kind == "consistent", suspects=suspects, summary=summary, **report_args)
-    extra = _batch_lines(report)
-    return replace(report, summary=" ".join([summary, *extra])) if extra else report
+    suspects = _all_suspects(cached, uncached, first_step, comparison, batch_row)
+    report = CacheReport(consistent=kind == "consistent", suspects=suspects, summary="", **report_args)
+    # The English summary is the one the app says again in its user's language: one code path.
+    return replace(report, summary=summary_in(report, untranslated))
 
 
 class _Parting(NamedTuple):
@@ -429,7 +425,6 @@ class _Parting(NamedTuple):
     first_step: int | None
     first_layer: int | None
     kind: str
-    flipped_at: int | None
 
 
 def _parting_order(result: _Parting, k: int) -> tuple[float, float, int]:
@@ -491,7 +486,7 @@ def _compare_pair(
             flipped_at = i
         else:
             rows.append(row)
-    return _Parting(rows, first_step, first_layer, kind, flipped_at)
+    return _Parting(rows, first_step, first_layer, kind)
 
 
 def _newest(step: Step | None, event_name: str, key: str, row: int) -> np.ndarray | None:
@@ -814,9 +809,7 @@ def _summary(
                 )
             )
     if suspects:
-        lines.append(_("What does not fit:") + " " + " ".join(s.reason for s in suspects))
-        kinds = list(dict.fromkeys(s.kind for s in suspects))
-        lines.append(_("The usual fix:") + " " + " ".join(_(USUAL_FIX[k]) for k in kinds))
+        lines += _fix_lines(suspects, _)
     elif kind == "error":
         lines.append(
             _(
@@ -839,39 +832,58 @@ def _tok(tr: Trace, token_id: int | None, _: Gettext = untranslated) -> str:
     return _("nothing") if token_id is None else repr(tr.token_text(token_id))
 
 
-def _one_prompt(report: CacheReport) -> bool:
-    """One prompt, greedy, cached vs uncached: the reports whose summary has its translations (a
-    batch's, a beam search's and a row against its prompt alone are said in English for now)."""
-    return report.comparison != "row-vs-alone" and report.cached.batch is None and report.num_beams == 1
-
-
 def summary_in(report: CacheReport, _: Gettext) -> str:
-    """The report's summary said again in the language of `_` (report.summary is the English one,
-    as the command line prints it), from the same rows, suspects and traces."""
-    if not _one_prompt(report):
-        return report.summary
+    """The report's summary in the language of `_`, from its rows, suspects and traces: with
+    `untranslated`, the English `report.summary` (compare_traces writes it so, and the command line
+    prints it)."""
+    suspects = suspects_in(report, _)
     flipped = next((r.index for r in report.steps if r.status == "noise-flip"), None)
-    return _summary(
+    if report.comparison == "row-vs-alone":
+        return _alone_summary(report, suspects, flipped, _)
+    summary = _summary(
         report.cached,
         report.uncached,
         report.steps,
         report.first_divergent_step,
         report.first_divergent_layer,
         report.kind,
-        suspects_in(report, _),
+        suspects,
         flipped,
         report.tolerance,
         report.dtype,
         _,
     )
+    return " ".join([summary, *_batch_lines(report, _)])
 
 
 def suspects_in(report: CacheReport, _: Gettext) -> list[Suspect]:
-    """The report's suspects with their reasons in the language of `_`."""
-    if not _one_prompt(report):
+    """The report's suspects with their reasons in the language of `_` (found again from its traces)."""
+    if _ is untranslated:
         return list(report.suspects)
-    step = report.first_divergent_step
-    return [] if step is None else find_suspects(report.cached, report.uncached, step, _=_)
+    return _all_suspects(
+        report.cached, report.uncached, report.first_divergent_step, report.comparison, report.row, _
+    )
+
+
+def _all_suspects(
+    cached: Trace,
+    uncached: Trace,
+    step: int | None,
+    comparison: str,
+    row: int | None,
+    _: Gettext = untranslated,
+) -> list[Suspect]:
+    """Every suspect of a comparison that parts at `step`; `row`: the batch row its steps are of."""
+    if step is None:
+        return []
+    if comparison == "row-vs-alone":
+        return find_row_suspects(cached, uncached, row or 0, step, _=_)
+    suspects = find_suspects(cached, uncached, step, _=_)
+    if _has_pads(cached):
+        # find_suspects reads row 0's positions against the cache length, which a padded row does not follow.
+        suspects = [s for s in suspects if s.kind != "positions"]
+        suspects += _batch_position_suspects(cached, None, row or 0, step, "cached", _)
+    return suspects + _beam_suspects(cached, step, "cached", _)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -903,12 +915,14 @@ def side_names(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str
     return _("cached"), _("uncached")
 
 
-def sequence_name(report: CacheReport, flat: int) -> str:
+def sequence_name(report: CacheReport, flat: int, _: Gettext = untranslated) -> str:
     """A compared sequence by its flat index (row * num_beams + beam), in words: "row 1", "row 1, beam 2"."""
     row, beam = divmod(flat, report.num_beams)
     if report.num_beams == 1:
-        return f"row {row}"
-    return f"beam {beam}" if report.row is None else f"row {row}, beam {beam}"
+        return _("row {row}").format(row=row)
+    if report.row is None:
+        return _("beam {beam}").format(beam=beam)
+    return _("row {row}, beam {beam}").format(row=row, beam=beam)
 
 
 def _pads(tr: Trace, row: int) -> tuple[list[bool], list[bool]]:
@@ -936,54 +950,60 @@ def _has_pads(tr: Trace) -> bool:
     return tr.batch is not None and any(any(p) for r in range(tr.batch.size) for p in _pads(tr, r))
 
 
-def find_row_suspects(batch: Trace, alone: Trace, row: int, step: int) -> list[Suspect]:
+def find_row_suspects(
+    batch: Trace, alone: Trace, row: int, step: int, *, _: Gettext = untranslated
+) -> list[Suspect]:
     """Why row `row` of `batch` parts from its prompt generated `alone` at `step`: its padding, its
-    positions, its encoder mask, a cache that ignores the beams' reorder."""
+    positions, its encoder mask, a cache that ignores the beams' reorder. The reasons are in English
+    unless `_` (a gettext) says them in another language."""
     suspects: list[Suspect] = []
     masked, unmasked = _pads(batch, row)
     pads = [m or u for m, u in zip(masked, unmasked, strict=True)]
     count = sum(pads)
     side = "right" if pads and pads[-1] else "left"
     pad_id = batch.batch.pad_token_id if batch.batch is not None else None
-    pad_word = "pad" if pad_id is None else f"{batch.token_text(pad_id)} (id {pad_id})"
+    pad_word = _("pad") if pad_id is None else f"{batch.token_text(pad_id)} (id {pad_id})"
     first = batch.steps[0] if batch.steps else None
     if batch.encoder_decoder:
         if any(unmasked):
             encoder_ran = first is not None and first.event(names.ENCODER) is not None
             given = first is not None and isinstance(first.prepare_inputs.get("attention_mask"), TensorInfo)
             readers = (
-                "the encoder and every decoder layer's cross-attention"
+                _("the encoder and every decoder layer's cross-attention")
                 if encoder_ran
-                else ("every decoder layer's cross-attention (the encoder outputs were given)")
+                else _("every decoder layer's cross-attention (the encoder outputs were given)")
             )
             how = (
-                "its attention mask does not cover them" if given else "no attention_mask reached generate()"
+                _("its attention mask does not cover them")
+                if given
+                else _("no attention_mask reached generate()")
             )
-            suspects.append(Suspect(step, "batch", "attention_mask", None, "encoder-mask", (
-                f"Row {row}'s source holds {sum(unmasked)} {pad_word} position(s), and {how}: {readers} "
-                f"read(s) the pads as if they were words of the source, from step 0 on."
-            )))  # fmt: skip
+            suspects.append(Suspect(step, "batch", "attention_mask", None, "encoder-mask", _(
+                "Row {row}'s source holds {count} {pad} position(s), and {how}: {readers} read(s) the pads "
+                "as if they were words of the source, from step 0 on."
+            ).format(row=row, count=sum(unmasked), pad=pad_word, how=how, readers=readers)))  # fmt: skip
         elif side == "left" and any(masked):
-            suspects.append(Suspect(step, "batch", "input_ids", (len(pads),), "encoder-left-padding", (
-                f"Row {row}'s source is padded on the left with {count} pad(s): its real tokens sit at "
-                f"encoder positions {count}..{len(pads) - 1} instead of 0..{len(pads) - count - 1}, and the "
-                "encoder's learned positions count the columns, pads included."
-            )))  # fmt: skip
+            suspects.append(Suspect(step, "batch", "input_ids", (len(pads),), "encoder-left-padding", _(
+                "Row {row}'s source is padded on the left with {count} pad(s): its real tokens sit at "
+                "encoder positions {count}..{last} instead of 0..{alone_last}, and the encoder's learned "
+                "positions count the columns, pads included."
+            ).format(row=row, count=count, last=len(pads) - 1,
+                     alone_last=len(pads) - count - 1)))  # fmt: skip
     elif any(unmasked) and not _masked_by_generate(first, row * _num_beams(batch), unmasked):
-        suspects.append(Suspect(step, "batch", "attention_mask", None, "decoder-mask", (
-            f"Row {row}'s prompt holds {sum(unmasked)} {pad_word} position(s) that its attention mask does "
-            "not cover: no attention_mask reached generate(), and it infers one from the pad ids only when "
-            "the pad id is not an eos id. The row's tokens attend to the pads as if they were words."
-        )))  # fmt: skip
+        suspects.append(Suspect(step, "batch", "attention_mask", None, "decoder-mask", _(
+            "Row {row}'s prompt holds {count} {pad} position(s) that its attention mask does not cover: "
+            "no attention_mask reached generate(), and it infers one from the pad ids only when the pad id "
+            "is not an eos id. The row's tokens attend to the pads as if they were words."
+        ).format(row=row, count=sum(unmasked), pad=pad_word)))  # fmt: skip
     if not batch.encoder_decoder and count and side == "right":
-        suspects.append(Suspect(step, "batch", "input_ids", (len(pads),), "right-padding", (
-            f"Row {row}'s prompt ends in {count} pad(s) (the batch is padded on the right): generate() "
+        suspects.append(Suspect(step, "batch", "input_ids", (len(pads),), "right-padding", _(
+            "Row {row}'s prompt ends in {count} pad(s) (the batch is padded on the right): generate() "
             "appends each new token after the pads, so the first one is predicted at a pad position, not at "
             "the prompt's last word, and every later token sits behind the pads."
-        )))  # fmt: skip
+        ).format(row=row, count=count)))  # fmt: skip
     if not batch.encoder_decoder:
-        suspects += _batch_position_suspects(batch, alone, row, step, "batch")
-    suspects += _beam_suspects(batch, step, "batch") + _beam_suspects(alone, step, "alone")
+        suspects += _batch_position_suspects(batch, alone, row, step, "batch", _)
+    suspects += _beam_suspects(batch, step, "batch", _) + _beam_suspects(alone, step, "alone", _)
     return suspects
 
 
@@ -1007,7 +1027,7 @@ def _row_values(step: Step, key: str, row: int) -> list[int] | None:
 
 
 def _batch_position_suspects(
-    batch: Trace, alone: Trace | None, row: int, step: int, run: str
+    batch: Trace, alone: Trace | None, row: int, step: int, run: str, _: Gettext = untranslated
 ) -> list[Suspect]:
     """position_ids of row `row` at `step` that do not follow its attention mask: compared with the
     prompt generated alone when there is one, else with the mask's own count (cumsum - 1)."""
@@ -1029,14 +1049,14 @@ def _batch_position_suspects(
         want = [c for c, real in zip(counted, fed_mask, strict=True) if real]
     if want is None or len(got) != len(want) or got == want:
         return []
-    return [Suspect(step, run, key, (len(got),), "batch-positions", (
-        f"{key} of row {row}'s real tokens at step {step} are {got}, but they belong at {want} (counted "
+    return [Suspect(step, run, key, (len(got),), "batch-positions", _(
+        "{name} of row {row}'s real tokens at step {step} are {got}, but they belong at {want} (counted "
         "from the row's first real token, as its attention mask says): the positions are not derived from "
         "the mask."
-    ))]  # fmt: skip
+    ).format(name=key, row=row, step=step, got=got, want=want))]  # fmt: skip
 
 
-def _beam_suspects(tr: Trace, step: int, run: str) -> list[Suspect]:
+def _beam_suspects(tr: Trace, step: int, run: str, _: Gettext = untranslated) -> list[Suspect]:
     """The first beam-search reorder before `step` that some cache layer did not apply."""
     for s in tr.steps[:step]:
         beams = s.beams
@@ -1044,122 +1064,176 @@ def _beam_suspects(tr: Trace, step: int, run: str) -> list[Suspect]:
             continue
         stale = [i for i, ok in enumerate(beams.reorder_applied) if not ok]
         layers = ", ".join(map(str, stale))
-        return [Suspect(step, run, "past_key_values", None, "beam-reorder", (
-            f"After step {s.index}, beam search kept the beams {beams.reorder} (each the row it continues) "
-            f"and called the cache's reorder_cache with them, but cache layer(s) {layers} did not move their "
-            f"rows so (keys and values compared): from step {s.index + 1} each beam reads another beam's "
-            "past."
-        ))]  # fmt: skip
+        return [Suspect(step, run, "past_key_values", None, "beam-reorder", _(
+            "After step {step}, beam search kept the beams {reorder} (each the row it continues) and called "
+            "the cache's reorder_cache with them, but cache layer(s) {layers} did not move their rows so "
+            "(keys and values compared): from step {next} each beam reads another beam's past."
+        ).format(step=s.index, reorder=beams.reorder, layers=layers, next=s.index + 1))]  # fmt: skip
     return []
 
 
-def _fix_lines(suspects: list[Suspect]) -> list[str]:
+def _fix_lines(suspects: list[Suspect], _: Gettext = untranslated) -> list[str]:
     """What does not fit, and the usual fix for each kind of it, once."""
     if not suspects:
         return []
     kinds = list(dict.fromkeys(s.kind for s in suspects))
     return [
-        "What does not fit: " + " ".join(s.reason for s in suspects),
-        "The usual fix: " + " ".join(USUAL_FIX[k] for k in kinds),
+        _("What does not fit:") + " " + " ".join(s.reason for s in suspects),
+        _("The usual fix:") + " " + " ".join(_(USUAL_FIX[k]) for k in kinds),
     ]
 
 
-def _batch_lines(report: CacheReport) -> list[str]:
+# The sequences a batch or beam search compared one by one, counted (a count with its noun: a bare
+# "rows" would be a msgid every English "rows" of the app is checked against).
+COUNTED_SEQUENCES = {
+    "rows x beams": N_("{count} sequences (rows x beams)"),
+    "beams": N_("{count} beams"),
+    "rows": N_("{count} rows"),
+}
+
+
+def _batch_lines(report: CacheReport, _: Gettext = untranslated) -> list[str]:
     """The summary's lines on a batch or beams (cache on vs off): which sequences part, the reorders."""
     if report.rows_compared <= 1 and report.num_beams == 1:
         return []
     lines = []
-    unit = (
-        "sequences (rows x beams)"
-        if report.num_beams > 1 and report.row is not None
-        else ("beams" if report.num_beams > 1 else "rows")
-    )
-    shown = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0))
+    units = ("rows x beams" if report.row is not None else "beams") if report.num_beams > 1 else "rows"
+    counted = _(COUNTED_SEQUENCES[units]).format(count=report.rows_compared)
+    shown = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0), _)
     if report.divergent_rows:
-        parted = ", ".join(sequence_name(report, r) for r in report.divergent_rows)
+        parted = ", ".join(sequence_name(report, r, _) for r in report.divergent_rows)
         lines.append(
-            f"{report.rows_compared} {unit} were compared one by one; {parted} part(s). The steps above are "
-            f"of {shown}, the first to part."
+            _(
+                "{counted} were compared one by one; {parted} part(s). The steps above are of {shown}, the "
+                "first to part."
+            ).format(counted=counted, parted=parted, shown=shown)
         )
     else:
-        lines.append(f"All {report.rows_compared} {unit} were compared one by one, and all agree.")
+        lines.append(_("All {counted} were compared one by one, and all agree.").format(counted=counted))
     if report.num_beams > 1:
         moved = [s for s in report.cached.steps if s.beams is not None and s.beams.reorder is not None]
         missed = [s.index for s in moved if not all(s.beams.reorder_applied)]
         if moved and not missed:
-            lines.append(f"Every layer of the cache applied each of the {len(moved)} beam reorder(s).")
+            lines.append(
+                _("Every layer of the cache applied each of the {count} beam reorder(s).").format(
+                    count=len(moved)
+                )
+            )
         elif missed:
             lines.append(
-                "Some cache layers did not apply the beam reorder after step(s) "
-                f"{', '.join(map(str, missed))}."
+                _("Some cache layers did not apply the beam reorder after step(s) {steps}.").format(
+                    steps=", ".join(map(str, missed))
+                )
             )
     if report.cached.batch is not None and not report.cached.encoder_decoder:
         right = [r for r in range(report.cached.batch.size) if (p := _pads(report.cached, r)[0]) and p[-1]]
         if right:
             lines.append(
-                f"Row(s) {', '.join(map(str, right))} are padded on the right: cache on and off may agree "
-                "and still part from the prompt generated alone; compare a row with its prompt alone "
-                "(tracer.compare_row_with_alone)."
+                _(
+                    "Row(s) {rows} are padded on the right: cache on and off may agree and still part from "
+                    "the prompt generated alone; compare a row with its prompt alone "
+                    "(tracer.compare_row_with_alone)."
+                ).format(rows=", ".join(map(str, right)))
             )
     return lines
 
 
-def _alone_summary(report: CacheReport, flipped_at: int | None) -> str:
-    """The summary of a row compared with its prompt generated alone."""
+def _alone_summary(
+    report: CacheReport, suspects: list[Suspect], flipped_at: int | None, _: Gettext = untranslated
+) -> str:
+    """The summary of a row compared with its prompt generated alone, in the language of `_` (as are
+    `suspects`)."""
     batch, alone, rows, step = report.cached, report.uncached, report.steps, report.first_divergent_step
     tol = report.tolerance
-    tol_words = f"rtol {tol.rtol:g}, atol {tol.atol:g} for {report.dtype}"
-    who = f"Row {report.row} of the batch"
-    beams = f" (all {report.num_beams} beams, one by one)" if report.num_beams > 1 else ""
+    tol_words = _("rtol {rtol:g}, atol {atol:g} for {dtype}").format(
+        rtol=tol.rtol, atol=tol.atol, dtype=report.dtype
+    )
     if report.kind == "consistent":
         compared = [r for r in rows if r.compared and r.status in ("same", "noise-flip")]
         worst = max((r.logit_diff for r in compared), default=0.0)
-        lines = [
-            f"{who} equals the same prompt generated alone{beams}: the same logits and layer outputs over "
-            f"{len(compared)} step(s) (largest logit difference {worst:.2g}, within {tol_words})."
-        ]
+        fields = dict(row=report.row, count=len(compared), worst=worst, tolerance=tol_words)
+        if report.num_beams > 1:
+            line = _(
+                "Row {row} of the batch equals the same prompt generated alone (all {beams} beams, one by "
+                "one): the same logits and layer outputs over {count} step(s) (largest logit difference "
+                "{worst:.2g}, within {tolerance})."
+            ).format(beams=report.num_beams, **fields)
+        else:
+            line = _(
+                "Row {row} of the batch equals the same prompt generated alone: the same logits and layer "
+                "outputs over {count} step(s) (largest logit difference {worst:.2g}, within {tolerance})."
+            ).format(**fields)
+        lines = [line]
         if flipped_at is not None:
             r = rows[flipped_at]
             lines.append(
-                f"At step {flipped_at} the token differs ({_tok(batch, r.cached_token)} vs "
-                f"{_tok(alone, r.uncached_token)}) although the logits agree within the tolerance: a near "
-                "tie decided by rounding. Later steps continue different texts and were not compared."
+                _(
+                    "At step {step} the token differs ({batch} vs {alone}) although the logits agree within "
+                    "the tolerance: a near tie decided by rounding. Later steps continue different texts and "
+                    "were not compared."
+                ).format(
+                    step=flipped_at,
+                    batch=_tok(batch, r.cached_token, _),
+                    alone=_tok(alone, r.uncached_token, _),
+                )
             )
         return " ".join(lines)
     if report.kind in ("error", "both-failed"):
-        failed = [
-            n for n, e in (("the batch", batch.error), ("the prompt alone", alone.error)) if e is not None
-        ]
         e = batch.error or alone.error
-        lines = [f"Generating {' and '.join(failed)} fails at step {step}: {e.type}: {e.message}."]
+        failing = {
+            (True, False): _("Generating the batch fails at step {step}: {error}: {message}."),
+            (False, True): _("Generating the prompt alone fails at step {step}: {error}: {message}."),
+            (True, True): _(
+                "Generating the batch and the prompt alone fails at step {step}: {error}: {message}."
+            ),
+        }[(batch.error is not None, alone.error is not None)]
+        lines = [failing.format(step=step, error=e.type, message=e.message)]
     else:
         row = rows[step]
-        beam = f", beam {report.beam}" if report.beam is not None else ""
         if report.first_divergent_layer is not None:
             layer = report.first_divergent_layer
-            where = (
-                f"decoder layer {layer}'s output at the newest position differs by "
-                f"{row.layer_diffs[layer]:.3g} (noise allows {row.layer_limits[layer]:.2g})"
-            )
+            where = _(
+                "decoder layer {layer}'s output at the newest position differs by {diff:.3g} "
+                "(noise allows {limit:.2g})"
+            ).format(layer=layer, diff=row.layer_diffs[layer], limit=row.layer_limits[layer])
         elif row.logit_diff is not None:
-            where = f"the logits differ by {row.logit_diff:.3g} (noise allows {row.logit_limit:.2g})"
+            where = _("the logits differ by {diff:.3g} (noise allows {limit:.2g})").format(
+                diff=row.logit_diff, limit=row.logit_limit
+            )
         else:
-            where = "one run stopped while the other went on"
-        lines = [f"{who}{beam} parts from the same prompt generated alone at step {step}: {where}."]
+            where = _("one run stopped while the other went on")
+        parts = (
+            _(
+                "Row {row} of the batch, beam {beam} parts from the same prompt generated alone at step "
+                "{step}: {where}."
+            )
+            if report.beam is not None
+            else _(
+                "Row {row} of the batch parts from the same prompt generated alone at step {step}: {where}."
+            )
+        )
+        lines = [parts.format(row=report.row, beam=report.beam, step=step, where=where)]
         if row.cached_token is not None and row.cached_token == row.uncached_token:
-            lines.append(f"The token is still the same there ({_tok(batch, row.cached_token)}).")
+            lines.append(
+                _("The token is still the same there ({token}).").format(
+                    token=_tok(batch, row.cached_token, _)
+                )
+            )
         elif row.cached_token is not None or row.uncached_token is not None:
             lines.append(
-                f"The batch row takes {_tok(batch, row.cached_token)}, the prompt alone "
-                f"{_tok(alone, row.uncached_token)}."
+                _("The batch row takes {batch}, the prompt alone {alone}.").format(
+                    batch=_tok(batch, row.cached_token, _), alone=_tok(alone, row.uncached_token, _)
+                )
             )
-    fix = _fix_lines(report.suspects)
+    fix = _fix_lines(suspects, _)
     if fix:
         lines += fix
     elif report.kind == "divergence":
         lines.append(
-            "No padding, position or mask problem was found; look at what this layer reads at this step "
-            "(the row's keys, values, mask and positions beside the prompt alone's)."
+            _(
+                "No padding, position or mask problem was found; look at what this layer reads at this step "
+                "(the row's keys, values, mask and positions beside the prompt alone's)."
+            )
         )
     return " ".join(lines)
 
@@ -1196,8 +1270,9 @@ def compare_row_with_alone(
     The report's `cached` side is the batch, `uncached` the prompt alone (the reference).
     """
     if model_kwargs.get("do_sample"):
-        raise StepwiseInputError(
-            "The doctor compares greedy runs or beam search, which repeat exactly: drop do_sample=True."
+        raise templated(
+            StepwiseInputError,
+            N_("The doctor compares greedy runs or beam search, which repeat exactly: drop do_sample=True."),
         )
     size = (
         len(prompts)
@@ -1209,13 +1284,20 @@ def compare_row_with_alone(
         )
     )
     if size < 2:
-        raise StepwiseInputError(
-            "Comparing a row with its prompt alone needs a batch: give two prompts or more (or input_ids "
-            "[batch, len] with batch >= 2)."
+        raise templated(
+            StepwiseInputError,
+            N_(
+                "Comparing a row with its prompt alone needs a batch: give two prompts or more (or input_ids "
+                "[batch, len] with batch >= 2)."
+            ),
         )
     if not isinstance(row, int) or not 0 <= row < size:
-        raise StepwiseInputError(
-            f"row must be one of 0..{size - 1} (the batch has {size} rows); got {row!r}."
+        raise templated(
+            StepwiseInputError,
+            N_("row must be one of 0..{last} (the batch has {size} rows); got {row}."),
+            last=size - 1,
+            size=size,
+            row=repr(row),
         )
     dtype = _model_dtype(model)
     tol = tolerance or Tolerance.for_dtype(dtype)
@@ -1247,12 +1329,16 @@ def compare_row_with_alone(
         ids = batch.batch.prompt_ids[row]
         real = [i for i, m, u in zip(ids, masked, unmasked, strict=True) if not (m or u)]
         alone = trace_generation(model, tok, input_ids=torch.tensor([real]), **settings, **model_kwargs)
-    compared = (
-        f"row {row} of a batch of {size} prompts (padded on the {_padding_side(batch)}) vs the same "
-        f"prompt generated alone, {_method(num_beams)}, use_cache={use_cache}, {max_new_tokens} new tokens"
+    given = ", ".join(f"{k}={describe(v)}" for k, v in extra.items())
+    compared = COMPARED_ROW.format(
+        row=row,
+        size=size,
+        side=_padding_side(batch),
+        method=_method(num_beams),
+        use_cache=use_cache,
+        count=max_new_tokens,
+        rest=COMPARED_ROW_EXTRA.format(given=given) if extra else "",
     )
-    if extra:
-        compared += f"; the batch also got {', '.join(f'{k}={describe(v)}' for k, v in extra.items())}"
     return compare_traces(
         batch,
         alone,

@@ -213,10 +213,13 @@ def _jsonable(value: Any) -> Any:
 def _prompt_embeddings(model, input_ids: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
     """The prompt as inputs_embeds [1, P, hidden]: the caller's, or the model's own embeddings of the ids."""
     if getattr(model.config, "is_encoder_decoder", False):
-        raise TracingNotSupported(
-            "Feeding the prompt as embeddings is traced for decoder-only models: in generate() an "
-            "encoder-decoder model's inputs_embeds go to its encoder, and the decoder is fed ids from "
-            "the first step. Feed the prompt as input_ids."
+        raise templated(
+            TracingNotSupported,
+            N_(
+                "Feeding the prompt as embeddings is traced for decoder-only models: in generate() an "
+                "encoder-decoder model's inputs_embeds go to its encoder, and the decoder is fed ids from "
+                "the first step. Feed the prompt as input_ids."
+            ),
         )
     if given is None:
         with torch.no_grad():
@@ -340,9 +343,12 @@ def encode_prompt(
             encoding = tok(texts[0], return_tensors="pt")
             return Prompt(encoding["input_ids"], encoding.get("attention_mask"), texts, side)
         if tok.pad_token_id is None:
-            raise StepwiseInputError(
-                "A batch of prompts of different lengths needs a pad token, and this tokenizer has none: "
-                "set tok.pad_token = tok.eos_token (the usual choice), or trace one prompt at a time."
+            raise templated(
+                StepwiseInputError,
+                N_(
+                    "A batch of prompts of different lengths needs a pad token, and this tokenizer has none: "
+                    "set tok.pad_token = tok.eos_token (the usual choice), or trace one prompt at a time."
+                ),
             )
         encoding = tok(texts, return_tensors="pt", padding=True, padding_side=side)
         return Prompt(encoding["input_ids"], encoding["attention_mask"], texts, side)
@@ -400,7 +406,11 @@ def _check_settings(model, input_ids, max_new_tokens, do_sample: bool, temperatu
         )
     check_max_new_tokens(max_new_tokens)
     if do_sample and not (temperature is not None and temperature > 0):
-        raise StepwiseInputError(f"Sampling needs a temperature above 0; got {temperature!r}.")
+        raise templated(
+            StepwiseInputError,
+            N_("Sampling needs a temperature above 0; got {temperature}."),
+            temperature=repr(temperature),
+        )
     if not max_positions:
         return
     # The last chosen token is never fed, so a run feeds its start and all new tokens but one.

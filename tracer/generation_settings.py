@@ -18,14 +18,15 @@ from typing import Any
 from transformers import GenerationConfig
 
 from tracer.errors import TracingNotSupported
+from tracer.i18n import N_, phrase, templated
 
 CALLER = "caller"
 CHECKPOINT = "checkpoint"
 DEFAULT = "transformers default"
 SOURCE_WORDS = {
-    CALLER: "your arguments",
-    CHECKPOINT: "the checkpoint's generation_config.json",
-    DEFAULT: "transformers' global default",
+    CALLER: N_("your arguments"),
+    CHECKPOINT: N_("the checkpoint's generation_config.json"),
+    DEFAULT: N_("transformers' global default"),
 }
 
 # Fields that are Stepwise's own instrumentation of the run, or bookkeeping, not settings.
@@ -51,17 +52,18 @@ _SHOWN_DEFAULTS = (
     "no_repeat_ngram_size",
 )
 # Settings Stepwise does not trace yet: (what they do, the value that traces, what is then traced).
+# The words are msgids: the app says the refusal in its user's language (tracer.i18n.phrase).
 UNTRACEABLE: dict[str, tuple[str, Any, str]] = {
     # Traced with beam search (num_beams > 1), which returns its best hypotheses; not for sampling.
-    "num_return_sequences": ("Several sampled sequences per prompt", 1, "one sequence per prompt"),
-    "num_beam_groups": ("Group beam search", 1, "one group"),
-    "penalty_alpha": ("Contrastive search", None, "without it"),
-    "dola_layers": ("DoLa decoding", None, "without it"),
-    "guidance_scale": ("Classifier-free guidance", None, "without it"),
-    "prompt_lookup_num_tokens": ("Prompt-lookup decoding", None, "one token per step"),
-    "assistant_early_exit": ("Self-speculative decoding", None, "one token per step"),
-    "prefill_chunk_size": ("A chunked prefill", None, "the prompt in one prefill step"),
-    "use_mtp": ("Multi-token prediction", None, "one token per step"),
+    "num_return_sequences": (N_("Several sampled sequences per prompt"), 1, N_("one sequence per prompt")),
+    "num_beam_groups": (N_("Group beam search"), 1, N_("one group")),
+    "penalty_alpha": (N_("Contrastive search"), None, N_("without it")),
+    "dola_layers": (N_("DoLa decoding"), None, N_("without it")),
+    "guidance_scale": (N_("Classifier-free guidance"), None, N_("without it")),
+    "prompt_lookup_num_tokens": (N_("Prompt-lookup decoding"), None, N_("one token per step")),
+    "assistant_early_exit": (N_("Self-speculative decoding"), None, N_("one token per step")),
+    "prefill_chunk_size": (N_("A chunked prefill"), None, N_("the prompt in one prefill step")),
+    "use_mtp": (N_("Multi-token prediction"), None, N_("one token per step")),
 }
 
 
@@ -76,7 +78,12 @@ class ResolvedSettings:
         return eos_ids(self.values.get("eos_token_id"))
 
     def describe(self, key: str) -> str:
-        return f"{key}={self.values.get(key)!r} from {SOURCE_WORDS[self.sources.get(key, DEFAULT)]}"
+        """A setting and its source, e.g. "num_beams=4 from your arguments" (a phrase: an app's
+        error message says it in its user's language)."""
+        source = phrase(SOURCE_WORDS[self.sources.get(key, DEFAULT)])
+        return phrase(
+            N_("{key}={value} from {source}"), key=key, value=repr(self.values.get(key)), source=source
+        )
 
 
 def eos_ids(value: Any) -> list[int]:
@@ -166,13 +173,29 @@ def refuse_untraceable(settings: ResolvedSettings) -> None:
             continue
         if key == "num_return_sequences" and (settings.values.get("num_beams") or 1) > 1:
             if value > settings.values["num_beams"]:
-                raise TracingNotSupported(
-                    f"num_return_sequences={value} asks for more hypotheses than num_beams="
-                    f"{settings.values['num_beams']} keeps: lower it to at most num_beams."
+                raise templated(
+                    TracingNotSupported,
+                    N_(
+                        "num_return_sequences={value} asks for more hypotheses than num_beams={beams} "
+                        "keeps: lower it to at most num_beams."
+                    ),
+                    value=value,
+                    beams=settings.values["num_beams"],
                 )
             continue  # beam search returns its best hypotheses: traced
-        fix = f"pass {key}={traced_value!r}" if traced_value is not None else f"leave {key} unset (None)"
-        raise TracingNotSupported(
-            f"{feature} is not traced yet (Stepwise traces one token per row per step, or beams): "
-            f"{settings.describe(key)}; {fix} to trace {what}."
+        fix = (
+            phrase(N_("pass {key}={value}"), key=key, value=repr(traced_value))
+            if traced_value is not None
+            else phrase(N_("leave {key} unset (None)"), key=key)
+        )
+        raise templated(
+            TracingNotSupported,
+            N_(
+                "{feature} is not traced yet (Stepwise traces one token per row per step, or beams): "
+                "{setting}; {fix} to trace {what}."
+            ),
+            feature=phrase(feature),
+            setting=settings.describe(key),
+            fix=fix,
+            what=phrase(what),
         )

@@ -11,7 +11,8 @@ ui.view passes the session's and keys its cache by language.
 `N_("...")` marks a string for extraction without translating it (for tables built at import).
 Words that leave the tracer in English and are shown in the app in the user's language:
 - an error raised with `templated(Error, N_("... {field} ..."), field=...)`: str() is the English
-  message, `error_message(exc, _)` the translated one;
+  message, `error_message(exc, _)` the translated one; a field that is words itself (not data) is
+  given as `phrase(N_("..."), ...)`, and said in the same language;
 - a text a record keeps in English, written from known templates (a run's stop reason, what the
   doctor compared): `reword(text, templates, _)`.
 `python scripts/i18n_catalog.py` extracts new strings and merges them into every .po.
@@ -53,13 +54,35 @@ def templated(error_type: type[Exception], template: str, /, **fields: object) -
     return exc
 
 
+class Phrase(str):
+    """English words written from a template (`phrase`): a str, which keeps its template and fields."""
+
+    template: str
+    fields: dict[str, object]
+
+
+def phrase(template: str, /, **fields: object) -> Phrase:
+    """`template.format(**fields)`, the words of an error's field (a feature's name, where a setting
+    came from) that `error_message` says in its user's language too. `template` is marked with N_."""
+    words = Phrase(template.format(**fields))
+    words.template, words.fields = template, fields
+    return words
+
+
+def _in_language(value: object, _: Gettext) -> object:
+    """A field in the language of `_`: a Phrase translated (its own fields too), data as it is."""
+    if not isinstance(value, Phrase):
+        return value
+    return _(value.template).format(**{name: _in_language(v, _) for name, v in value.fields.items()})
+
+
 def error_message(exc: BaseException, _: Gettext | None = None) -> str:
-    """The message of `exc` in the language of `_`: its template translated when it was raised with
-    `templated`, else its English text as it is."""
+    """The message of `exc` in the language of `_`: its template (and the fields that are phrases)
+    translated when it was raised with `templated`, else its English text as it is."""
     template = getattr(exc, "template", None)
     if template is None or _ is None:
         return str(exc)
-    return _(template).format(**exc.fields)  # type: ignore[attr-defined]
+    return _in_language(phrase(template, **exc.fields), _)  # type: ignore[attr-defined]
 
 
 def reword(

@@ -48,7 +48,7 @@ def sidebar_model() -> tuple[str | None, str]:
         name = st.session_state.get("folder")
     if not name:
         st.info(
-            "Pick a model and a prompt in the app's sidebar (`streamlit run app.py`), then come back here."
+            _("Pick a model and a prompt in the app's sidebar (`streamlit run app.py`), then come back here.")
         )
         st.stop()
     return name, st.session_state.get("prompt", "")
@@ -231,7 +231,7 @@ st.caption(
     )
 )
 if report.rows_compared > 1:
-    parted = ", ".join(tracer.doctor.sequence_name(report, r) for r in report.divergent_rows) or _("none")
+    parted = ", ".join(tracer.doctor.sequence_name(report, r, _) for r in report.divergent_rows) or _("none")
     st.caption(
         _("{n} sequences (rows, beams) compared one by one; those that part: {parted}.").format(
             n=report.rows_compared, parted=parted

@@ -45,7 +45,7 @@ def verdict(report: CacheReport, _: Gettext = untranslated) -> tuple[str, str]:
     at_layer = "" if layer is None else _(", from decoder layer {layer} on").format(layer=layer)
     first = ""
     if report.rows_compared > 1:
-        which = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0))
+        which = sequence_name(report, (report.row or 0) * report.num_beams + (report.beam or 0), _)
         first = _(" ({which} first)").format(which=which)
     return "error", _(
         "Cached generation parts from uncached generation at step {step}{at_layer}{first}."
@@ -113,7 +113,8 @@ def summary_text(report: CacheReport, _: Gettext = untranslated) -> str:
 
 def compared_text(report: CacheReport, _: Gettext = untranslated) -> str:
     """What the report compared, in the language of `_` (report.compared is the English)."""
-    return i18n.reword(report.compared, (doctor.COMPARED,), _, doctor.COMPARED_FIELDS)
+    templates = (doctor.COMPARED, doctor.COMPARED_ROW)
+    return i18n.reword(report.compared, templates, _, doctor.COMPARED_FIELDS)
 
 
 def suspect_reasons(report: CacheReport, _: Gettext = untranslated) -> list[str]:
