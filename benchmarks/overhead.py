@@ -9,7 +9,7 @@ venv of their own with the same torch and transformers, and point it at this che
 
     python3.11 -m venv ../peers-venv
     ../peers-venv/bin/pip install torch==2.13.0 transformers==5.23.0 tokenizers==0.23.3 \\
-        safetensors==0.8.0 numpy==2.4.6 accelerate==1.15.0 nnsight transformer-lens
+        safetensors==0.8.0 numpy==2.4.6 accelerate==1.15.0 babel==2.17.0 nnsight transformer-lens
     ../peers-venv/bin/python benchmarks/overhead.py
 
 (pip may move torch or transformers for a peer: check `pip list` keeps the pins; a peer that
