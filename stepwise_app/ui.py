@@ -272,6 +272,7 @@ def row_picker(tr: tracer.Trace) -> tracer.Trace:
     """Pick the row of a batch (the hypothesis of a beam search) the page shows, and return it as a
     trace of its own; the choice is shared by every page and kept in the link (&row=). A trace of
     one sequence is returned as it is, with no picker."""
+    _ = gettext()  # the session's language, read once for all this function's texts
     from tracer.plots import batch
 
     labels = batch.row_labels(tr, _=i18n.gettext_for(lang()))
@@ -394,8 +395,9 @@ def view(builder: Callable, *args, record: Any = None, other: tracer.Trace | Non
     key = (name, record_key, tuple(_key(a) for a in args))
     kwargs: dict[str, Any] = {}
     if _writes_text(builder):
-        kwargs["_"] = i18n.gettext_for(lang())
-        key = (*key, lang())
+        language = lang()
+        kwargs["_"] = i18n.gettext_for(language)
+        key = (*key, language)
     if other is not None:
         kwargs["other"] = other
         key = (*key, _key(other))
@@ -451,6 +453,7 @@ def _move_step(delta: int, last: int) -> None:
 
 def step_picker(tr: tracer.Trace) -> int:
     """A step slider with previous/next buttons; the chosen step is shared by every page."""
+    _ = gettext()  # the session's language, read once for all this function's texts
     last = len(tr.steps) - 1
     step = min(max(int(st.session_state.get("step", 0)), 0), max(last, 0))
     st.session_state["step"] = step
@@ -527,6 +530,7 @@ def _on_present() -> None:
 
 def settings_picker() -> None:
     """Language and presenter setting, at the top of the sidebar."""
+    _ = gettext()  # the session's language, read once for all this function's texts
     st.session_state["_w_lang"] = lang()
     st.session_state["_w_present"] = presenting()
     st.selectbox(
@@ -680,6 +684,7 @@ def _beam_defaults(name: str) -> None:
 
 def _beam_settings(name: str) -> dict[str, Any]:
     """num_beams, num_return_sequences, length_penalty and early_stopping, as generate() takes them."""
+    _ = gettext()  # the session's language, read once for all this function's texts
     _beam_defaults(name)
     num_beams = int(st.number_input(_("Beams (num_beams)"), 2, MAX_BEAMS, key="num_beams"))
     st.session_state["num_return_sequences"] = min(int(st.session_state["num_return_sequences"]), num_beams)
@@ -723,6 +728,7 @@ def _say(kind: str, text: str) -> None:
 
 def sidebar() -> None:
     """Model, prompt and settings, the Run button, and the trace file (download, upload)."""
+    _ = gettext()  # the session's language, read once for all this function's texts
     options = [*models.available(), LOCAL_FOLDER]
     if st.session_state.get("model") not in options:
         st.session_state["model"] = default_model()
@@ -833,6 +839,7 @@ def _run(
     beams: dict[str, Any] | None = None,
 ) -> None:
     """Trace `prompt` (or a batch: a list of prompts) and make it the session's trace."""
+    _ = gettext()  # the session's language, read once for all this function's texts
     st.session_state.pop("message", None)
     if not name:
         _say(
@@ -904,6 +911,7 @@ def _trace_bytes(trace_id: str, _tr: tracer.Trace) -> bytes:
 
 
 def _trace_file() -> None:
+    _ = gettext()  # the session's language, read once for all this function's texts
     with st.expander(_("Trace file"), expanded=current()[1] is None):
         trace_id, tr = current()
         if tr is not None:
@@ -1007,6 +1015,7 @@ def show_opened_training() -> bool:
     The Training step page calls it first: what was opened replaces the live page until closed.
     It is laid out as the live page lays out its own (show_training, show_trainer_step).
     """
+    _ = gettext()  # the session's language, read once for all this function's texts
     kinds = ("training-trace", "trainer-step")
     files = {kind: opened(kind) for kind in kinds}
     if all(record is None for _name, record in files.values()):
@@ -1040,6 +1049,7 @@ def show_training(
     the attention. `more` names further tabs, returned for the caller to fill; `prefix` goes before
     the keys of the widgets and charts (the live page's have none: links and tests find them by
     those keys); `download` adds a button that saves the trace to a file."""
+    _ = gettext()  # the session's language, read once for all this function's texts
     from tracer.plots import training as plots
 
     st.markdown(view(plots.loss_summary, record=tt))
