@@ -34,6 +34,7 @@ SOURCES = [
     "stepwise_app/pages/*.py",
     "tracer/*.py",
     "tracer/plots/*.py",
+    "tracer/record/*.py",
     "models/*.py",
     "models/scenarios/*.py",
 ]

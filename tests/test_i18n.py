@@ -102,3 +102,18 @@ def test_an_errors_words_inside_its_fields_are_said_in_the_same_language():
         "还不能追踪分组束搜索（Stepwise 追踪的是每行每步一个 token，或者束）："
         "num_beam_groups=2，来自检查点的 generation_config.json；传入 num_beam_groups=1，即可追踪一个分组。"
     )
+
+
+def test_a_model_stepwise_cannot_trace_is_said_in_the_users_language():
+    from torch import nn
+
+    from tracer.errors import SUPPORTED_LAYOUTS, TracingNotSupported
+    from tracer.record import detect_layout
+
+    with pytest.raises(TracingNotSupported) as raised:
+        detect_layout(nn.Linear(2, 2))  # no decoder, no lm_head
+    english = str(raised.value)
+    assert english.startswith("Stepwise cannot trace Linear") and english.endswith(SUPPORTED_LAYOUTS + ".")
+    assert i18n.error_message(raised.value, i18n.untranslated) == english
+    chinese = i18n.error_message(raised.value, i18n.gettext_for("zh_CN"))
+    assert chinese.startswith("Stepwise 无法追踪 Linear") and "Llama 布局" in chinese

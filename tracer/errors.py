@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-SUPPORTED_LAYOUTS = (
+from tracer.i18n import N_
+
+SUPPORTED_LAYOUTS = N_(
     "the Llama layout (LlamaForCausalLM and models with the same modules: Mistral, Qwen2, ...) and "
     "the BART layout (BartForConditionalGeneration and models with the same modules: mBART, ...)"
 )

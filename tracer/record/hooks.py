@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from tracer.errors import SUPPORTED_LAYOUTS, TracingNotSupported
+from tracer.i18n import N_, phrase, templated
 
 # A model is one Python object shared by every trace of it (and one torch RNG per process):
 # traces run one at a time, so two app sessions never mix their hooks, records or seeds.
@@ -66,13 +67,22 @@ def detect_layout(model: nn.Module) -> ModelLayout:
             encoder, encoder_self_attn, decoder_cross_attn = None, [], []
             arch = "decoder-only"
     except (AttributeError, TypeError, NotImplementedError) as exc:
-        raise TracingNotSupported(
-            f"Stepwise cannot trace {cls}: its modules are not laid out like a model it knows "
-            f"({exc}). It traces {SUPPORTED_LAYOUTS}."
+        raise templated(
+            TracingNotSupported,
+            N_(
+                "Stepwise cannot trace {model}: its modules are not laid out like a model it knows "
+                "({reason}). It traces {layouts}."
+            ),
+            model=cls,
+            reason=exc,
+            layouts=phrase(SUPPORTED_LAYOUTS),
         ) from None
     if lm_head is None or not decoder_layers:
-        raise TracingNotSupported(
-            f"Stepwise cannot trace {cls}: no lm_head or no decoder layers. It traces {SUPPORTED_LAYOUTS}."
+        raise templated(
+            TracingNotSupported,
+            N_("Stepwise cannot trace {model}: no lm_head or no decoder layers. It traces {layouts}."),
+            model=cls,
+            layouts=phrase(SUPPORTED_LAYOUTS),
         )
     return ModelLayout(
         arch,
