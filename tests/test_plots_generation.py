@@ -306,3 +306,18 @@ def test_real_cache_on_off_table_uses_the_other_trace(real_traces):
     table = g.cache_on_off_table(on, off)
     assert table["cache on"].tolist() == [7, 1, 1, 1]
     assert table["cache off"].tolist() == [7, 8, 9, 10]
+
+
+def test_call_flow_lines_fit_their_width_in_chinese_and_english():
+    from tracer.plots.generation import _columns, _wrap
+
+    for text in (
+        "input_ids [1, 17] → feeds input_ids [1, 1], past_key_values DynamicCache(seq_len=16)",
+        "缓存已保存 16 个位置，因此只输入了新词元（input_ids [1, 1]）；它的查询关注 17 个键",
+    ):
+        for width in (10, 24, 38):
+            lines = _wrap(text, width)
+            # a comma or semicolon may hang past the width, as in print
+            assert all(_columns(line.rstrip("，；,;")) <= width for line in lines), (width, lines)
+            assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert _columns("中文 ab") == 7

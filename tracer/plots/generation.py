@@ -468,16 +468,32 @@ def stop_detail(tr: Trace, *, _: Gettext = untranslated) -> str:
 # unchecked (common.unchecked_figure): plotly's checking took most of their time.
 
 
+def _char_columns(c: str) -> int:
+    return 2 if not c.isascii() and unicodedata.east_asian_width(c) in "WF" else 1
+
+
 def _columns(text: str) -> int:
     """The width of `text` in monospace columns: a Chinese character takes two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return len(text) if text.isascii() else sum(map(_char_columns, text))
+
+
+def _fitting(text: str, width: int) -> int:
+    """How many of `text`'s first characters fit in `width` columns (at least one)."""
+    if text.isascii():
+        return max(1, min(len(text), width))
+    used = 0
+    for n, c in enumerate(text):
+        used += _char_columns(c)
+        if used > width:
+            return max(1, n)
+    return len(text)
 
 
 def _wrap(text: str, width: int) -> list[str]:
     """`text` in lines of at most `width` columns, broken after a comma, an arrow or a space."""
     lines: list[str] = []
     while _columns(text) > width:
-        fits = next((n for n in range(len(text), 0, -1) if _columns(text[:n]) <= width), 1)
+        fits = _fitting(text, width)
         cut = max(text.rfind(sep, 0, fits + 1) for sep in (", ", " → ", " ", "; ", "，", "；"))
         cut = fits if cut <= 0 else cut + 1
         lines.append(text[:cut].rstrip())
