@@ -46,6 +46,7 @@ from tracer.plots.common import (
     shape_of,
     shape_text,
     show_token,
+    table,
     tick_labels,
     token_label,
     unchecked_figure,
@@ -227,7 +228,7 @@ def settings_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
         {"setting": key, "value": _setting_text(tr, key, _), "from": _(_SOURCE_WORDS.get(source, source))}
         for key, source in sources.items()
     ]
-    return pd.DataFrame(rows, columns=[N_("setting"), N_("value"), N_("from")]).rename(columns=_)
+    return table(rows, [N_("setting"), N_("value"), N_("from")], _)
 
 
 def _setting_text(tr: Trace, key: str, _: Gettext = untranslated) -> str:
@@ -295,9 +296,9 @@ def steps_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
                 "status": _step_status(tr, step, _),
             }
         )
-    return pd.DataFrame(
+    return table(
         rows,
-        columns=[
+        [
             N_("step"),
             N_("phase"),
             N_("fed"),
@@ -307,7 +308,8 @@ def steps_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
             N_("probability"),
             N_("status"),
         ],
-    ).rename(columns=_)
+        _,
+    )
 
 
 def _step_status(tr: Trace, step: Step, _: Gettext = untranslated) -> str:
@@ -596,9 +598,9 @@ def call_flow_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) ->
         }
         for i, e in enumerate(step.events)
     ]
-    return pd.DataFrame(
-        rows, columns=[N_("order"), N_("hook point"), N_("module"), N_("inputs"), N_("outputs"), N_("note")]
-    ).rename(columns=_)
+    return table(
+        rows, [N_("order"), N_("hook point"), N_("module"), N_("inputs"), N_("outputs"), N_("note")], _
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,7 +633,7 @@ def prepare_inputs_table(tr: Trace, step_index: int, *, _: Gettext = untranslate
             }
         )
     columns = [N_("argument"), N_("previous step"), N_("this step"), N_("values"), N_("changed")]
-    return pd.DataFrame(rows, columns=columns).rename(columns=_)
+    return table(rows, columns, _)
 
 
 def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
@@ -734,7 +736,7 @@ def live_values_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) 
             ),
         ),
     ]
-    return pd.DataFrame(rows, columns=[N_("argument"), N_("this step"), N_("why")]).rename(columns=_)
+    return table(rows, [N_("argument"), N_("this step"), N_("why")], _)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1344,7 +1346,7 @@ def cache_shapes_table(tr: Trace, step_index: int, *, _: Gettext = untranslated)
         N_("grew by"),
         N_("memory"),
     ]
-    return pd.DataFrame(rows, columns=columns).rename(columns=_)
+    return table(rows, columns, _)
 
 
 def cache_on_off_table(tr: Trace, other: Trace | None = None, *, _: Gettext = untranslated) -> pd.DataFrame:
@@ -1367,10 +1369,10 @@ def cache_on_off_table(tr: Trace, other: Trace | None = None, *, _: Gettext = un
             other_fed = computed_off if use_cache else computed_on
         on, off = (recorded, other_fed) if use_cache else (other_fed, recorded)
         rows.append({"step": step.index, "cache on": on, "cache off": off})
-    table = pd.DataFrame(rows, columns=[N_("step"), N_("cache on"), N_("cache off")])
-    table[N_("cache on, total")] = table["cache on"].cumsum()
-    table[N_("cache off, total")] = table["cache off"].cumsum()
-    return table.rename(columns=_)
+    counts = pd.DataFrame(rows, columns=[N_("step"), N_("cache on"), N_("cache off")])
+    counts[N_("cache on, total")] = counts["cache on"].cumsum()
+    counts[N_("cache off, total")] = counts["cache off"].cumsum()
+    return counts.rename(columns=_)
 
 
 def cache_on_off_figure(tr: Trace, other: Trace | None = None, *, _: Gettext = untranslated) -> go.Figure:
