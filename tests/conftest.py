@@ -43,6 +43,18 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: on two shared CPU cores, tiny models run faster on one
+    thread than fighting for two. (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`)"""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def llama():
     return models.load("random-llama")
 

@@ -37,13 +37,7 @@ SINGLE_PROMPT = {name for name, _variant in SUSPECT_KIND}
 CASES = [(s.name, v) for s in scenarios.all_scenarios() if s.name in SINGLE_PROMPT for v in s.variants]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two shared CPU cores: tiny models run faster on one thread than fighting for two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -47,13 +47,7 @@ BART_PROMPTS = ["the cat sat on the mat", "a dog ran", "one two three four five 
 PAGE = str(Path(__file__).resolve().parents[1] / "stepwise_app" / "pages" / "cache_doctor.py")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two shared CPU cores: tiny models run faster on one thread than fighting for two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
