@@ -708,6 +708,16 @@ def _int(value) -> int | None:
 # The summary
 
 
+def _tolerance_words(tol: Tolerance, dtype: str, _: Gettext) -> str:
+    return _("rtol {rtol:g}, atol {atol:g} for {dtype}").format(rtol=tol.rtol, atol=tol.atol, dtype=dtype)
+
+
+def _agreeing(rows: list[StepComparison]) -> tuple[list[StepComparison], float]:
+    """The steps compared and found the same (a near-tie flip counts), and their largest logit difference."""
+    compared = [r for r in rows if r.compared and r.status in ("same", "noise-flip")]
+    return compared, max((r.logit_diff for r in compared), default=0.0)
+
+
 def _summary(
     cached: Trace,
     uncached: Trace,
@@ -722,12 +732,9 @@ def _summary(
     _: Gettext = untranslated,
 ) -> str:
     lines: list[str] = []
-    tol_words = _("rtol {rtol:g}, atol {atol:g} for {dtype}").format(
-        rtol=tol.rtol, atol=tol.atol, dtype=dtype
-    )
+    tol_words = _tolerance_words(tol, dtype, _)
     if kind == "consistent":
-        compared = [r for r in rows if r.compared and r.status in ("same", "noise-flip")]
-        worst = max((r.logit_diff for r in compared), default=0.0)
+        compared, worst = _agreeing(rows)
         lines.append(
             _(
                 "Consistent: with and without the cache the model computes the same logits and layer outputs "
@@ -1144,13 +1151,9 @@ def _alone_summary(
     """The summary of a row compared with its prompt generated alone, in the language of `_` (as are
     `suspects`)."""
     batch, alone, rows, step = report.cached, report.uncached, report.steps, report.first_divergent_step
-    tol = report.tolerance
-    tol_words = _("rtol {rtol:g}, atol {atol:g} for {dtype}").format(
-        rtol=tol.rtol, atol=tol.atol, dtype=report.dtype
-    )
+    tol_words = _tolerance_words(report.tolerance, report.dtype, _)
     if report.kind == "consistent":
-        compared = [r for r in rows if r.compared and r.status in ("same", "noise-flip")]
-        worst = max((r.logit_diff for r in compared), default=0.0)
+        compared, worst = _agreeing(rows)
         fields = dict(row=report.row, count=len(compared), worst=worst, tolerance=tol_words)
         if report.num_beams > 1:
             line = _(
