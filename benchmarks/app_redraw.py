@@ -78,7 +78,7 @@ def main() -> None:
     print("figure builders alone (no cache):")
     last = len(tr.steps) - 1
     builders = {
-        "call_flow_figure": lambda: g.call_flow_figure(tr, last),
+        "call_flow_html": lambda: g.call_flow_html(tr, last),
         "topk_figure": lambda: g.topk_figure(tr, last),
         "prepare_inputs_table": lambda: g.prepare_inputs_table(tr, last),
         "attention_heads_figure": lambda: g.attention_heads_figure(tr, last, "self", 0),

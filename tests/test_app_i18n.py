@@ -17,6 +17,7 @@ Two checks in Chinese, so that neither a forgotten `_()` nor a string never mark
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,9 @@ def visible_texts(at: AppTest) -> Iterator[str]:
                 yield from (str(option) for option in options if not str(option).isdigit())
     for frame in at.dataframe:
         yield from (str(column) for column in frame.value.columns)
+    for element in at.get("html"):  # the call flow, the token strip: their text, not their markup
+        body = re.sub(r"<style>.*?</style>", "", element.proto.body, flags=re.S)
+        yield from (html.unescape(text) for text in re.split(r"<[^>]*>", body) if text.strip())
     for chart in charts(at):
         layout = chart.get("layout", {})
         for name, value in layout.items():

@@ -85,7 +85,7 @@ def test_run_a_trace_and_replay_it_in_the_browser(page):
     page.get_by_role("button", name="Next ▶", exact=True).click()
     expect(page.get_by_text(re.compile(r"so only the new token"))).to_be_visible()
     # Both figures show step 1 (the fragment redraws them one after the other).
-    expect(_figure(page, "call_flow").get_by_text(re.compile(r"^step 1 \(decode\)"))).to_have_count(1)
+    expect(page.locator(".st-key-call_flow").get_by_text(re.compile(r"^step 1 \(decode\)"))).to_have_count(1)
     _expect_title(page, "topk", "Step 1: next-token distribution")
     _idle(page)
     _no_exception(page)
@@ -148,7 +148,7 @@ def test_a_bart_trace_shows_cross_attention_in_the_browser(page):
     if prev.is_enabled():
         prev.click()
     expect(prev).to_be_disabled()
-    expect(_figure(page, "call_flow").get_by_text("encoder", exact=True)).to_have_count(1)
+    expect(page.locator(".st-key-call_flow").get_by_text("encoder", exact=True)).to_have_count(1)
     _idle(page)
     _no_exception(page)
     page.screenshot(path=SHOTS / "step_replay_bart.png", full_page=True)

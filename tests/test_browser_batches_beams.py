@@ -15,7 +15,16 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import SHOTS
-from tests.test_browser_layout import PHONE, PROJECTOR, _box, _figure, _idle, _in_viewport, open_app  # noqa: F401
+from tests.test_browser_layout import (  # noqa: F401
+    PHONE,
+    PROJECTOR,
+    _box,
+    _call_flow,
+    _figure,
+    _idle,
+    _in_viewport,
+    open_app,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -103,7 +112,9 @@ def test_a_batch_with_beams_fits_the_screen_on_every_view(open_app, app_url, siz
     rows_table.scroll_into_view_if_needed()
     assert _box(rows_table)["height"] > 150  # the header and a line for each beam of both prompts
     rows_table.screenshot(path=SHOTS / f"batch-{size}-step-rows.png")
-    _fits(page, ["call_flow"], f"{size}-step-replay")
+    flow = _box(_call_flow(page))
+    assert flow["x"] >= 0 and flow["x"] + flow["width"] <= page.viewport_size["width"] + 1, flow
+    _fits(page, ["topk"], f"{size}-step-replay")
 
 
 @pytest.mark.parametrize("size", ["projector", "phone"])

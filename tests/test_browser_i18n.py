@@ -70,10 +70,10 @@ def _page_in_chinese(page, app_url: str, path: str, title: str, query: str, widt
         _not_cut(heading, _(title))
     expect(page).to_have_url(re.compile(r"lang=zh_CN"))
     _idle(page)
-    # Drawn, not still placeholders: every element in place, the figures' SVG there.
+    # Drawn, not still placeholders: every element in place, the figures' SVG (or the call flow) there.
     expect(main.locator('[data-testid="stSkeleton"]')).to_have_count(0)
     if path not in ("", "beams"):  # the overview has none, nor Beams after a greedy run
-        expect(main.locator(".js-plotly-plot .main-svg").first).to_be_visible()
+        expect(main.locator(".js-plotly-plot .main-svg, .sw-flow").first).to_be_visible()
     # Nothing wider than the window: no sideways scrolling, no element running out at the right.
     wide = page.evaluate(
         """width => [...document.querySelectorAll('[data-testid="stMain"] *')]

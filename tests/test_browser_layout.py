@@ -189,13 +189,27 @@ def _step_picker(page, width: float) -> None:
     _not_cut(nxt, "Next ▶")
 
 
+def _call_flow(page):
+    """Step replay's call flow (HTML boxes), once it is drawn."""
+    from playwright.sync_api import expect
+
+    flow = page.locator(".st-key-call_flow .sw-flow")
+    expect(flow).to_be_visible()
+    return flow
+
+
 def _check_step_replay(page) -> None:
-    flow = _figure(page, "call_flow")
-    frame = _box(flow)
-    texts = _boxes(flow.locator(".annotation-text"))
-    assert texts, "the call flow drew no text"
-    for box in texts:
-        assert _inside(box, frame), f"call-flow text runs out of its figure: {box} in {frame}"
+    flow = _call_flow(page)
+    frame, width = _box(flow), page.viewport_size["width"]
+    assert frame["x"] >= 0 and frame["x"] + frame["width"] <= width + 1, f"the call flow overflows: {frame}"
+    calls = flow.locator(".sw-call")
+    boxes = _boxes(calls)
+    assert len(boxes) > 5, "the call flow drew no calls"
+    for box in boxes:
+        assert _inside(box, frame), f"a call-flow box runs out of the flow: {box} in {frame}"
+    # The text of each box wraps inside it: nothing is cut or scrolls sideways.
+    overflowing = calls.evaluate_all("cs => cs.filter(c => c.scrollWidth > c.clientWidth + 1).length")
+    assert overflowing == 0, f"{overflowing} call-flow boxes cut their text"
     topk = _figure(page, "topk")
     sizes = topk.locator(".ytick text").evaluate_all(
         "ts => ts.map(t => parseFloat(getComputedStyle(t).fontSize))"

@@ -42,7 +42,6 @@ def bart_trace() -> tracer.Trace:
 # builder(trace, step) for each kind of attention and layout: one head, all heads as one row per
 # head (a cached decode step) or a panel per head (prefill, cache off, encoder; narrow or wide).
 UNCHECKED_VIEWS = {
-    "call flow": g.call_flow_figure,
     "top-10": g.topk_figure,
     **{
         f"{kind} heads{' narrow' if narrow else ''}": (

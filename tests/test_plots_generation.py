@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -10,6 +13,7 @@ import models
 import tracer
 from tests.tracefactory import make_trace
 from tracer.plots import generation as g
+from tracer.plots.common import Html
 
 # ---------------------------------------------------------------------------------------------
 # Overview
@@ -17,7 +21,7 @@ from tracer.plots import generation as g
 
 def test_steps_table_has_one_row_per_step_with_what_was_fed_and_chosen():
     tr = make_trace(prompt_len=3, steps=3)
-    table = g.steps_table(tr)
+    table = g.steps_table(tr).to_pandas()
     assert table["step"].tolist() == [0, 1, 2]
     assert table["phase"].tolist() == ["prefill", "decode", "decode"]
     assert table["fed"].tolist() == ["w4 w5 w6", "w10", "w11"]
@@ -29,7 +33,7 @@ def test_steps_table_has_one_row_per_step_with_what_was_fed_and_chosen():
 
 def test_steps_table_marks_the_failed_step():
     tr = make_trace(steps=4, error_at=2)
-    table = g.steps_table(tr)
+    table = g.steps_table(tr).to_pandas()
     assert len(table) == 3
     assert table["status"].tolist() == ["ok", "ok", "failed: RuntimeError"]
     assert table["chosen token"].iloc[2] == ""
@@ -96,18 +100,27 @@ def test_call_flow_of_a_failed_step_ends_with_the_error():
     assert [n.title for n in nodes if n.failed] == ["decoder.layers.1.self_attn", "error"]
 
 
-def test_call_flow_figure_draws_a_box_per_call():
+def test_call_flow_html_draws_a_box_per_call_with_its_text_escaped():
     tr = make_trace()
-    fig = g.call_flow_figure(tr, 1)
-    assert len(fig.layout.shapes) == len(g.call_flow(tr, 1))
-    assert any("decoder.layers.0.self_attn" in a.text for a in fig.layout.annotations)
+    nodes = g.call_flow(tr, 1)
+    page = g.call_flow_html(tr, 1)
+    assert isinstance(page, Html)
+    assert page.count('<div class="sw-call') == len(nodes)
+    assert "<b>decoder.layers.0.self_attn</b>" in page
+    assert [n.depth for n in nodes][:3] == [0, 1, 1]  # generate(), then prepare_inputs and forward
+    # A box's hover text is its Hugging Face module path; a token such as "<s>" stays text.
+    attention = next(n for n in nodes if n.title == "decoder.layers.0.self_attn")
+    assert f'title="{html.escape(attention.module)}' in page
+    # Every "<" left is one of the builder's own tags: recorded text (tokens such as "<s>") is escaped.
+    body = page[page.index("</style>") + len("</style>") :]
+    assert not re.sub(r"</?(div|b|span)( [^<>]*)?>", "", body).count("<")
 
 
 def test_prepare_inputs_changes_show_the_input_shrinking_to_one_token():
     tr = make_trace(prompt_len=7, steps=3)
     assert g.prepare_inputs_changes(tr, 0) == []
     assert "input_ids [1, 7] → [1, 1]" in g.prepare_inputs_changes(tr, 1)
-    table = g.prepare_inputs_table(tr, 1).set_index("argument")
+    table = g.prepare_inputs_table(tr, 1).to_pandas().set_index("argument")
     assert table.loc["input_ids", "previous step"] == "int64[1, 7]"
     assert table.loc["input_ids", "this step"] == "int64[1, 1]"
     assert bool(table.loc["input_ids", "changed"]) and not bool(table.loc["use_cache", "changed"])
@@ -239,7 +252,7 @@ def test_cache_growth_bart_cross_fixed_and_self_growing():
     legend = [t.name for t in fig.data if t.showlegend is not False]
     assert legend == ["layers 0, 1 cross", "layers 0, 1 self"]
     assert fig.layout.yaxis.range[1] > 5
-    shapes = g.cache_shapes_table(tr, 2).set_index(["layer", "kind"])
+    shapes = g.cache_shapes_table(tr, 2).to_pandas().set_index(["layer", "kind"])
     assert shapes.loc[(0, "self"), "key shape"] == "[1, 2, 3, 4]"
     assert shapes.loc[(0, "self"), "grew by"] == 1 and shapes.loc[(0, "cross"), "grew by"] == 0
 
@@ -281,7 +294,7 @@ def test_every_view_builds_for_real_traces(real_traces):
     for tr in real_traces.values():
         assert len(g.steps_table(tr)) == len(tr.steps)
         for i in range(len(tr.steps)):
-            g.call_flow_figure(tr, i)
+            g.call_flow_html(tr, i)
             g.topk_figure(tr, i)
             g.prepare_inputs_table(tr, i)
             assert g.step_story(tr, i)
@@ -306,18 +319,3 @@ def test_real_cache_on_off_table_uses_the_other_trace(real_traces):
     table = g.cache_on_off_table(on, off)
     assert table["cache on"].tolist() == [7, 1, 1, 1]
     assert table["cache off"].tolist() == [7, 8, 9, 10]
-
-
-def test_call_flow_lines_fit_their_width_in_chinese_and_english():
-    from tracer.plots.generation import _columns, _wrap
-
-    for text in (
-        "input_ids [1, 17] → feeds input_ids [1, 1], past_key_values DynamicCache(seq_len=16)",
-        "缓存已保存 16 个位置，因此只输入了新词元（input_ids [1, 1]）；它的查询关注 17 个键",
-    ):
-        for width in (10, 24, 38):
-            lines = _wrap(text, width)
-            # a comma or semicolon may hang past the width, as in print
-            assert all(_columns(line.rstrip("，；,;")) <= width for line in lines), (width, lines)
-            assert "".join(lines).replace(" ", "") == text.replace(" ", "")
-    assert _columns("中文 ab") == 7

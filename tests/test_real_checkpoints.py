@@ -314,7 +314,7 @@ def test_sliding_window_rows_know_their_key_positions(request, fixture):
     np.testing.assert_allclose(matrix[0, row, first : row + 1], last.attention("self", sliding)[0, 0], atol=0)
     story = g.step_story(tr, last.index)
     assert f"attended to {WINDOW} keys, positions {first} to {row}" in story
-    table = g.cache_shapes_table(tr, last.index)
+    table = g.cache_shapes_table(tr, last.index).to_pandas()
     slid = table[table["layer"] == sliding].iloc[0]
     assert (slid["seq_len"], slid["positions seen"]) == (WINDOW - 1, row + 1)
     # The trace file keeps positions seen and the stop record.
@@ -366,9 +366,9 @@ def test_a_prompt_fed_as_embeddings_is_traced_and_shown(mistral):
     assert "input_ids [1, 1] → " not in "".join(g.prepare_inputs_changes(tr, 1))  # no crash, real changes
     assert any(c.startswith("inputs_embeds") for c in g.prepare_inputs_changes(tr, 1))
     assert g.cache_on_off_table(tr)["cache on"].tolist() == [prompt_len, 1, 1]
-    assert g.steps_table(tr)["fed shape"][0] == f"[1, {prompt_len}, {hidden}]"
+    assert g.steps_table(tr).to_pandas()["fed shape"][0] == f"[1, {prompt_len}, {hidden}]"
     for step in range(len(tr.steps)):
-        g.call_flow_figure(tr, step), g.prepare_inputs_table(tr, step), g.call_flow_table(tr, step)
+        g.call_flow_html(tr, step), g.prepare_inputs_table(tr, step), g.call_flow_table(tr, step)
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -443,13 +443,13 @@ def test_live_values_are_what_generate_passed(instruct_llama):
     finally:
         handle.remove()
     assert seen == [(1, prompt_len, hidden)]
-    first = g.live_values_table(tr, 0).set_index("argument")["this step"]
+    first = g.live_values_table(tr, 0).to_pandas().set_index("argument")["this step"]
     assert first["logits_to_keep"] == f"1; lm_head sees [1, 1, {hidden}]"
     assert first["cache_position"] == "absent"
     assert first["past_key_values"] == "DynamicCache(seq_len=0)"
     assert first["attention_mask"] == "called with None; fed None"
     assert first["is_first_iteration"] == "True"
-    later = g.live_values_table(tr, 1).set_index("argument")["this step"]
+    later = g.live_values_table(tr, 1).to_pandas().set_index("argument")["this step"]
     assert later["past_key_values"] == f"DynamicCache(seq_len={prompt_len})"
     assert later["is_first_iteration"] != "True"
 

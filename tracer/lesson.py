@@ -12,6 +12,7 @@ one slide that says so.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from tracer.i18n import N_, Gettext
 from tracer.plots import doctor as doctor_plots
 from tracer.plots import generation as gen_plots
 from tracer.plots import training as training_plots
-from tracer.plots.common import shape_text, token_label
+from tracer.plots.common import Html, shape_text, token_label
 from tracer.trace import Trace
 from tracer.training import TrainerStepTrace, TrainingTrace
 
@@ -53,7 +54,7 @@ class Slide:
     chapter: str
     title: str
     idea: str
-    figure: Any  # plotly Figure, DataFrame or None
+    figure: Any  # plotly Figure, a table (Arrow or pandas), Html or None
     notice: str
     question: Question | None = None
     version_note: str | None = None  # where transformers 4.x (and the notes) differ
@@ -72,6 +73,8 @@ class Runs:
 
 def _titled(fig, title: str):
     """The builder's figure with a translated title (the builders' own titles are English)."""
+    if isinstance(fig, Html):
+        return Html(f"<p><b>{html.escape(title)}</b></p>{fig}")
     if hasattr(fig, "update_layout"):
         # Room above the plot for the title, whatever top margin the builder left (some leave 20 px)
         top = max(fig.layout.margin.t or 0, 50)
@@ -93,7 +96,7 @@ def loop_slides(_: Gettext, tr: Trace) -> list[Slide]:
                 "decoder layers (attention + MLP), lm_head, then it chooses a token, appends it and "
                 "goes again."
             ),
-            _titled(gen_plots.call_flow_figure(tr, 0, _=_), _("Step 0: the calls in order")),
+            _titled(gen_plots.call_flow_html(tr, 0, _=_), _("Step 0: the calls in order")),
             _("Every step repeats the same calls; only what is fed changes."),
             Question(
                 _("How many steps (forward passes) did this run take?"),

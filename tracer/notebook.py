@@ -84,7 +84,7 @@ def trace_html(tr: Trace) -> str:
     """A trace in a few lines: the one-line summary, the tokens as a strip, one row per step."""
     from tracer.plots import generation as g
 
-    table = g.steps_table(tr)
+    table = g.steps_table(tr).to_pandas()
     hidden = len(table) - HEAD_ROWS - TAIL_ROWS
     if hidden > 1:
         elided = f'<p style="{_MUTED}">… {hidden} more steps (tr.steps[i] for any of them) …</p>'

@@ -30,7 +30,7 @@ def shapes_view() -> None:
     step = ui.step_picker(tr)
     ui.update_link()  # the app updates the link on a full run only
     shapes = ui.view(g.cache_shapes_table, step)
-    if shapes.empty:
+    if shapes.num_rows == 0:
         st.info(_("Nothing is cached after this step: the cache is off in this trace."))
     else:
         st.caption(

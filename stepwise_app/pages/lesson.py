@@ -8,11 +8,13 @@ a chapter list, the position, and a link (?chapter=cache&slide=2) that opens one
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
 
 import models
 from stepwise_app import ui
 from tracer import lesson
+from tracer.plots.common import Html
 
 _ = ui._
 
@@ -126,7 +128,7 @@ with st.container(key="lesson_slide"):
     )
     figure_col, text_col = st.columns([3, 2]) if ui.presenting() else st.columns([2, 1])
     with figure_col:
-        if isinstance(slide.figure, pd.DataFrame):
+        if isinstance(slide.figure, pd.DataFrame | pa.Table):
             st.dataframe(
                 slide.figure,
                 hide_index=True,
@@ -135,10 +137,12 @@ with st.container(key="lesson_slide"):
             )
         elif slide.figure is not None and hide_figure:
             st.info(_("The figure shows the answer: it appears when the answer is revealed."))
+        elif isinstance(slide.figure, Html):  # the call flow
+            with st.container(key="lesson_figure"):
+                st.html(slide.figure)
         elif slide.figure is not None:
             figure = slide.figure
-            # Presenter: larger text in a shorter chart. A tall diagram drawn to its lines (the call
-            # flow) keeps its own height and font, or its text would run over its boxes.
+            # Presenter: larger text in a shorter chart.
             height = figure.layout.height or 380
             if ui.presenting() and height <= 600:
                 figure = figure.update_layout(font_size=16, height=min(height, 380))

@@ -27,7 +27,8 @@ def step_view() -> None:
     with flow_col:
         st.subheader(_("Call flow"))
         st.caption(_("This step's calls in the order they happened, with the shapes that went in and out."))
-        st.plotly_chart(ui.view(g.call_flow_figure, step), config={"displayModeBar": False}, key="call_flow")
+        with st.container(key="call_flow"):
+            st.html(ui.view(g.call_flow_html, step))
     with token_col:
         st.subheader(_("Next token"))
         st.plotly_chart(ui.view(g.topk_figure, step), config={"displayModeBar": False}, key="topk")

@@ -10,6 +10,7 @@ CacheReport) draw different records with the same pieces, so each piece is writt
 - attention: `KIND_TITLES`, `attention_kinds`, `attention_heatmap` and `tick_labels` (tokens on
   numeric axes);
 - figures: `message_figure` (a figure that only says why there is nothing to draw),
+  `Html` (a view drawn as HTML rather than as a figure: a page shows it with st.html),
   `projector_text` (text large and dark enough for a projector), `unchecked_figure` (a figure
   built fast, for the views a step change rebuilds), the shared colors.
 
@@ -24,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
+import pyarrow as pa
 
 from tracer.i18n import N_, Gettext
 from tracer.trace import TensorInfo
@@ -33,6 +34,13 @@ from tracer.trace import TensorInfo
 HEATMAP_SCALE = "Blues"
 OTHER_COLOR = "#8da9c4"  # bars and markers that are not the highlighted one
 TEXT_COLOR = "#212529"  # labels on figures: as dark as body text, for a projector
+
+
+class Html(str):
+    """A view drawn as HTML, not as a figure: a page shows it with `st.html`. Text in it is escaped
+    where it is built."""
+
+
 KIND_TITLES = {  # shown through a session's _
     "self": N_("decoder self-attention"),
     "cross": N_("cross-attention (decoder → encoder)"),
@@ -205,13 +213,28 @@ def projector_text(size: int = 14) -> dict:
     return dict(font=font, xaxis_tickfont=font, yaxis_tickfont=font)
 
 
-def table(rows: Sequence[dict | Sequence], columns: Sequence[str], _: Gettext) -> pd.DataFrame:
+def table(rows: Sequence[dict | Sequence], columns: Sequence[str], _: Gettext) -> pa.Table:
     """A table of `rows` (dicts keyed by column, or sequences in column order) whose headers, msgids,
-    are in the language of `_`. Built column by column with the headers already translated: a
-    step change builds two such tables, and pandas' list-of-dicts constructor plus a rename cost
-    twice as much."""
+    are in the language of `_`, as an Arrow table (`.to_pandas()` gives a DataFrame).
+
+    Arrow, not pandas: `st.dataframe` sends Arrow, and a step change shows two tables; building a
+    DataFrame and converting it took a fifth of the server's work per click (benchmarks/
+    classroom_load.py). A column whose values are not of one kind is shown as text, as
+    Streamlit shows such a DataFrame column.
+    """
     if rows and isinstance(rows[0], dict):
         by_column = [[row.get(column) for row in rows] for column in columns]
     else:
         by_column = [list(values) for values in zip(*rows, strict=True)] if rows else [[] for _c in columns]
-    return pd.DataFrame({_(column): values for column, values in zip(columns, by_column, strict=True)})
+    return pa.table(
+        {_(column): _arrow_column(values) for column, values in zip(columns, by_column, strict=True)}
+    )
+
+
+def _arrow_column(values: list) -> pa.Array:
+    if not values:
+        return pa.array([], type=pa.string())
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed kinds (a number beside a text)
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())

@@ -1,10 +1,10 @@
-"""The generation views as pure functions: Trace -> plotly Figure, pandas DataFrame or plain text.
+"""The generation views as pure functions: Trace -> plotly Figure, Arrow or pandas table, HTML or plain text.
 
 The app's pages (overview, step replay, attention, KV cache) only lay out what these build, so
 everything a page shows can be built and tested without Streamlit or a model:
 
 - overview: `token_strip_html`, `steps_table`, `trace_summary`
-- step replay: `call_flow`, `call_flow_figure`, `call_flow_table`, `prepare_inputs_table`,
+- step replay: `call_flow`, `call_flow_html`, `call_flow_table`, `prepare_inputs_table`,
   `prepare_inputs_changes`, `topk_figure`, `step_story`
 - attention: `attention_figure`, `attention_heads_figure`, `stitched_attention`,
   `stitched_attention_figure`
@@ -25,12 +25,12 @@ from __future__ import annotations
 import copy
 import functools
 import html
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import pyarrow as pa
 from plotly.subplots import make_subplots
 
 from tracer import i18n, names
@@ -40,6 +40,7 @@ from tracer.plots.common import (
     OTHER_COLOR,
     TEXT_COLOR,
     UNCHECKED,
+    Html,
     attention_heatmap,
     message_figure,
     plot_text,
@@ -221,7 +222,7 @@ _SOURCE_WORDS = {
 }
 
 
-def settings_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
+def settings_table(tr: Trace, *, _: Gettext = untranslated) -> pa.Table:
     """Every generation setting in force for the run, its value and where it came from."""
     sources = tr.settings.get("sources") or {}
     rows = [
@@ -238,7 +239,7 @@ def _setting_text(tr: Trace, key: str, _: Gettext = untranslated) -> str:
     return str(value)
 
 
-def token_strip_html(tr: Trace, *, _: Gettext = untranslated) -> str:
+def token_strip_html(tr: Trace, *, _: Gettext = untranslated) -> Html:
     """The prompt (blue) and the generated tokens (orange, numbered by step) as an HTML strip."""
 
     def chip(text: str, color: str, title: str) -> str:
@@ -269,10 +270,10 @@ def token_strip_html(tr: Trace, *, _: Gettext = untranslated) -> str:
     if tr.error is not None:
         failed = _("✗ step {step}: {error}").format(step=tr.error.step, error=tr.error.type)
         parts.append(chip(failed, "#ffc9c9", str(tr.error)))
-    return '<div style="line-height:2.2">' + "".join(parts) + "</div>"
+    return Html('<div style="line-height:2.2">' + "".join(parts) + "</div>")
 
 
-def steps_table(tr: Trace, *, _: Gettext = untranslated) -> pd.DataFrame:
+def steps_table(tr: Trace, *, _: Gettext = untranslated) -> pa.Table:
     """One row per step: phase, what was fed, cache length after it, the chosen token and its probability."""
     rows = []
     for step in tr.steps:
@@ -466,125 +467,41 @@ def stop_detail(tr: Trace, *, _: Gettext = untranslated) -> str:
     return i18n.reword((tr.stop or {}).get("detail", ""), STOP_DETAILS.values(), _)
 
 
-# The figures a step change rebuilds (step replay's two, the attention views) are built
-# unchecked (common.unchecked_figure): plotly's checking took most of their time.
+# The figures a step change rebuilds (the top-10, the attention views) are built unchecked
+# (common.unchecked_figure): plotly's checking took most of their time.
+
+# The call flow is HTML, not a figure: the browser wraps each box's text to the screen's width,
+# and a step change sends a few kilobytes of text where a plotly figure of boxes and annotations
+# cost a third of the server's work per click (built, copied by Streamlit's to_dict, encoded).
+_FLOW_STYLE = """<style>
+.sw-flow { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px;
+  line-height: 1.4; color: #212529; display: flex; flex-direction: column; gap: 12px; }
+.sw-call { border: 1px solid #4dabf7; background: #ffffff; border-radius: 4px; padding: 3px 8px;
+  white-space: pre-wrap; overflow-wrap: anywhere; position: relative; }
+.sw-call + .sw-call::before { content: "↓"; position: absolute; top: -14px; left: 4px;
+  font-size: 11px; line-height: 12px; color: #868e96; }
+.sw-call.sw-outer { border-color: #868e96; background: #f1f3f5; }
+.sw-call.sw-failed { border-color: %(error)s; background: #fff0f0; color: %(error)s; }
+.sw-d1 { margin-left: 14px; } .sw-d2 { margin-left: 28px; } .sw-d3 { margin-left: 42px; }
+</style>"""
 
 
-def _char_columns(c: str) -> int:
-    return 2 if not c.isascii() and unicodedata.east_asian_width(c) in "WF" else 1
-
-
-def _columns(text: str) -> int:
-    """The width of `text` in monospace columns: a Chinese character takes two."""
-    return len(text) if text.isascii() else sum(map(_char_columns, text))
-
-
-def _fitting(text: str, width: int) -> int:
-    """How many of `text`'s first characters fit in `width` columns (at least one)."""
-    if text.isascii():
-        return max(1, min(len(text), width))
-    used = 0
-    for n, c in enumerate(text):
-        used += _char_columns(c)
-        if used > width:
-            return max(1, n)
-    return len(text)
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    """`text` in lines of at most `width` columns, broken after a comma, an arrow or a space."""
-    lines: list[str] = []
-    while _columns(text) > width:
-        fits = _fitting(text, width)
-        cut = max(text.rfind(sep, 0, fits + 1) for sep in (", ", " → ", " ", "; ", "，", "；"))
-        cut = fits if cut <= 0 else cut + 1
-        lines.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    return [*lines, text] if text else lines
-
-
-FLOW_LINE = 38  # characters per line of a call-flow box: fits a phone's width at 12 px monospace
-
-
-def call_flow_figure(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> go.Figure:
-    """The call flow as a diagram: one box per call (name, then its shapes), indented by nesting.
-
-    Each box holds its whole detail, wrapped to a phone's width, so nothing is cut on any screen.
-    """
-    nodes = call_flow(tr, step_index, _=_)
-    line_h = 17  # pixels per line of text
-    indent = 0.04
-    shapes, annotations = [], []
-    texts = [[node.title, *_wrap(node.detail, FLOW_LINE - 2 * node.depth)] for node in nodes]
-    # y runs downwards in lines: each box is its lines plus half a line of padding above and below.
-    tops = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]]).tolist()
-    total = tops[-1] + len(texts[-1]) + 1 if nodes else 1
-    for i, node in enumerate(nodes):
-        y1, y0 = -tops[i] - 0.1, -tops[i] - len(texts[i]) - 0.9
-        x0 = node.depth * indent
-        fill = "#fff0f0" if node.failed else ("#f1f3f5" if node.depth == 0 else "#ffffff")
-        line = ERROR_COLOR if node.failed else ("#868e96" if node.depth == 0 else "#4dabf7")
-        shapes.append(
-            dict(type="rect", x0=x0, x1=1, y0=y0, y1=y1, fillcolor=fill, line=dict(color=line, width=1))
+def call_flow_html(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> Html:
+    """The call flow as boxes, one per call (name, then its shapes), indented by nesting and joined
+    by arrows; hovering a box shows its Hugging Face module path. Shown with `st.html`."""
+    boxes = []
+    for node in call_flow(tr, step_index, _=_):
+        kind = "sw-failed" if node.failed else ("sw-outer" if node.depth == 0 else "")
+        hover = "\n".join(part for part in (node.module, node.detail) if part)
+        detail = f"\n<span>{html.escape(node.detail)}</span>" if node.detail else ""
+        boxes.append(
+            f'<div class="sw-call sw-d{min(node.depth, 3)} {kind}" title="{html.escape(hover)}">'
+            f"<b>{html.escape(node.title)}</b>{detail}</div>"
         )
-        if i > 0:  # the arrow from the previous call
-            ax = max(nodes[i - 1].depth, node.depth) * indent + 0.012
-            annotations.append(
-                dict(
-                    x=ax,
-                    y=y1,
-                    ax=ax,
-                    ay=y1 + 0.2,
-                    xref="x",
-                    yref="y",
-                    axref="x",
-                    ayref="y",
-                    showarrow=True,
-                    arrowhead=2,
-                    arrowsize=0.8,
-                    arrowcolor="#868e96",
-                    text="",
-                )
-            )
-        color = ERROR_COLOR if node.failed else "#212529"
-        title, *detail = texts[i]
-        annotations.append(
-            dict(
-                x=x0 + 0.03,
-                y=(y0 + y1) / 2,
-                xref="x",
-                yref="y",
-                xanchor="left",
-                yanchor="middle",
-                showarrow=False,
-                align="left",
-                text="<br>".join([f"<b>{plot_text(title)}</b>", *map(plot_text, detail)]),
-                font=dict(family="monospace", size=12, color=color),
-            )
-        )
-    return unchecked_figure(
-        # Invisible points carry the hover text: the Hugging Face module path and the full detail.
-        go.Scatter(
-            x=[0.5] * len(nodes),
-            y=[-tops[i] - (len(texts[i]) + 1) / 2 for i in range(len(nodes))],
-            mode="markers",
-            marker=dict(opacity=0),
-            hovertext=[f"{n.title}<br>{plot_text(n.module)}<br>{plot_text(n.detail)}" for n in nodes],
-            hoverinfo="text",
-            showlegend=False,
-            **UNCHECKED,
-        ),
-        shapes=shapes,
-        annotations=annotations,
-        height=line_h * total + 10,
-        margin=dict(l=2, r=2, t=2, b=2),
-        plot_bgcolor="white",
-        xaxis=dict(visible=False, range=[0, 1], fixedrange=True),
-        yaxis=dict(visible=False, range=[-total, 0], fixedrange=True),
-    )
+    return Html(_FLOW_STYLE % {"error": ERROR_COLOR} + '<div class="sw-flow">' + "".join(boxes) + "</div>")
 
 
-def call_flow_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
+def call_flow_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pa.Table:
     """Every recorded call of the step, exactly: hook point, HF module, inputs and outputs."""
     step = tr.steps[step_index]
     rows = [
@@ -615,7 +532,7 @@ def _pi_tokens(tr: Trace, value) -> str:
     return ""
 
 
-def prepare_inputs_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
+def prepare_inputs_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pa.Table:
     """What prepare_inputs_for_generation returned here and at the previous step, and what changed."""
     step = tr.steps[step_index]
     prev = tr.steps[step_index - 1].prepare_inputs if step_index > 0 else {}
@@ -662,7 +579,7 @@ def prepare_inputs_changes(tr: Trace, step_index: int) -> list[str]:
 # Step replay: what transformers 5.x does that the (4.x) lesson notes describe otherwise
 
 
-def live_values_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
+def live_values_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pa.Table:
     """Five things generate() does in transformers 5.x, each as this step's recorded value and why."""
     step = tr.steps[step_index]
     args, fed = step.prepare_inputs_args, step.prepare_inputs
@@ -1317,7 +1234,7 @@ def cache_growth_figure(tr: Trace, *, _: Gettext = untranslated) -> go.Figure:
     return fig
 
 
-def cache_shapes_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pd.DataFrame:
+def cache_shapes_table(tr: Trace, step_index: int, *, _: Gettext = untranslated) -> pa.Table:
     """The cache after one step: key/value shapes [batch, kv_heads, seq, head_dim] per layer and kind."""
     step = tr.steps[step_index]
     prev = {(c.layer, c.kind): c for c in tr.steps[step_index - 1].cache} if step_index > 0 else {}
