@@ -18,7 +18,7 @@ from tracer.errors import StepwiseInputError, TracingNotSupported
 from tracer.generation_settings import refuse_untraceable, resolve_settings, split_generation_kwargs
 from tracer.i18n import N_, templated
 from tracer.record import DEFAULT_BUDGET_BYTES, BeamSteps, GenerateSteps, Recorder, describe
-from tracer.stopping import StopWatch, row_stop
+from tracer.stopping import row_stop, run_stop
 from tracer.trace import Batch, BeamResult, Trace
 
 __all__ = ["StepwiseInputError", "TracingNotSupported", "trace_generation"]
@@ -113,13 +113,12 @@ def trace_generation(
         generate_kwargs["attention_mask"] = fed.attention_mask
 
     token_text = token_texter(tok)
-    stop_watch = StopWatch(resolved.eos_token_ids(), start_len + max_new_tokens)
     steps = BeamSteps(beams) if beams > 1 else GenerateSteps()
     output = None
     with Recorder(
         model, steps, capture_attention=capture_attention, budget_bytes=budget_bytes, token_text=token_text
     ) as rec:
-        criteria = [steps.token_choice()] + ([] if beams > 1 else [stop_watch])
+        criteria = [steps.token_choice()]
         if progress is not None:
             criteria.append(_Progress(progress))
         generate_kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
@@ -145,7 +144,14 @@ def trace_generation(
     if beams > 1:
         stop = steps.stop_reason(failed=rec.error is not None, max_new_tokens=max_new_tokens)
     else:
-        stop = stop_watch.reason(failed=rec.error is not None, max_new_tokens=max_new_tokens)
+        stop = run_stop(
+            sequences,
+            start_len,
+            resolved.eos_token_ids(),
+            start_len + max_new_tokens,
+            failed=rec.error is not None,
+            max_new_tokens=max_new_tokens,
+        )
     batch = None
     if fed.batch_size > 1:
         eos_ids = resolved.eos_token_ids()
