@@ -193,9 +193,9 @@ class Recorder:
     def _on_block(self, event: OpenEvent, output: Any) -> None:
         hidden = output[0] if isinstance(output, tuple) else output  # [batch, seq, hidden]
         if isinstance(hidden, torch.Tensor) and hidden.dim() == 3:
-            self.log.capture(event, "hidden_last", hidden[:, -1, :])  # [batch, hidden]
+            self.log.capture(event, "hidden_last", hidden, last_position=True)  # [batch, hidden]
 
     def _on_forward(self, event: OpenEvent, output: Any) -> None:
         logits = getattr(output, "logits", None)  # [batch, seq, vocab]
         if isinstance(logits, torch.Tensor) and logits.dim() == 3:
-            self.log.capture(event, "logits_last", logits[:, -1, :])  # [batch, vocab]
+            self.log.capture(event, "logits_last", logits, last_position=True)  # [batch, vocab]
