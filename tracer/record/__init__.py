@@ -187,7 +187,7 @@ class Recorder:
             if self.capture_attention:
                 event.notes.append("no attention weights: this attention implementation returns none")
             return
-        event.outputs["attn_weights"] = tensor_info(weights)
+        event.outputs["attn_weights"] = event.outputs["output[1]"]  # the record outputs_of made of it
         self.log.capture(event, "attention", weights)  # [batch, heads, q_len, k_len]
 
     def _on_block(self, event: OpenEvent, output: Any) -> None:

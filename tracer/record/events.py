@@ -145,20 +145,16 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
     for kind, part in cache_parts(cache):
         for index, layer in enumerate(getattr(part, "layers", [])):
             keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-            if not isinstance(keys, torch.Tensor) or keys.dim() < 2:
+            if not isinstance(keys, torch.Tensor):
                 continue  # a layer the run has not written yet
-            _, seen = positions.layer_lengths(layer)
-            records.append(
-                CacheLayer(
-                    layer=index,
-                    kind=kind,
-                    key_shape=tuple(keys.shape),  # [batch, kv_heads, seq, head_dim]
-                    value_shape=tuple(values.shape),
-                    seq_len=int(keys.shape[-2]),
-                    nbytes=int(keys.numel() * keys.element_size() + values.numel() * values.element_size()),
-                    seen=seen,
-                )
-            )
+            key_shape = tuple(keys.shape)  # [batch, kv_heads, seq, head_dim]
+            if len(key_shape) < 2:
+                continue
+            value_shape = tuple(values.shape)
+            kept, seen = positions.layer_lengths(layer)
+            nbytes = math.prod(key_shape) * keys.element_size()
+            nbytes += math.prod(value_shape) * values.element_size()
+            records.append(CacheLayer(index, kind, key_shape, value_shape, kept, nbytes, seen))
     return records
 
 
@@ -183,11 +179,14 @@ def numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
         view = tensor.numpy()
     except (RuntimeError, TypeError):  # it needs grad, is on another device, or has a dtype NumPy lacks
         return None
-    return view if view.dtype == np.float32 else None
+    return view if view.dtype is _FLOAT32 else None
+
+
+_FLOAT32 = np.dtype(np.float32)  # NumPy's one float32 dtype: `is` is the quickest check
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
+    array.setflags(write=False)
     return array
 
 
