@@ -7,6 +7,7 @@ re-implemented here; this module only checks the input, sets up the call and pac
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -469,6 +470,8 @@ def token_texter(tok):
     if tok is None:
         return lambda token_id: f"<{token_id}>"
 
+    # A run asks for the same ids again and again (each step's top-k, then every id the trace shows).
+    @functools.cache
     def token_text(token_id: int) -> str:
         return tok.decode([int(token_id)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
 

@@ -20,8 +20,8 @@ SEEN_BEFORE = "cache_seen_before"  # positions it had seen (only written when mo
 
 def layer_lengths(layer: Any) -> tuple[int, int]:
     """(positions kept, positions seen) of one live cache layer (a transformers CacheLayer)."""
-    keys = getattr(layer, "keys", None)
-    kept = int(keys.shape[-2]) if keys is not None and getattr(keys, "dim", lambda: 0)() >= 2 else 0
+    shape = getattr(getattr(layer, "keys", None), "shape", ())  # [batch, kv_heads, seq, head_dim]
+    kept = int(shape[-2]) if len(shape) >= 2 else 0
     seen = kept
     get_seq_length = getattr(layer, "get_seq_length", None)
     if kept and callable(get_seq_length):

@@ -187,15 +187,15 @@ class Recorder:
             if self.capture_attention:
                 event.notes.append("no attention weights: this attention implementation returns none")
             return
-        event.outputs["attn_weights"] = tensor_info(weights)
+        event.outputs["attn_weights"] = event.outputs["output[1]"]  # the record outputs_of made of it
         self.log.capture(event, "attention", weights)  # [batch, heads, q_len, k_len]
 
     def _on_block(self, event: OpenEvent, output: Any) -> None:
         hidden = output[0] if isinstance(output, tuple) else output  # [batch, seq, hidden]
         if isinstance(hidden, torch.Tensor) and hidden.dim() == 3:
-            self.log.capture(event, "hidden_last", hidden[:, -1, :])  # [batch, hidden]
+            self.log.capture(event, "hidden_last", hidden, last_position=True)  # [batch, hidden]
 
     def _on_forward(self, event: OpenEvent, output: Any) -> None:
         logits = getattr(output, "logits", None)  # [batch, seq, vocab]
         if isinstance(logits, torch.Tensor) and logits.dim() == 3:
-            self.log.capture(event, "logits_last", logits[:, -1, :])  # [batch, vocab]
+            self.log.capture(event, "logits_last", logits, last_position=True)  # [batch, vocab]

@@ -9,6 +9,7 @@ float32 copies counted against the budget, never references into tensors the mod
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,27 +42,47 @@ DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
 
 
 # Hooks describe thousands of tensors per run, most of them float tensors of a handful of shapes:
-# a TensorInfo is immutable, so one object serves every float tensor of the same shape and dtype.
-_DTYPES: dict[torch.dtype, tuple[str, bool]] = {}  # torch.int64 -> ("int64", keeps values)
-_FLOAT_INFOS: dict[tuple[torch.Size, torch.dtype], TensorInfo] = {}
+# a TensorInfo is immutable, so one object serves every float tensor of the same shape and dtype
+# (and every integer tensor too big to keep its values). A small integer tensor's record holds its
+# values, read at each call; what stays the same for its shape and dtype is kept beside.
+_INTERNED: dict[tuple[torch.Size, torch.dtype], TensorInfo] = {}
+_WITH_VALUES: dict[tuple[torch.Size, torch.dtype], tuple[tuple[int, ...], str]] = {}  # -> (shape, dtype name)
 
 
 def tensor_info(tensor: torch.Tensor) -> TensorInfo:
+    key = (tensor.shape, tensor.dtype)
+    info = _INTERNED.get(key)
+    if info is not None:
+        return info
+    known = _WITH_VALUES.get(key)
+    if known is not None:
+        return TensorInfo(known[0], known[1], flat_values(tensor, len(known[0])))
+    return _first_of_its_kind(tensor, key)
+
+
+def _first_of_its_kind(tensor: torch.Tensor, key: tuple[torch.Size, torch.dtype]) -> TensorInfo:
+    """The record of the first tensor of a (shape, dtype) this process sees; learns which table it goes in."""
+    if len(_INTERNED) + len(_WITH_VALUES) > 4096:  # a long-lived process sees ever new lengths: stay bounded
+        _INTERNED.clear()
+        _WITH_VALUES.clear()
     dtype = tensor.dtype
-    known = _DTYPES.get(dtype)
-    if known is None:
-        keeps_values = not dtype.is_floating_point and not dtype.is_complex
-        known = _DTYPES[dtype] = (str(dtype).removeprefix("torch."), keeps_values)
-    name, keeps_values = known
-    if keeps_values and tensor.numel() <= SMALL_INT_NUMEL:
-        return TensorInfo(tuple(tensor.shape), name, tuple(tensor.detach().reshape(-1).tolist()))
-    key = (tensor.shape, dtype)
-    info = _FLOAT_INFOS.get(key)
-    if info is None:
-        if len(_FLOAT_INFOS) > 4096:  # a long-lived process sees ever new lengths: stay bounded
-            _FLOAT_INFOS.clear()
-        info = _FLOAT_INFOS[key] = TensorInfo(tuple(tensor.shape), name, None)
+    shape, name = tuple(tensor.shape), str(dtype).removeprefix("torch.")
+    if not dtype.is_floating_point and not dtype.is_complex and tensor.numel() <= SMALL_INT_NUMEL:
+        _WITH_VALUES[key] = (shape, name)
+        return TensorInfo(shape, name, flat_values(tensor, len(shape)))
+    info = _INTERNED[key] = TensorInfo(shape, name, None)
     return info
+
+
+def flat_values(tensor: torch.Tensor, ndim: int) -> tuple:
+    """A tensor's values flattened row-major: one tolist(), the fewest torch calls (each one costs
+    microseconds while the model's weights fill the CPU caches)."""
+    values = tensor.tolist()
+    if ndim == 0:
+        return (values,)
+    for _ in range(ndim - 1):
+        values = [x for row in values for x in row]
+    return tuple(values)
 
 
 def summarize(value: Any) -> Value:
@@ -92,6 +113,9 @@ def summarize_all(values: dict[str, Any]) -> dict[str, Value]:
     return {key: summarize(v) for key, v in values.items()}
 
 
+_OUTPUT_KEYS = tuple(f"output[{i}]" for i in range(16))  # a tuple's items, named once
+
+
 def outputs_of(output: Any) -> dict[str, Value]:
     """A module's return value as named records: "output", a ModelOutput's fields, "output[i]"."""
     if isinstance(output, torch.Tensor):
@@ -99,7 +123,10 @@ def outputs_of(output: Any) -> dict[str, Value]:
     if isinstance(output, dict):  # ModelOutput
         return {k: summarize(v) for k, v in output.items() if v is not None}
     if isinstance(output, tuple):
-        return {f"output[{i}]": summarize(v) for i, v in enumerate(output) if v is not None}
+        keys = _OUTPUT_KEYS
+        if len(output) > len(keys):
+            keys = [f"output[{i}]" for i in range(len(output))]
+        return {key: summarize(v) for key, v in zip(keys, output, strict=False) if v is not None}
     return {"output": describe(output)}
 
 
@@ -118,30 +145,49 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
     for kind, part in cache_parts(cache):
         for index, layer in enumerate(getattr(part, "layers", [])):
             keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-            if not isinstance(keys, torch.Tensor) or keys.dim() < 2:
+            if not isinstance(keys, torch.Tensor):
                 continue  # a layer the run has not written yet
-            _, seen = positions.layer_lengths(layer)
-            records.append(
-                CacheLayer(
-                    layer=index,
-                    kind=kind,
-                    key_shape=tuple(keys.shape),  # [batch, kv_heads, seq, head_dim]
-                    value_shape=tuple(values.shape),
-                    seq_len=int(keys.shape[-2]),
-                    nbytes=int(keys.numel() * keys.element_size() + values.numel() * values.element_size()),
-                    seen=seen,
-                )
-            )
+            key_shape = tuple(keys.shape)  # [batch, kv_heads, seq, head_dim]
+            if len(key_shape) < 2:
+                continue
+            value_shape = tuple(values.shape)
+            kept, seen = positions.layer_lengths(layer)
+            nbytes = math.prod(key_shape) * keys.element_size()
+            nbytes += math.prod(value_shape) * values.element_size()
+            records.append(CacheLayer(index, kind, key_shape, value_shape, kept, nbytes, seen))
     return records
 
 
 def layer_cache_lengths(cache: Any, kind: str, layer_idx: int) -> tuple[int, int]:
     """(positions kept, positions seen) by one layer's cache of `kind` ("self" or "cross")."""
-    part = dict(cache_parts(cache)).get(kind, cache)
-    layers = getattr(part, "layers", [])
+    part = cache  # a cache with one part serves both kinds
+    if hasattr(cache, "self_attention_cache"):
+        part = cache.cross_attention_cache if kind == "cross" else cache.self_attention_cache
+    layers = getattr(part, "layers", ())
     if layer_idx >= len(layers):
         return 0, 0
     return positions.layer_lengths(layers[layer_idx])
+
+
+def numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
+    """A NumPy view (no copy) of a CPU float32 tensor outside autograd, else None.
+
+    It costs no torch operation: slicing and converting in torch go through its dispatcher, whose
+    code is evicted from the CPU caches by the model's own work between two hook calls.
+    """
+    try:
+        view = tensor.numpy()
+    except (RuntimeError, TypeError):  # it needs grad, is on another device, or has a dtype NumPy lacks
+        return None
+    return view if view.dtype is _FLOAT32 else None
+
+
+_FLOAT32 = np.dtype(np.float32)  # NumPy's one float32 dtype: `is` is the quickest check
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
 
 
 def float_copy(tensor: torch.Tensor) -> np.ndarray:
@@ -149,9 +195,7 @@ def float_copy(tensor: torch.Tensor) -> np.ndarray:
     tensor = tensor.detach()
     if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
         tensor = tensor.to(dtype=torch.float32, device="cpu")
-    array = tensor.numpy().copy()
-    array.flags.writeable = False
-    return array
+    return read_only(tensor.numpy().copy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,12 +307,14 @@ class EventLog:
         self.full_outputs = frozenset(full_outputs)
         self.steps: list[OpenStep] = []
         self.loose: list[OpenEvent] = []
+        # Where new events go: the open step's events, else `loose` (events between a step's token
+        # choice and the next step, none in generate() today, belong to the next step).
+        self.receiving = self.loose
         self.start_rows: list[list[int]] | None = None  # the first ids the decoder was fed, per row
         self.error: TraceError | None = None
         self.failed_at = ""  # the hook point that was running when the run failed
-        # this step's records of shared objects: id -> (object, its record), and a call's keyword
-        # arguments -> (their values, their records)
-        self._shared: dict[Any, tuple[Any, Any]] = {}
+        # this step's records of shared objects: id -> (object, its record)
+        self._shared: dict[int, tuple[Any, Value]] = {}
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -276,15 +322,11 @@ class EventLog:
     def current(self) -> OpenStep | None:
         return self.steps[-1] if self.steps else None
 
-    def in_step(self) -> bool:
-        # Events between a step's token choice and the next step (none in generate() today) would
-        # belong to the next step; keep them for it.
-        return bool(self.steps) and not self.steps[-1].closed
-
     def open_step(self, fed_ids: Any = None, **fields: Any) -> OpenStep:
         """Start the next step; the events waiting outside a step become its first events."""
         step = OpenStep(index=len(self.steps), events=self.loose, **fields)
         self.loose = []
+        self.receiving = step.events
         if self.start_rows is None and isinstance(fed_ids, torch.Tensor):
             self.start_rows = fed_ids.tolist()
         self.steps.append(step)
@@ -311,6 +353,8 @@ class EventLog:
         step.chosen_id, step.chosen_ids = chosen[0], chosen
         self._shared.clear()
         step.events.append(event)
+        if step is self.steps[-1]:
+            self.receiving = self.loose
         step.cache = cache_layers(step.live_cache)
         step.live_cache = None
 
@@ -362,7 +406,7 @@ class EventLog:
     # -- events ---------------------------------------------------------------------------
 
     def append(self, event: OpenEvent) -> OpenEvent:
-        (self.steps[-1].events if self.in_step() else self.loose).append(event)
+        self.receiving.append(event)
         return event
 
     def add(
@@ -382,68 +426,48 @@ class EventLog:
             event.notes.append(note)
         self.append(event)
 
-    def capture(self, event: OpenEvent, key: str, tensor: torch.Tensor) -> None:
-        """Keep `tensor` as event.tensors[key] if the budget allows, else say it was left out."""
-        nbytes = tensor.numel() * 4  # stored as float32
+    def capture(self, event: OpenEvent, key: str, tensor: torch.Tensor, last_position: bool = False) -> None:
+        """Keep `tensor` (with `last_position`, tensor[:, -1, :]) as event.tensors[key] if the budget
+        allows, else say it was left out."""
+        view = numpy_view(tensor)  # the common case: sliced and copied by NumPy, no torch operation
+        if view is not None:
+            if last_position:
+                view = view[:, -1]
+            shape = view.shape
+        else:
+            if last_position:
+                tensor = tensor[:, -1, :]
+            shape = tuple(tensor.shape)
+        nbytes = math.prod(shape) * 4  # stored as float32
         if self.budget.take(nbytes):
-            event.tensors[key] = float_copy(tensor)
+            event.tensors[key] = read_only(view.copy()) if view is not None else float_copy(tensor)
             return
         step = len(self.steps) - 1 if self.steps else 0
-        self.budget.skip(nbytes, f"step {step}, {event.name} {key} {list(tensor.shape)}")
+        self.budget.skip(nbytes, f"step {step}, {event.name} {key} {list(shape)}")
         event.notes.append(f"{key} not captured: the trace's byte budget is spent")
 
-    def summarize_shared(self, value: Any) -> Value:
-        # Every layer of a step gets the same mask, position ids, rotary embeddings and cache
-        # objects: describe each object once per step. The memo holds the object, so its id can't
-        # be reused by another one before the memo is cleared when the step ends.
-        # A float tensor's record is one interned TensorInfo already: memoizing it would only keep
-        # every layer's hidden states alive until the step ends.
-        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
-            return tensor_info(value)
-        hit = self._shared.get(id(value))
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        record = summarize(value)
-        self._shared[id(value)] = (value, record)
-        return record
-
-    def summarize_kwargs(self, kwargs: dict) -> dict[str, Value]:
-        """The records of a call's keyword arguments (None left out).
+    def summarize_kwargs(self, kwargs: dict, records: dict[str, Value]) -> None:
+        """Add the records of a call's keyword arguments (None left out) to `records`.
 
         Every decoder layer of a step is called with the same mask, position ids, rotary
-        embeddings and cache objects: the records of one such set are built once per step and
-        copied for each call. A float tensor differs per call (hidden_states) and is summarized
-        on its own, from its interned record.
+        embeddings and cache objects: each such object is described once per step (a cache's length
+        as the step's first call saw it). The memo holds the object, so its id can't be reused by
+        another one before the memo is cleared when the step ends. A float tensor's record is one
+        interned TensorInfo already: memoizing it would only keep every layer's hidden states alive
+        until the step ends.
         """
-        floats: dict[str, Value] = {}
-        shared_keys: list[str] = []
-        shared_values: list[Any] = []
+        shared = self._shared
         for key, value in kwargs.items():
             if value is None:
                 continue
-            if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
-                floats[key] = tensor_info(value)
+            hit = shared.get(id(value))
+            if hit is not None and hit[0] is value:
+                records[key] = hit[1]
+            elif isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
+                records[key] = tensor_info(value)
             else:
-                shared_keys.append(key)
-                shared_values.append(value)
-        # The memo holds the values, so an id in its key can't be reused by another object before
-        # the memo is cleared when the step ends.
-        memo_key = (tuple(shared_keys), tuple(map(id, shared_values)))
-        hit = self._shared.get(memo_key)
-        if hit is None:
-            record = {
-                key: self.summarize_shared(value)
-                for key, value in zip(shared_keys, shared_values, strict=True)
-            }
-            hit = self._shared[memo_key] = (shared_values, record)
-        if not floats:
-            return dict(hit[1])
-        shared = hit[1]
-        return {
-            key: floats[key] if key in floats else shared[key]
-            for key in kwargs
-            if key in floats or key in shared
-        }
+                record = records[key] = summarize(value)
+                shared[id(value)] = (value, record)
 
     def clear_shared(self) -> None:
         self._shared.clear()
@@ -464,18 +488,21 @@ class EventLog:
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
             inputs: dict[str, Value] = {}
             for i, arg in enumerate(args):
-                is_hidden = i == 0 and isinstance(arg, torch.Tensor) and arg.dim() == 3
-                inputs["hidden_states" if is_hidden else f"arg{i}"] = summarize(arg)
+                record = summarize(arg)
+                is_hidden = i == 0 and type(record) is TensorInfo and len(record.shape) == 3
+                inputs["hidden_states" if is_hidden else f"arg{i}"] = record
             if kwargs:
-                inputs.update(self.summarize_kwargs(kwargs))
-            cache = kwargs.get("past_key_values")
-            if cache is not None and layer_idx is not None:
-                # The cache is shared by all layers and updated as they run: read this layer's own length.
-                kept, seen = layer_cache_lengths(cache, cache_kind, layer_idx)
-                inputs[positions.KEPT_BEFORE] = str(kept)
-                if seen != kept:  # a sliding-window layer: it keeps fewer positions than it has seen
-                    inputs[positions.SEEN_BEFORE] = str(seen)
-            calls.append(self.append(OpenEvent(name, path, inputs=inputs)))
+                self.summarize_kwargs(kwargs, inputs)
+                cache = kwargs.get("past_key_values") if layer_idx is not None else None
+                if cache is not None:
+                    # The cache is shared by all layers and updated as they run: read this layer's own length.
+                    kept, seen = layer_cache_lengths(cache, cache_kind, layer_idx)
+                    inputs[positions.KEPT_BEFORE] = str(kept)
+                    if seen != kept:  # a sliding-window layer: it keeps fewer positions than it has seen
+                        inputs[positions.SEEN_BEFORE] = str(seen)
+            event = OpenEvent(name, path, inputs)
+            self.receiving.append(event)
+            calls.append(event)
 
         def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if not calls:

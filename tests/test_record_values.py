@@ -1,0 +1,123 @@
+"""The recorder's quick paths make the plain records: tensor records, captures, the step memo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tracer.record.events import SMALL_INT_NUMEL, EventLog, OpenEvent, tensor_info
+from tracer.trace import TensorInfo
+
+
+def plain_info(tensor: torch.Tensor) -> TensorInfo:
+    """A tensor's record built the plain way, one torch call after another."""
+    name = str(tensor.dtype).removeprefix("torch.")
+    small_int = not tensor.dtype.is_floating_point and not tensor.dtype.is_complex
+    if small_int and tensor.numel() <= SMALL_INT_NUMEL:
+        return TensorInfo(tuple(tensor.shape), name, tuple(tensor.detach().reshape(-1).tolist()))
+    return TensorInfo(tuple(tensor.shape), name, None)
+
+
+def plain_copy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to(dtype=torch.float32, device="cpu").numpy().copy()
+
+
+TENSORS = {
+    "float32": torch.randn(2, 3, 4),
+    "float16": torch.randn(2, 5).half(),
+    "bfloat16": torch.randn(3).bfloat16(),
+    "int64 scalar": torch.tensor(7),
+    "int64 row": torch.arange(5),
+    "int64 [1, 1]": torch.tensor([[129]]),
+    "int64 3-d": torch.arange(24).reshape(2, 3, 4),
+    "int64 transposed": torch.arange(12).reshape(3, 4).t(),
+    "int64 empty": torch.zeros(0, 3, dtype=torch.long),
+    "bool mask": torch.tensor([[True, False, True]]),
+    "uint8": torch.tensor([1, 2, 255], dtype=torch.uint8),
+    "int64 too big to keep": torch.arange(SMALL_INT_NUMEL + 1),
+}
+
+
+@pytest.mark.parametrize("name", TENSORS)
+def test_tensor_info_is_the_plain_record(name):
+    tensor = TENSORS[name]
+    for _ in range(2):  # the first call learns the (shape, dtype), the second uses what it learned
+        info = tensor_info(tensor)
+        assert info == plain_info(tensor)
+        assert type(info.shape) is tuple
+        if info.values is not None:
+            assert [type(v) for v in info.values] == [type(v) for v in plain_info(tensor).values]
+
+
+def test_small_int_values_are_read_at_each_call():
+    ids = torch.tensor([[1, 2]])
+    assert tensor_info(ids).values == (1, 2)
+    ids[0, 1] = 9
+    assert tensor_info(ids).values == (1, 9)
+
+
+CAPTURED = {
+    "float32": torch.randn(2, 4, 3),
+    "float32 not contiguous": torch.randn(4, 3, 2).transpose(0, 2),
+    "float16": torch.randn(2, 4, 3).half(),
+    "bfloat16": torch.randn(2, 4, 3).bfloat16(),
+    "float64": torch.randn(2, 4, 3).double(),
+    "needs grad": torch.randn(2, 4, 3, requires_grad=True),
+}
+
+
+@pytest.mark.parametrize("last_position", [False, True])
+@pytest.mark.parametrize("name", CAPTURED)
+def test_a_capture_is_the_plain_float32_copy(name, last_position):
+    tensor = CAPTURED[name]
+    log = EventLog()
+    event = OpenEvent("x", "x")
+    log.capture(event, "kept", tensor, last_position=last_position)
+    array = event.tensors["kept"]
+    expected = plain_copy(tensor[:, -1, :] if last_position else tensor)
+    assert array.dtype == np.float32 and array.flags.c_contiguous and not array.flags.writeable
+    np.testing.assert_array_equal(array, expected)
+    assert log.budget.captured == expected.size * 4
+    with torch.no_grad():
+        tensor.mul_(2)  # the model changes its tensor after the hook: the copy keeps the old values
+    np.testing.assert_array_equal(array, expected)
+
+
+def test_a_capture_past_the_budget_names_the_shape_it_left_out():
+    log = EventLog(budget_bytes=0)
+    event = OpenEvent("decoder.layers.0", "model.layers.0")
+    log.capture(event, "hidden_last", torch.randn(2, 5, 3), last_position=True)
+    assert event.tensors == {} and log.budget.skipped_bytes == 2 * 3 * 4
+    assert log.budget.first_skipped == "step 0, decoder.layers.0 hidden_last [2, 3]"
+
+
+class Cache:
+    """Stands for a transformers cache: its length as get_seq_length() says it now."""
+
+    def __init__(self):
+        self.length = 4
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def test_keyword_arguments_are_described_once_per_step_float_tensors_at_each_call():
+    log = EventLog()
+    cache, positions, hidden = Cache(), torch.tensor([[4]]), torch.randn(1, 1, 8)
+    kwargs = {"hidden_states": hidden, "mask": None, "position_ids": positions, "past_key_values": cache}
+    first: dict = {}
+    log.summarize_kwargs(kwargs, first)
+    assert list(first) == ["hidden_states", "position_ids", "past_key_values"]  # call order, None left out
+    assert first["past_key_values"] == "Cache(seq_len=4)" and first["position_ids"].values == (4,)
+
+    cache.length = 5  # the first layer wrote the cache: later layers of the step show the step's first read
+    later: dict = {}
+    log.summarize_kwargs(kwargs | {"hidden_states": torch.randn(1, 1, 16)}, later)
+    assert later["past_key_values"] == "Cache(seq_len=4)"
+    assert later["hidden_states"] == TensorInfo((1, 1, 16), "float32")
+
+    log.clear_shared()  # the step ended
+    after: dict = {}
+    log.summarize_kwargs(kwargs, after)
+    assert after["past_key_values"] == "Cache(seq_len=5)"
