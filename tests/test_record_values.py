@@ -74,6 +74,7 @@ def test_a_capture_is_the_plain_float32_copy(name, last_position):
     log = EventLog()
     event = OpenEvent("x", "x")
     log.capture(event, "kept", tensor, last_position=last_position)
+    log.copy_captures()  # a small capture is copied once the run is over
     array = event.tensors["kept"]
     expected = plain_copy(tensor[:, -1, :] if last_position else tensor)
     assert array.dtype == np.float32 and array.flags.c_contiguous and not array.flags.writeable
@@ -82,6 +83,35 @@ def test_a_capture_is_the_plain_float32_copy(name, last_position):
     with torch.no_grad():
         tensor.mul_(2)  # the model changes its tensor after the hook: the copy keeps the old values
     np.testing.assert_array_equal(array, expected)
+
+
+def test_small_captures_are_copied_at_the_end_in_one_stack_and_a_change_in_place_is_said():
+    log = EventLog()
+    attention = [torch.rand(1, 4, 1, 6) for _ in range(3)]  # a decode step's maps, one per layer
+    hidden = torch.randn(1, 1, 8)  # [batch, seq 1, hidden]: its last position is all of it
+    events = [OpenEvent(f"decoder.layers.{i}.self_attn", "m") for i in range(3)]
+    for event, weights in zip(events, attention, strict=True):
+        log.capture(event, "attention", weights)
+    block = OpenEvent("decoder.layers.0", "m")
+    log.capture(block, "hidden_last", hidden, last_position=True)
+    assert all(e.tensors == {} for e in [*events, block])  # not copied yet
+    with torch.no_grad():
+        attention[1].mul_(0)  # the model changes layer 1's map in place before the run ends
+    log.copy_captures()
+    np.testing.assert_array_equal(events[0].tensors["attention"], attention[0].numpy())
+    np.testing.assert_array_equal(events[2].tensors["attention"], attention[2].numpy())
+    assert "attention" not in events[1].tensors
+    assert events[1].notes == ["attention not captured: the model changed it in place after its call"]
+    np.testing.assert_array_equal(block.tensors["hidden_last"], hidden[:, -1, :].numpy())
+    assert block.tensors["hidden_last"].shape == (1, 8) and not block.tensors["hidden_last"].flags.writeable
+    # A large capture (a prefill's map) is copied at its call: nothing of it waits.
+    big = torch.rand(1, 4, 100, 100)
+    prefill = OpenEvent("decoder.layers.0.self_attn", "m")
+    log.capture(prefill, "attention", big)
+    expected = big.numpy().copy()
+    with torch.no_grad():
+        big.mul_(0)
+    np.testing.assert_array_equal(prefill.tensors["attention"], expected)
 
 
 def test_a_capture_past_the_budget_names_the_shape_it_left_out():

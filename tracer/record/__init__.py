@@ -130,6 +130,7 @@ class Recorder:
             if self._collector_was_on:
                 gc.enable()
             self._uninstall()
+            self.log.copy_captures()  # the small captures, copied once the run is over
             self.log.read_choices(self.token_text)
         finally:
             TRACE_LOCK.release()

@@ -35,6 +35,8 @@ TOP_K = 10
 # Integer tensors up to this many elements keep their values (input_ids, position_ids, masks).
 SMALL_INT_NUMEL = 4096
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
+# Captures up to this many bytes are copied once the run is over, together (EventLog.capture).
+SMALL_CAPTURE = 64 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +312,8 @@ class EventLog:
         # Where new events go: the open step's events, else `loose` (events between a step's token
         # choice and the next step, none in generate() today, belong to the next step).
         self.receiving = self.loose
+        # Small captures not copied yet: (event, key, tensor, its version then, keep tensor[:, -1] only)
+        self._uncopied: list[tuple[OpenEvent, str, torch.Tensor, int, bool]] = []
         self.start_rows: list[list[int]] | None = None  # the first ids the decoder was fed, per row
         self.error: TraceError | None = None
         self.failed_at = ""  # the hook point that was running when the run failed
@@ -397,10 +401,12 @@ class EventLog:
         self.error = TraceError(step_index, type(exc).__name__, str(exc), self.failed_at)
 
     def frozen_steps(self) -> list[Step]:
+        self.copy_captures()
         return [s.freeze() for s in self.steps]
 
     def loose_events(self) -> list[Event]:
         """The events recorded outside any step: all of them when a single pass is traced."""
+        self.copy_captures()
         return [e.freeze() for e in self.loose]
 
     # -- events ---------------------------------------------------------------------------
@@ -428,23 +434,64 @@ class EventLog:
 
     def capture(self, event: OpenEvent, key: str, tensor: torch.Tensor, last_position: bool = False) -> None:
         """Keep `tensor` (with `last_position`, tensor[:, -1, :]) as event.tensors[key] if the budget
-        allows, else say it was left out."""
+        allows, else say it was left out.
+
+        A small tensor (a decode step's attention map or hidden state: at most SMALL_CAPTURE bytes,
+        and not a slice of a larger one) is kept as it is and copied once the run is over, with the
+        others of its shape in one stack (`copy_captures`): between two hook calls the model's own
+        work evicts torch's and NumPy's code from the CPU caches, and a copy cost tens of
+        microseconds per array. Its version counter, read now, says whether the model changed it in
+        place before the copy (then it is not kept, and its event says so). The tensors kept count
+        against the budget as their copies do.
+        """
+        shape = tensor.shape
+        if last_position:
+            shape = (shape[0], *shape[2:])
+        nbytes = math.prod(shape) * 4  # stored as float32
+        if not self.budget.take(nbytes):
+            step = len(self.steps) - 1 if self.steps else 0
+            self.budget.skip(nbytes, f"step {step}, {event.name} {key} {list(shape)}")
+            event.notes.append(f"{key} not captured: the trace's byte budget is spent")
+            return
+        if nbytes <= SMALL_CAPTURE and (not last_position or tensor.shape[1] == 1):
+            self._uncopied.append((event, key, tensor, tensor._version, last_position))
+            return
         view = numpy_view(tensor)  # the common case: sliced and copied by NumPy, no torch operation
         if view is not None:
-            if last_position:
-                view = view[:, -1]
-            shape = view.shape
+            event.tensors[key] = read_only((view[:, -1] if last_position else view).copy())
         else:
-            if last_position:
-                tensor = tensor[:, -1, :]
-            shape = tuple(tensor.shape)
-        nbytes = math.prod(shape) * 4  # stored as float32
-        if self.budget.take(nbytes):
-            event.tensors[key] = read_only(view.copy()) if view is not None else float_copy(tensor)
+            event.tensors[key] = float_copy(tensor[:, -1, :] if last_position else tensor)
+
+    def copy_captures(self) -> None:
+        """Copy the small captures kept since the last call: one stack per shape and dtype.
+
+        Called once the run is over (and before any record is frozen), when it is quick: the
+        model no longer evicts this code from the caches, and a decode step's hidden states have
+        one shape for the whole run, so all of them are one stack.
+        """
+        if not self._uncopied:
             return
-        step = len(self.steps) - 1 if self.steps else 0
-        self.budget.skip(nbytes, f"step {step}, {event.name} {key} {list(shape)}")
-        event.notes.append(f"{key} not captured: the trace's byte budget is spent")
+        groups: dict[tuple, list[tuple[OpenEvent, str, torch.Tensor, int, bool]]] = {}
+        for item in self._uncopied:
+            tensor = item[2]
+            groups.setdefault((tensor.shape, tensor.dtype), []).append(item)
+        self._uncopied = []
+        with torch.no_grad():
+            for items in groups.values():
+                try:
+                    stacked = torch.stack([item[2] for item in items])  # [n, *shape], a new tensor
+                except RuntimeError:  # on different devices: one at a time
+                    stacked = torch.stack([item[2].cpu() for item in items])
+                if stacked.dtype != torch.float32 or stacked.device.type != "cpu":
+                    stacked = stacked.to(dtype=torch.float32, device="cpu")
+                arrays = read_only(stacked.numpy())  # its rows, the captures, are read-only too
+                for array, (event, key, tensor, version, last_position) in zip(arrays, items, strict=True):
+                    if tensor._version != version:
+                        event.notes.append(
+                            f"{key} not captured: the model changed it in place after its call"
+                        )
+                        continue
+                    event.tensors[key] = array[:, -1] if last_position else array
 
     def summarize_kwargs(self, kwargs: dict, records: dict[str, Value]) -> None:
         """Add the records of a call's keyword arguments (None left out) to `records`.
