@@ -3,8 +3,10 @@
 An `EventLog` holds one run's events: each call at a hook point opens an event when it starts
 (so events are in the order calls started, a block before its attention) and fills its outputs
 when it returns. Steps group the events; *where* a step begins and ends is a step rule's business
-(steps.py), the log only keeps them. Tensors become shapes, small integer values, or read-only
-float32 copies counted against the budget, never references into tensors the model may change.
+(steps.py), the log only keeps them. Tensors become shapes, small integer values (read at the
+call), or read-only float32 copies counted against the budget. A record never refers to a tensor
+of the model: a small capture waits for its copy until the run is over, and is kept only if
+torch's version counter says the model did not change it in place meanwhile.
 """
 
 from __future__ import annotations
