@@ -511,6 +511,7 @@ html, .stApp { font-size: 22px; }
 .stApp [data-testid="stMarkdownContainer"] p, .stApp li { font-size: 1.15rem; line-height: 1.45; }
 .stApp h1 { font-size: 2.2rem; } .stApp h2 { font-size: 1.8rem; } .stApp h3 { font-size: 1.5rem; }
 .block-container { padding-top: 4.4rem; padding-left: 2rem; padding-right: 2rem; max-width: 100%; }
+.stApp .sw-flow { font-size: 17px; }
 </style>
 """
 
