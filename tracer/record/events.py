@@ -194,12 +194,17 @@ def read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def float_copy(tensor: torch.Tensor) -> np.ndarray:
-    """A read-only float32 NumPy copy of `tensor`, which the model may change after the hook returns."""
+def as_float32_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` outside autograd, as float32 on the CPU (itself when it already is)."""
     tensor = tensor.detach()
     if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
         tensor = tensor.to(dtype=torch.float32, device="cpu")
-    return read_only(tensor.numpy().copy())
+    return tensor
+
+
+def float_copy(tensor: torch.Tensor) -> np.ndarray:
+    """A read-only float32 NumPy copy of `tensor`, which the model may change after the hook returns."""
+    return read_only(as_float32_cpu(tensor).numpy().copy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,11 +487,10 @@ class EventLog:
             for items in groups.values():
                 try:
                     stacked = torch.stack([item[2] for item in items])  # [n, *shape], a new tensor
-                except RuntimeError:  # on different devices: one at a time
+                except RuntimeError:  # on different devices: each moved to the CPU first
                     stacked = torch.stack([item[2].cpu() for item in items])
-                if stacked.dtype != torch.float32 or stacked.device.type != "cpu":
-                    stacked = stacked.to(dtype=torch.float32, device="cpu")
-                arrays = read_only(stacked.numpy())  # its rows, the captures, are read-only too
+                # Its rows are the captures, read-only as the whole is.
+                arrays = read_only(as_float32_cpu(stacked).numpy())
                 for array, (event, key, tensor, version, last_position) in zip(arrays, items, strict=True):
                     if tensor._version != version:
                         event.notes.append(
