@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tracer.record.events import SMALL_INT_NUMEL, EventLog, OpenEvent, tensor_info
-from tracer.trace import TensorInfo
+from tracer.trace import Event, TensorInfo
 
 
 def plain_info(tensor: torch.Tensor) -> TensorInfo:
@@ -151,3 +151,59 @@ def test_keyword_arguments_are_described_once_per_step_float_tensors_at_each_cal
     after: dict = {}
     log.summarize_kwargs(kwargs, after)
     assert after["past_key_values"] == "Cache(seq_len=5)"
+
+
+def test_a_frozen_event_is_the_event_its_fields_make():
+    event = OpenEvent("decoder.layers.0", "model.layers.0", {"hidden_states": "x"}, {"output": "y"})
+    event.notes += ["first", "second"]
+    event.error = "raised"
+    frozen = event.freeze()
+    made = Event(
+        "decoder.layers.0",
+        "model.layers.0",
+        {"hidden_states": "x"},
+        {"output": "y"},
+        {},
+        "first; second",
+        "raised",
+    )
+    assert vars(frozen) == vars(made) and type(frozen) is Event
+
+
+def _one_block_call(log: EventLog, fed: torch.Tensor | None, change_in_place: bool = False):
+    """One step of one hook point's call, its records and captures as the frozen trace has them."""
+    step = log.open_step(fed)
+    log.feeding(fed)
+    pre, post = log.hook_point(
+        "decoder.layers.0",
+        "model.layers.0",
+        lambda event, output: log.capture(event, "hidden_last", output, last_position=True),
+    )
+    hidden, kwargs = torch.randn(1, 1, 8), {"position_ids": torch.tensor([[4]]), "use_cache": True}
+    pre(None, (hidden,), kwargs)
+    output = hidden * 2
+    post(None, (hidden,), kwargs, output)
+    if change_in_place:
+        output.add_(1)
+    log.close_step(step, torch.tensor([5]), None, "test")
+    return log.frozen_steps()[-1].events[0], output
+
+
+def test_a_decode_steps_calls_described_at_its_end_are_recorded_as_at_the_call():
+    torch.manual_seed(0)
+    deferred, output = _one_block_call(log := EventLog(), torch.tensor([[3]]))
+    assert log.defer  # a decode step: one new position
+    torch.manual_seed(0)
+    at_once, _ = _one_block_call(log := EventLog(), None)  # fed embeddings: described call by call
+    assert not log.defer
+    assert deferred.inputs == at_once.inputs
+    assert deferred.inputs["position_ids"] == TensorInfo((1, 1), "int64", (4,))
+    assert deferred.outputs == at_once.outputs == {"output": TensorInfo((1, 1, 8), "float32")}
+    np.testing.assert_array_equal(deferred.tensors["hidden_last"], at_once.tensors["hidden_last"])
+    np.testing.assert_array_equal(deferred.tensors["hidden_last"], output[:, -1].numpy())
+
+
+def test_a_decode_steps_capture_changed_in_place_before_the_step_ends_is_not_kept():
+    event, _ = _one_block_call(EventLog(), torch.tensor([[3]]), change_in_place=True)
+    assert "hidden_last" not in event.tensors
+    assert "hidden_last not captured: the model changed it in place after its call" in event.note

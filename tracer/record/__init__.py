@@ -130,7 +130,7 @@ class Recorder:
             if self._collector_was_on:
                 gc.enable()
             self._uninstall()
-            self.log.copy_captures()  # the small captures, copied once the run is over
+            self.log.finish()  # the calls of a step that failed described, the small captures copied
             self.log.read_choices(self.token_text)
         finally:
             TRACE_LOCK.release()
@@ -160,7 +160,6 @@ class Recorder:
         self._watch(layout.lm_head, names.LM_HEAD)
 
     def _uninstall(self) -> None:
-        self.log.clear_shared()
         self.hooks.remove()
 
     def _watch(self, module: nn.Module, name: str, on_return=None, last: nn.Module | None = None) -> None:
@@ -188,7 +187,7 @@ class Recorder:
             if self.capture_attention:
                 event.notes.append("no attention weights: this attention implementation returns none")
             return
-        event.outputs["attn_weights"] = event.outputs["output[1]"]  # the record outputs_of made of it
+        event.outputs["attn_weights"] = tensor_info(weights)  # the same record as output[1]
         self.log.capture(event, "attention", weights)  # [batch, heads, q_len, k_len]
 
     def _on_block(self, event: OpenEvent, output: Any) -> None:

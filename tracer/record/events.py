@@ -11,13 +11,13 @@ torch's version counter says the model did not change it in place meanwhile.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from tracer import names, positions
 from tracer.trace import (
@@ -39,6 +39,11 @@ SMALL_INT_NUMEL = 4096
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
 # Captures up to this many bytes are copied once the run is over, together (EventLog.capture).
 SMALL_CAPTURE = 64 * 1024
+# Steps whose token choices are read together (EventLog.read_choices): 16 x [batch, vocab] at a time.
+_CHOICE_CHUNK = 16
+# A step that feeds the model at most this many positions (rows x new positions: a decode step)
+# has its calls described when it ends, together (EventLog.describe_calls).
+DEFER_MAX_FED = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,13 +108,13 @@ def describe(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
-    if hasattr(value, "get_seq_length"):  # a transformers Cache
-        return f"{type(value).__name__}(seq_len={value.get_seq_length()})"
+    if isinstance(value, tuple | list):  # before the cache probe: a failed hasattr costs an exception
+        return "(" + ", ".join(describe(v) for v in value) + ")" if len(value) <= 8 else type(value).__name__
     if isinstance(value, dict):  # also ModelOutput, a dict subclass
         inner = ", ".join(f"{k}={describe(v)}" for k, v in value.items() if v is not None)
         return f"{type(value).__name__}({inner})"
-    if isinstance(value, tuple | list) and len(value) <= 8:
-        return "(" + ", ".join(describe(v) for v in value) + ")"
+    if hasattr(value, "get_seq_length"):  # a transformers Cache
+        return f"{type(value).__name__}(seq_len={value.get_seq_length()})"
     return type(value).__name__
 
 
@@ -155,9 +160,11 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
             if len(key_shape) < 2:
                 continue
             value_shape = tuple(values.shape)
-            kept, seen = positions.layer_lengths(layer)
-            nbytes = math.prod(key_shape) * keys.element_size()
-            nbytes += math.prod(value_shape) * values.element_size()
+            if type(layer) is DynamicLayer:  # keeps every position it has seen
+                kept = seen = key_shape[-2]
+            else:
+                kept, seen = positions.layer_lengths(layer)
+            nbytes = keys.numel() * keys.element_size() + values.numel() * values.element_size()
             records.append(CacheLayer(index, kind, key_shape, value_shape, kept, nbytes, seen))
     return records
 
@@ -165,12 +172,17 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
 def layer_cache_lengths(cache: Any, kind: str, layer_idx: int) -> tuple[int, int]:
     """(positions kept, positions seen) by one layer's cache of `kind` ("self" or "cross")."""
     part = cache  # a cache with one part serves both kinds
-    if hasattr(cache, "self_attention_cache"):
+    if type(cache) is not DynamicCache and hasattr(cache, "self_attention_cache"):
         part = cache.cross_attention_cache if kind == "cross" else cache.self_attention_cache
     layers = getattr(part, "layers", ())
     if layer_idx >= len(layers):
         return 0, 0
-    return positions.layer_lengths(layers[layer_idx])
+    layer = layers[layer_idx]
+    if type(layer) is DynamicLayer:  # the common layer, read without a call: it keeps all it has seen
+        keys = layer.keys
+        kept = keys.shape[-2] if isinstance(keys, torch.Tensor) and keys.dim() >= 2 else 0
+        return kept, kept
+    return positions.layer_lengths(layer)
 
 
 def numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
@@ -211,6 +223,9 @@ def float_copy(tensor: torch.Tensor) -> np.ndarray:
 # Records under construction
 
 
+_NOT_RETURNED = object()
+
+
 @dataclass(slots=True)  # thousands per run: slots make each one quicker to make and smaller
 class OpenEvent:
     name: str
@@ -220,11 +235,32 @@ class OpenEvent:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    # A decode step's call, described when its step ends (EventLog.describe_calls): (args, kwargs)
+    # and what it returned. None / _NOT_RETURNED once described, or for a call described at once.
+    call: tuple[tuple, dict] | None = None
+    returned: Any = _NOT_RETURNED
 
     def freeze(self) -> Event:
-        return Event(
-            self.name, self.module, self.inputs, self.outputs, self.tensors, "; ".join(self.notes), self.error
+        # A frozen dataclass's __init__ sets each field through object.__setattr__, which costs more
+        # than the rest of a decode step's event: the instance's dict is set at once instead.
+        event = _new_event(Event)
+        _set_attribute(
+            event,
+            "__dict__",
+            {
+                "name": self.name,
+                "module": self.module,
+                "inputs": self.inputs,
+                "outputs": self.outputs,
+                "tensors": self.tensors,
+                "note": "; ".join(self.notes),
+                "error": self.error,
+            },
         )
+        return event
+
+
+_new_event, _set_attribute = object.__new__, object.__setattr__
 
 
 @dataclass
@@ -326,6 +362,11 @@ class EventLog:
         self.failed_at = ""  # the hook point that was running when the run failed
         # this step's records of shared objects: id -> (object, its record)
         self._shared: dict[int, tuple[Any, Value]] = {}
+        # Whether the open step's calls are described when it ends (a decode step), and those calls.
+        self.defer = False
+        self._undescribed: list[OpenEvent] = []
+        # Captures of those calls: (event, key, tensor, its version at the call, keep the last position only)
+        self._pending_captures: list[tuple[OpenEvent, str, torch.Tensor, int, bool]] = []
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -338,10 +379,23 @@ class EventLog:
         step = OpenStep(index=len(self.steps), events=self.loose, **fields)
         self.loose = []
         self.receiving = step.events
+        self.defer = False  # until the rule knows what the step feeds (`feeding`)
         if self.start_rows is None and isinstance(fed_ids, torch.Tensor):
             self.start_rows = fed_ids.tolist()
         self.steps.append(step)
         return step
+
+    def feeding(self, fed: Any) -> None:
+        """The open step feeds the model `fed` ([batch, new positions], or None when it feeds
+        embeddings): a decode step's calls are described when it ends, in one go.
+
+        Between two hook calls the model's own work evicts the recorder's code and data from the
+        CPU caches, and describing a call there costs several times what it costs in a loop over
+        the step's calls at its end. The calls hold their arguments and outputs until then: a
+        decode step's are a few positions wide, so that is a few kilobytes per call; the prefill
+        (and any step with the cache off) is described call by call, as its tensors are large.
+        """
+        self.defer = isinstance(fed, torch.Tensor) and fed.numel() <= DEFER_MAX_FED
 
     def close_step(
         self, step: OpenStep, chosen_ids: torch.Tensor, scores: torch.Tensor | None, module: str
@@ -354,6 +408,7 @@ class EventLog:
         [batch, vocab] cost more in dispatch than in arithmetic. The scores are kept until then
         (generate() keeps them too, with output_scores): it never changes them after the choice.
         """
+        self.describe_calls()
         chosen = [int(i) for i in chosen_ids.tolist()]
         event = OpenEvent(names.CHOOSE_TOKEN, module, outputs={"next_token": tensor_info(chosen_ids)})
         if scores is not None:
@@ -362,7 +417,7 @@ class EventLog:
         elif len(chosen) > 1:
             step.rows = [RowChoice(token, None, []) for token in chosen]
         step.chosen_id, step.chosen_ids = chosen[0], chosen
-        self._shared.clear()
+        self.clear_shared()
         step.events.append(event)
         if step is self.steps[-1]:
             self.receiving = self.loose
@@ -377,24 +432,31 @@ class EventLog:
                 key = (tuple(step.scores.shape), step.scores.device)
                 pending.setdefault(key, []).append(step)
         for group in pending.values():
-            scores = torch.stack([step.scores for step in group]).float()  # [steps, batch, vocab]
-            chosen = torch.tensor([step.chosen_ids for step in group], device=scores.device)  # [steps, batch]
-            distribution = torch.softmax(scores, dim=-1)
-            top = torch.topk(distribution, k=min(TOP_K, distribution.shape[-1]))  # [steps, batch, k]
-            probs = distribution.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()  # [steps][batch]
-            for step, step_probs, values, ids in zip(
-                group, probs, top.values.tolist(), top.indices.tolist(), strict=True
-            ):
-                topk = [
-                    [TopToken(i, token_text(i), p) for p, i in zip(row_values, row_ids, strict=True)]
-                    for row_values, row_ids in zip(values, ids, strict=True)
-                ]
-                step.chosen_prob, step.topk = step_probs[0], topk[0]
-                if len(step.chosen_ids) > 1:
-                    step.rows = [
-                        RowChoice(*row) for row in zip(step.chosen_ids, step_probs, topk, strict=True)
-                    ]
-                step.scores = None
+            for chunk in range(0, len(group), _CHOICE_CHUNK):
+                self._read_chunk(group[chunk : chunk + _CHOICE_CHUNK], token_text)
+
+    def _read_chunk(self, steps: list[OpenStep], token_text) -> None:
+        """`read_choices` for steps whose scores have one shape and device, as one softmax and top-k.
+
+        The softmax is worked in place on a stack of the steps' scores: a fresh [steps, batch, vocab]
+        array for a whole run would cost more in page faults than the arithmetic (8 MB for 64 steps).
+        """
+        scores = torch.stack([step.scores for step in steps]).float()  # [steps, batch, vocab], a copy
+        chosen = torch.tensor([step.chosen_ids for step in steps], device=scores.device)  # [steps, batch]
+        exp = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # softmax's numerator, as torch's
+        total = exp.sum(dim=-1, keepdim=True)  # [steps, batch, 1]
+        top = torch.topk(exp, k=min(TOP_K, exp.shape[-1]))  # [steps, batch, k]
+        top_probs = (top.values / total).tolist()
+        probs = (exp.gather(-1, chosen.unsqueeze(-1)) / total).squeeze(-1).tolist()  # [steps][batch]
+        for step, step_probs, values, ids in zip(steps, probs, top_probs, top.indices.tolist(), strict=True):
+            topk = [
+                [TopToken(i, token_text(i), p) for p, i in zip(row_values, row_ids, strict=True)]
+                for row_values, row_ids in zip(values, ids, strict=True)
+            ]
+            step.chosen_prob, step.topk = step_probs[0], topk[0]
+            if len(step.chosen_ids) > 1:
+                step.rows = [RowChoice(*row) for row in zip(step.chosen_ids, step_probs, topk, strict=True)]
+            step.scores = None
 
     def fail(self, exc: BaseException) -> None:
         """Note that the run raised `exc`; the steps so far and the failing step's events stay."""
@@ -407,13 +469,19 @@ class EventLog:
                 self.open_step()
         self.error = TraceError(step_index, type(exc).__name__, str(exc), self.failed_at)
 
-    def frozen_steps(self) -> list[Step]:
+    def finish(self) -> None:
+        """Describe the calls not described yet (a step that failed) and copy the small captures."""
+        self.describe_calls()
         self.copy_captures()
+        self.clear_shared()
+
+    def frozen_steps(self) -> list[Step]:
+        self.finish()
         return [s.freeze() for s in self.steps]
 
     def loose_events(self) -> list[Event]:
         """The events recorded outside any step: all of them when a single pass is traced."""
-        self.copy_captures()
+        self.finish()
         return [e.freeze() for e in self.loose]
 
     # -- events ---------------------------------------------------------------------------
@@ -439,7 +507,14 @@ class EventLog:
             event.notes.append(note)
         self.append(event)
 
-    def capture(self, event: OpenEvent, key: str, tensor: torch.Tensor, last_position: bool = False) -> None:
+    def capture(
+        self,
+        event: OpenEvent,
+        key: str,
+        tensor: torch.Tensor,
+        last_position: bool = False,
+        version: int | None = None,
+    ) -> None:
         """Keep `tensor` (with `last_position`, tensor[:, -1, :]) as event.tensors[key] if the budget
         allows, else say it was left out.
 
@@ -450,18 +525,29 @@ class EventLog:
         microseconds per array. Its version counter, read now, says whether the model changed it in
         place before the copy (then it is not kept, and its event says so). The tensors kept count
         against the budget as their copies do.
+
+        In a decode step (`feeding`) all of that waits for the step's end: only the tensor and its
+        version counter are taken at the call (`version`, when the step's end takes it up).
         """
+        if version is None:
+            version = tensor._version
+            if self.defer:
+                self._pending_captures.append((event, key, tensor, version, last_position))
+                return
+        elif tensor._version != version:
+            event.notes.append(f"{key} not captured: the model changed it in place after its call")
+            return
         shape = tensor.shape
-        if last_position:
-            shape = (shape[0], *shape[2:])
-        nbytes = math.prod(shape) * 4  # stored as float32
+        positions = shape[1] if last_position else 1  # the last of shape[1] positions is kept, or all
+        nbytes = tensor.numel() // max(positions, 1) * 4  # stored as float32
         if not self.budget.take(nbytes):
+            kept_shape = [shape[0], *shape[2:]] if last_position else list(shape)
             step = len(self.steps) - 1 if self.steps else 0
-            self.budget.skip(nbytes, f"step {step}, {event.name} {key} {list(shape)}")
+            self.budget.skip(nbytes, f"step {step}, {event.name} {key} {kept_shape}")
             event.notes.append(f"{key} not captured: the trace's byte budget is spent")
             return
-        if nbytes <= SMALL_CAPTURE and (not last_position or tensor.shape[1] == 1):
-            self._uncopied.append((event, key, tensor, tensor._version, last_position))
+        if nbytes <= SMALL_CAPTURE and positions == 1:
+            self._uncopied.append((event, key, tensor, version, last_position))
             return
         view = numpy_view(tensor)  # the common case: sliced and copied by NumPy, no torch operation
         if view is not None:
@@ -525,6 +611,44 @@ class EventLog:
     def clear_shared(self) -> None:
         self._shared.clear()
 
+    def remember(self, value: Any) -> None:
+        """Describe a shared object now, for every record of it this step: a cache, whose length
+        grows as the step's layers run (its record is its length as the step's first call saw it)."""
+        if id(value) not in self._shared:
+            self._shared[id(value)] = (value, summarize(value))
+
+    def call_inputs(self, args: tuple, kwargs: dict) -> dict[str, Value]:
+        """The records of a call's arguments: positional ones as arg{i} (the first, if [batch, seq,
+        hidden], as hidden_states), then the keyword ones."""
+        inputs: dict[str, Value] = {}
+        for i, arg in enumerate(args):
+            record = summarize(arg)
+            is_hidden = i == 0 and type(record) is TensorInfo and len(record.shape) == 3
+            inputs["hidden_states" if is_hidden else f"arg{i}"] = record
+        if kwargs:
+            self.summarize_kwargs(kwargs, inputs)
+        return inputs
+
+    def describe_calls(self) -> None:
+        """Describe the calls held since the step began (`feeding`): their inputs before what was
+        read at the call (a layer's cache length), their outputs before what a hook point added;
+        then their captures, each kept only if its version counter is still the one read at the call.
+
+        Tensors are described as they are now: their shapes can't change, and the few integer
+        tensors whose values are kept (ids, positions) are new each step in generate(). A model
+        that changes one in place during the step is recorded with the value at the step's end.
+        """
+        for event in self._undescribed:
+            args, kwargs = event.call
+            event.inputs = self.call_inputs(args, kwargs) | event.inputs
+            if event.returned is not _NOT_RETURNED:
+                event.outputs = outputs_of(event.returned) | event.outputs
+            event.call, event.returned = None, _NOT_RETURNED
+        self._undescribed.clear()
+        pending, self._pending_captures = self._pending_captures, []
+        for event, key, tensor, version, last_position in pending:
+            self.capture(event, key, tensor, last_position, version=version)
+
     # -- hook points ------------------------------------------------------------------------
 
     def hook_point(self, name: str, path: str, on_return=None, layer_idx: int | None = None):
@@ -539,21 +663,20 @@ class EventLog:
         cache_kind = "cross" if names.attention_kind(name) == "cross" else "self"
 
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            inputs: dict[str, Value] = {}
-            for i, arg in enumerate(args):
-                record = summarize(arg)
-                is_hidden = i == 0 and type(record) is TensorInfo and len(record.shape) == 3
-                inputs["hidden_states" if is_hidden else f"arg{i}"] = record
-            if kwargs:
-                self.summarize_kwargs(kwargs, inputs)
-                cache = kwargs.get("past_key_values") if layer_idx is not None else None
-                if cache is not None:
-                    # The cache is shared by all layers and updated as they run: read this layer's own length.
-                    kept, seen = layer_cache_lengths(cache, cache_kind, layer_idx)
-                    inputs[positions.KEPT_BEFORE] = str(kept)
-                    if seen != kept:  # a sliding-window layer: it keeps fewer positions than it has seen
-                        inputs[positions.SEEN_BEFORE] = str(seen)
-            event = OpenEvent(name, path, inputs)
+            cache = kwargs.get("past_key_values") if kwargs else None
+            if self.defer:  # described when the step ends; only what changes meanwhile is read now
+                event = OpenEvent(name, path, {}, call=(args, kwargs))
+                self._undescribed.append(event)
+                if cache is not None and id(cache) not in self._shared:
+                    self.remember(cache)
+            else:
+                event = OpenEvent(name, path, self.call_inputs(args, kwargs))
+            if cache is not None and layer_idx is not None:
+                # The cache is shared by all layers and updated as they run: read this layer's own length.
+                kept, seen = layer_cache_lengths(cache, cache_kind, layer_idx)
+                event.inputs[positions.KEPT_BEFORE] = str(kept)
+                if seen != kept:  # a sliding-window layer: it keeps fewer positions than it has seen
+                    event.inputs[positions.SEEN_BEFORE] = str(seen)
             self.receiving.append(event)
             calls.append(event)
 
@@ -565,7 +688,10 @@ class EventLog:
                 event.error = "raised"
                 self.failed_at = self.failed_at or name
                 return
-            event.outputs = outputs_of(output)
+            if event.call is not None:
+                event.returned = output
+            else:
+                event.outputs = outputs_of(output)
             if keep_output and isinstance(output, torch.Tensor):
                 self.capture(event, "output", output)
             if on_return is not None:

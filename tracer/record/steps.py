@@ -86,10 +86,19 @@ class GenerateSteps(StepRule):
                 raise
             event.outputs = step.prepare_inputs = summarize_all(model_inputs)
             step.live_cache = model_inputs.get("past_key_values")
+            log.feeding(fed_ids(model_inputs))
             self.started(step, args[0] if args else None, model_inputs)
             return model_inputs
 
         return prepare_inputs_for_generation
+
+
+def fed_ids(model_inputs: dict) -> torch.Tensor | None:
+    """The ids a step feeds the decoder ([batch, new positions]); None when it feeds embeddings."""
+    if any(model_inputs.get(key) is not None for key in ("inputs_embeds", "decoder_inputs_embeds")):
+        return None
+    ids = model_inputs.get("decoder_input_ids")
+    return model_inputs.get("input_ids") if ids is None else ids
 
 
 class _TokenChoice(StoppingCriteria):
@@ -101,10 +110,14 @@ class _TokenChoice(StoppingCriteria):
 
     def __init__(self, rule: GenerateSteps):
         self.rule = rule
+        self._never: torch.Tensor | None = None  # [batch] of False, made once: generate() only reads it
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         self.rule.token_chosen(input_ids, scores[-1] if scores else None)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        never = self._never
+        if never is None or never.shape[0] != input_ids.shape[0] or never.device != input_ids.device:
+            never = self._never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return never
 
 
 class LoopSteps(StepRule):
@@ -134,6 +147,7 @@ class LoopSteps(StepRule):
             ids, prepare_inputs=summarize_all({k: v for k, v in fed.items() if v is not None})
         )
         step.live_cache = fed.get("past_key_values")
+        self.rec.log.feeding(fed_ids(fed))
 
     def _forward_ends(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         step = self.rec.log.current
