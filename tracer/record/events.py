@@ -367,6 +367,7 @@ class EventLog:
         self._undescribed: list[OpenEvent] = []
         # Captures of those calls: (event, key, tensor, its version at the call, keep the last position only)
         self._pending_captures: list[tuple[OpenEvent, str, torch.Tensor, int, bool]] = []
+        self._pending_prepare: tuple[OpenStep, OpenEvent, dict, dict] | None = None
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -617,6 +618,15 @@ class EventLog:
         if id(value) not in self._shared:
             self._shared[id(value)] = (value, summarize(value))
 
+    def records_of(self, values: dict[str, Any]) -> dict[str, Value]:
+        """`summarize_all(values)`, with this step's records of the shared objects it remembers."""
+        shared = self._shared
+        records = {}
+        for key, value in values.items():
+            hit = shared.get(id(value))
+            records[key] = hit[1] if hit is not None and hit[0] is value else summarize(value)
+        return records
+
     def call_inputs(self, args: tuple, kwargs: dict) -> dict[str, Value]:
         """The records of a call's arguments: positional ones as arg{i} (the first, if [batch, seq,
         hidden], as hidden_states), then the keyword ones."""
@@ -629,6 +639,20 @@ class EventLog:
             self.summarize_kwargs(kwargs, inputs)
         return inputs
 
+    def describe_prepare(self, step: OpenStep, event: OpenEvent, called_with: dict, returned: dict) -> None:
+        """Record what prepare_inputs_for_generation was called with and returned (None kept) as
+        `step.prepare_inputs_args` and `step.prepare_inputs`: now, or in a decode step when it ends,
+        with the cache described now (its length before the step)."""
+        if not self.defer:
+            step.prepare_inputs_args = event.inputs = summarize_all(called_with)
+            step.prepare_inputs = event.outputs = summarize_all(returned)
+            return
+        for values in (called_with, returned):
+            cache = values.get("past_key_values")
+            if cache is not None:
+                self.remember(cache)
+        self._pending_prepare = (step, event, called_with, returned)
+
     def describe_calls(self) -> None:
         """Describe the calls held since the step began (`feeding`): their inputs before what was
         read at the call (a layer's cache length), their outputs before what a hook point added;
@@ -638,6 +662,11 @@ class EventLog:
         tensors whose values are kept (ids, positions) are new each step in generate(). A model
         that changes one in place during the step is recorded with the value at the step's end.
         """
+        if self._pending_prepare is not None:
+            step, event, called_with, returned = self._pending_prepare
+            self._pending_prepare = None
+            step.prepare_inputs_args = event.inputs = self.records_of(called_with)
+            step.prepare_inputs = event.outputs = self.records_of(returned)
         for event in self._undescribed:
             args, kwargs = event.call
             event.inputs = self.call_inputs(args, kwargs) | event.inputs

@@ -75,18 +75,19 @@ class GenerateSteps(StepRule):
         # functools.wraps keeps the signature: generate() reads it to decide which kwargs it accepts.
         @functools.wraps(original)
         def prepare_inputs_for_generation(*args, **kwargs):
-            called_with = summarize_all(dict(zip(parameters, args, strict=False)) | kwargs)
-            step = log.open_step(args[0] if args else None, prepare_inputs_args=called_with)
-            event = log.append(OpenEvent(names.PREPARE_INPUTS, "prepare_inputs_for_generation", called_with))
+            called_with = dict(zip(parameters, args, strict=False)) | kwargs
+            step = log.open_step(args[0] if args else None)
+            event = log.append(OpenEvent(names.PREPARE_INPUTS, "prepare_inputs_for_generation"))
             try:
                 model_inputs = original(*args, **kwargs)
             except BaseException:
+                event.inputs = step.prepare_inputs_args = summarize_all(called_with)
                 event.error = "raised"
                 log.failed_at = log.failed_at or names.PREPARE_INPUTS
                 raise
-            event.outputs = step.prepare_inputs = summarize_all(model_inputs)
             step.live_cache = model_inputs.get("past_key_values")
             log.feeding(fed_ids(model_inputs))
+            log.describe_prepare(step, event, called_with, dict(model_inputs))
             self.started(step, args[0] if args else None, model_inputs)
             return model_inputs
 
