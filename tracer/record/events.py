@@ -12,6 +12,7 @@ torch's version counter says the model did not change it in place meanwhile.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -90,7 +91,7 @@ def flat_values(tensor: torch.Tensor, ndim: int) -> tuple:
     if ndim == 0:
         return (values,)
     for _ in range(ndim - 1):
-        values = [x for row in values for x in row]
+        values = chain.from_iterable(values)  # rows joined lazily, walked once by tuple()
     return tuple(values)
 
 
@@ -632,7 +633,7 @@ class EventLog:
         hidden], as hidden_states), then the keyword ones."""
         inputs: dict[str, Value] = {}
         for i, arg in enumerate(args):
-            record = summarize(arg)
+            record = tensor_info(arg) if isinstance(arg, torch.Tensor) else describe(arg)
             is_hidden = i == 0 and type(record) is TensorInfo and len(record.shape) == 3
             inputs["hidden_states" if is_hidden else f"arg{i}"] = record
         if kwargs:
