@@ -9,10 +9,11 @@ machine, as much as a change to the recorder moves them. This counts instead: ea
 child process under `valgrind --tool=callgrind --cache-sim=yes`, which counts the instructions
 executed and simulates the CPU caches, so two runs of the same code give the same numbers.
 
-For each mode, four children build the same random Llama and run one short warm-up, then one of:
-plain `generate()` and the traced run, each for N and for 2N new tokens. The recorder's cost per
-step is (traced 2N - plain 2N) - (traced N - plain N), divided by N: what one more step costs,
-with the start-up, the prefill and the trace's packing that do not grow with N taken out.
+For each mode, one child builds a random Llama, warms up, then runs plain `generate()` and the
+traced run, each for N and for 2N new tokens; a call of `os.getppid()` between two runs makes
+callgrind write the counts so far (`--dump-before=getppid`), so each run is counted on its own.
+The recorder's cost per step is (traced 2N - plain 2N) - (traced N - plain N), divided by N: what
+one more step costs, with the prefill and the trace's packing, which do not grow with N, taken out.
 Printed per step and per layer-step, and as a share of what plain `generate()` spends per step:
 - instructions (Ir);
 - estimated cycles, as KCachegrind estimates them: Ir + 10 x L1 misses + 100 x last-level misses,
@@ -20,7 +21,7 @@ Printed per step and per layer-step, and as a share of what plain `generate()` s
   and data.
 
 valgrind runs a child some 50-100 times slower than the CPU: the default takes about 15 minutes
-on 2 cores (children run two at a time). Needs valgrind (Debian's `valgrind` package); without it,
+(the two modes' children run side by side). Needs valgrind (Debian's `valgrind` package); without it,
 the benchmark says so and stops.
 """
 
@@ -38,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_UP_TOKENS = 2
+RUNS = [(False, 1), (False, 2), (True, 1), (True, 2)]  # (traced, new tokens as a multiple of N), in order
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,8 @@ def child(args: argparse.Namespace) -> None:
     capture = args.mode == "full"
     model.set_attn_implementation("eager" if capture else "sdpa")
 
-    def run(new_tokens: int) -> None:
-        if args.traced:
+    def run(traced: bool, new_tokens: int) -> None:
+        if traced:
             tracer.trace_generation(
                 model, None, input_ids=ids, max_new_tokens=new_tokens, capture_attention=capture
             )
@@ -113,30 +115,39 @@ def child(args: argparse.Namespace) -> None:
                 input_ids=ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
             )
 
-    run(WARM_UP_TOKENS)
-    run(args.child_tokens)
+    for traced in (False, True):
+        run(traced, WARM_UP_TOKENS)
+    for traced, multiple in RUNS:
+        os.getppid()  # callgrind writes the counts so far: the run after it is counted alone
+        run(traced, multiple * args.steps)
+    os.getppid()
 
 
-def count(args: argparse.Namespace, traced: bool, new_tokens: int, out_dir: str) -> Counts:
-    out = Path(out_dir) / f"{args.mode}-{'traced' if traced else 'plain'}-{new_tokens}.out"
+def count(args: argparse.Namespace, out_dir: str) -> dict[tuple[bool, int], Counts]:
+    """One child under callgrind: the counts of each of RUNS, by (traced, new tokens)."""
+    out = Path(out_dir) / f"{args.mode}.out"
     command = [
         "valgrind",
         "--tool=callgrind",
         "--cache-sim=yes",
+        "--dump-before=getppid",
         f"--callgrind-out-file={out}",
         sys.executable,
         __file__,
         "--child",
         *f"--mode {args.mode} --layers {args.layers} --hidden {args.hidden} --prompt {args.prompt}".split(),
-        *f"--vocab {args.vocab} --steps {args.steps} --child-tokens {new_tokens}".split(),
-        *(["--traced"] if traced else []),
+        *f"--vocab {args.vocab} --steps {args.steps}".split(),
     ]
     # The same hash seed in every child: set and dict orders, and so the work done, are the same.
     env = os.environ | {"PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"a counted run failed ({' '.join(command[5:])}):\n{result.stderr[-2000:]}")
-    return read_counts(out.read_text())
+    # Part 1 is the start-up and warm-up; parts 2.. the runs, in order.
+    return {
+        (traced, multiple * args.steps): read_counts(Path(f"{out}.{part}").read_text())
+        for part, (traced, multiple) in enumerate(RUNS, start=2)
+    }
 
 
 def main() -> None:
@@ -149,8 +160,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="N: runs of N and 2N new tokens (default 16)")
     parser.add_argument("--quick", action="store_true", help="2 layers x 64 hidden, vocab 1000, N=2")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--child-tokens", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -167,16 +176,12 @@ def main() -> None:
     )
     modes = ["shapes", "full"] if args.mode == "both" else [args.mode]
     with tempfile.TemporaryDirectory() as out_dir, ThreadPoolExecutor(max_workers=2) as pool:
-        for mode in modes:
-            args.mode = mode
-            jobs = {
-                (traced, tokens): pool.submit(
-                    count, argparse.Namespace(**vars(args)), traced, tokens, out_dir
-                )
-                for traced in (False, True)
-                for tokens in (n, 2 * n)
-            }
-            got = {key: job.result() for key, job in jobs.items()}
+        jobs = {
+            mode: pool.submit(count, argparse.Namespace(**vars(args) | {"mode": mode}), out_dir)
+            for mode in modes
+        }
+        for mode, job in jobs.items():
+            got = job.result()
             recorder, plain = per_step(got[False, n], got[True, n], got[False, 2 * n], got[True, 2 * n], n)
             label = (
                 "Stepwise, attention captured (vs eager)"
