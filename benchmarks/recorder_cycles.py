@@ -111,9 +111,10 @@ def child(args: argparse.Namespace) -> None:
                 model, None, input_ids=ids, max_new_tokens=new_tokens, capture_attention=capture
             )
         else:
-            model.generate(
-                input_ids=ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
-            )
+            # No min_new_tokens: its logits processor would be work the traced run does not do.
+            out = model.generate(input_ids=ids, max_new_tokens=new_tokens, do_sample=False)
+            if out.shape[1] != args.prompt + new_tokens:
+                raise SystemExit("the random model chose its eos token early: try another --prompt")
 
     for traced in (False, True):
         run(traced, WARM_UP_TOKENS)
@@ -158,14 +159,14 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--steps", type=int, default=16, help="N: runs of N and 2N new tokens (default 16)")
-    parser.add_argument("--quick", action="store_true", help="2 layers x 64 hidden, vocab 1000, N=2")
+    parser.add_argument("--quick", action="store_true", help="2 layers x 64 hidden, vocab 1000, N=4")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
     if args.quick:
-        args.layers, args.hidden, args.prompt, args.vocab, args.steps = 2, 64, 8, 1000, 2
+        args.layers, args.hidden, args.prompt, args.vocab, args.steps = 2, 64, 8, 1000, 4
     if shutil.which("valgrind") is None:
         print("skipped: valgrind is not installed (Debian: apt install valgrind)")
         return
