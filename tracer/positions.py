@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from transformers.cache_utils import DynamicLayer
 
 # Event input names, written by the recorder on each attention call with a cache.
 KEPT_BEFORE = "cache_len_before"  # positions the layer's cache held when the call began
@@ -20,6 +22,10 @@ SEEN_BEFORE = "cache_seen_before"  # positions it had seen (only written when mo
 
 def layer_lengths(layer: Any) -> tuple[int, int]:
     """(positions kept, positions seen) of one live cache layer (a transformers CacheLayer)."""
+    if type(layer) is DynamicLayer:  # the common layer keeps all it has seen: read without a call
+        keys = layer.keys
+        kept = keys.shape[-2] if isinstance(keys, torch.Tensor) and keys.dim() >= 2 else 0
+        return kept, kept
     shape = getattr(getattr(layer, "keys", None), "shape", ())  # [batch, kv_heads, seq, head_dim]
     kept = int(shape[-2]) if len(shape) >= 2 else 0
     seen = kept

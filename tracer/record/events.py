@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicCache
 
 from tracer import names, positions
 from tracer.trace import (
@@ -161,10 +161,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
             if len(key_shape) < 2:
                 continue
             value_shape = tuple(values.shape)
-            if type(layer) is DynamicLayer:  # keeps every position it has seen
-                kept = seen = key_shape[-2]
-            else:
-                kept, seen = positions.layer_lengths(layer)
+            kept, seen = positions.layer_lengths(layer)
             nbytes = keys.numel() * keys.element_size() + values.numel() * values.element_size()
             records.append(CacheLayer(index, kind, key_shape, value_shape, kept, nbytes, seen))
     return records
@@ -178,12 +175,7 @@ def layer_cache_lengths(cache: Any, kind: str, layer_idx: int) -> tuple[int, int
     layers = getattr(part, "layers", ())
     if layer_idx >= len(layers):
         return 0, 0
-    layer = layers[layer_idx]
-    if type(layer) is DynamicLayer:  # the common layer, read without a call: it keeps all it has seen
-        keys = layer.keys
-        kept = keys.shape[-2] if isinstance(keys, torch.Tensor) and keys.dim() >= 2 else 0
-        return kept, kept
-    return positions.layer_lengths(layer)
+    return positions.layer_lengths(layers[layer_idx])
 
 
 def numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
@@ -242,26 +234,9 @@ class OpenEvent:
     returned: Any = _NOT_RETURNED
 
     def freeze(self) -> Event:
-        # A frozen dataclass's __init__ sets each field through object.__setattr__, which costs more
-        # than the rest of a decode step's event: the instance's dict is set at once instead.
-        event = _new_event(Event)
-        _set_attribute(
-            event,
-            "__dict__",
-            {
-                "name": self.name,
-                "module": self.module,
-                "inputs": self.inputs,
-                "outputs": self.outputs,
-                "tensors": self.tensors,
-                "note": "; ".join(self.notes),
-                "error": self.error,
-            },
+        return Event(
+            self.name, self.module, self.inputs, self.outputs, self.tensors, "; ".join(self.notes), self.error
         )
-        return event
-
-
-_new_event, _set_attribute = object.__new__, object.__setattr__
 
 
 @dataclass
@@ -633,7 +608,7 @@ class EventLog:
         hidden], as hidden_states), then the keyword ones."""
         inputs: dict[str, Value] = {}
         for i, arg in enumerate(args):
-            record = tensor_info(arg) if isinstance(arg, torch.Tensor) else describe(arg)
+            record = summarize(arg)
             is_hidden = i == 0 and type(record) is TensorInfo and len(record.shape) == 3
             inputs["hidden_states" if is_hidden else f"arg{i}"] = record
         if kwargs:
@@ -697,7 +672,7 @@ class EventLog:
             if self.defer:  # described when the step ends; only what changes meanwhile is read now
                 event = OpenEvent(name, path, {}, call=(args, kwargs))
                 self._undescribed.append(event)
-                if cache is not None and id(cache) not in self._shared:
+                if cache is not None:
                     self.remember(cache)
             else:
                 event = OpenEvent(name, path, self.call_inputs(args, kwargs))
