@@ -78,16 +78,19 @@ def test_the_checkout_entry_runs_the_app_with_its_pages():
 def test_stepwise_app_runs_streamlit_on_the_packaged_app_with_the_options_given(monkeypatch):
     launched = []
 
-    class FakeStreamlit:
-        def __init__(self, command):
-            launched.append(command)
+    class Replaced(Exception):
+        """os.execv does not return: neither does the fake."""
 
-        def wait(self):
-            return 0
+    def fake_execv(path, command):
+        launched.append((path, command))
+        raise Replaced
 
-    monkeypatch.setattr(cli.subprocess, "Popen", FakeStreamlit)
-    assert cli.main(["app", "--server.port", "8599"], prog="stepwise") == 0
-    (command,) = launched
+    monkeypatch.setattr(cli.os, "execv", fake_execv)
+    monkeypatch.setattr(cli.subprocess, "Popen", lambda *a, **k: pytest.fail("a child server was started"))
+    with pytest.raises(Replaced):
+        cli.main(["app", "--server.port", "8599"], prog="stepwise")
+    ((path, command),) = launched
+    assert path == sys.executable
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
     assert Path(command[4]) == ROOT / "stepwise_app" / "app.py"
     assert command[5:] == ["--server.port", "8599"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -222,11 +223,20 @@ def _app(args) -> int:
         return EXIT_USAGE
     app_file = Path(find_spec("stepwise_app").origin).parent / "app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app_file), *args.streamlit_options]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        # Streamlit takes this process's place: a supervisor's SIGTERM reaches the server itself, which
+        # a child server would miss (it would keep serving, orphaned, after `stepwise app` ended).
+        os.execv(sys.executable, command)
     process = subprocess.Popen(command)
     try:
         return process.wait()
     except KeyboardInterrupt:  # Ctrl-C reaches Streamlit too: let it shut down, then report its code
         return process.wait()
+    finally:
+        if process.poll() is None:  # ended some other way: don't leave the server running
+            process.terminate()
 
 
 def console() -> int:
