@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tracer.record.events import SMALL_INT_NUMEL, EventLog, OpenEvent, tensor_info
+from tracer.record.events import SMALL_INT_NUMEL, EventLog, OpenEvent, tensor_info, top_k
 from tracer.trace import Event, TensorInfo
 
 
@@ -207,3 +207,18 @@ def test_a_decode_steps_capture_changed_in_place_before_the_step_ends_is_not_kep
     event, _ = _one_block_call(EventLog(), torch.tensor([[3]]), change_in_place=True)
     assert "hidden_last" not in event.tensors
     assert "hidden_last not captured: the model changed it in place after its call" in event.note
+
+
+@pytest.mark.parametrize("vocab", [8192, 32000, 50257, 128256])
+def test_top_k_ranks_a_vocabulary_as_torch_topk_does(vocab):
+    """The block shortcut finds torch.topk's values and ids: whole blocks, the tail after them, a
+    batch of rows, scores with -inf (a processor's masked tokens) and after the softmax's exp."""
+    generator = torch.Generator().manual_seed(vocab)
+    scores = torch.randn(3, 2, vocab, generator=generator) * 4  # [steps, batch, vocab]
+    scores[0, 1, ::3] = float("-inf")
+    scores[2, 0, -5:] = 50.0 + torch.arange(5.0)  # the best ones in the tail
+    for values in (scores, (scores - scores.amax(-1, keepdim=True)).exp()):
+        expected, got = torch.topk(values, 10), top_k(values, 10)
+        assert torch.equal(got.values, expected.values)
+        assert torch.equal(got.indices, expected.indices)
+    assert top_k(scores, 10).indices[2, 0, :5].tolist() == list(range(vocab - 1, vocab - 6, -1))

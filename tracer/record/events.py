@@ -142,7 +142,7 @@ def outputs_of(output: Any) -> dict[str, Value]:
 
 def cache_parts(cache: Any) -> list[tuple[str, Any]]:
     """A transformers cache as (kind, part): an EncoderDecoderCache has a self and a cross part."""
-    if hasattr(cache, "self_attention_cache"):
+    if type(cache) is not DynamicCache and hasattr(cache, "self_attention_cache"):  # no failed probe
         return [("self", cache.self_attention_cache), ("cross", cache.cross_attention_cache)]
     return [("self", cache)]
 
@@ -162,7 +162,7 @@ def cache_layers(cache: Any) -> list[CacheLayer]:
                 continue
             value_shape = tuple(values.shape)
             kept, seen = positions.layer_lengths(layer)
-            nbytes = keys.numel() * keys.element_size() + values.numel() * values.element_size()
+            nbytes = keys.nbytes + values.nbytes
             records.append(CacheLayer(index, kind, key_shape, value_shape, kept, nbytes, seen))
     return records
 
@@ -176,6 +176,40 @@ def layer_cache_lengths(cache: Any, kind: str, layer_idx: int) -> tuple[int, int
     if layer_idx >= len(layers):
         return 0, 0
     return positions.layer_lengths(layers[layer_idx])
+
+
+# top_k's blocks: the vocabulary is read once for the blocks' maxima, then only the best blocks are
+# ranked. Below _TOP_K_BLOCKS_FROM values a row, torch.topk alone costs less than the dozen extra ops.
+_TOP_K_BLOCK = 64
+_TOP_K_BLOCKS_FROM = 8192
+
+
+def top_k(values: torch.Tensor, k: int) -> torch.return_types.topk:
+    """`torch.topk(values, k)` along the last dimension (sorted, largest first), for a vocabulary.
+
+    torch.topk walks every element of a row through its selection loop, about 14 instructions
+    each: on a 32k vocabulary that was the recorder's largest single cost per step. The k largest
+    values lie in the k blocks (of _TOP_K_BLOCK) with the largest maxima, or in the tail after the
+    last whole block, so one vectorized max per block and a topk over the candidates find them.
+    Values tied at the k-th place may be ranked differently from torch.topk's choice among them.
+    """
+    n = values.shape[-1]
+    blocks = n // _TOP_K_BLOCK
+    k = min(k, n)
+    if n < _TOP_K_BLOCKS_FROM or blocks <= k or not values.is_contiguous():
+        return torch.topk(values, k)
+    rows = values.reshape(-1, n)  # [rows, n], a view
+    whole = blocks * _TOP_K_BLOCK
+    maxima = rows[:, :whole].view(rows.shape[0], blocks, _TOP_K_BLOCK).amax(dim=-1)  # [rows, blocks]
+    best = torch.topk(maxima, k).indices.mul_(_TOP_K_BLOCK)  # [rows, k]: where each best block starts
+    within = torch.arange(_TOP_K_BLOCK, device=values.device)
+    candidates = (best.unsqueeze(-1) + within).flatten(1)  # [rows, k * block]
+    if whole < n:
+        tail = torch.arange(whole, n, device=values.device).expand(rows.shape[0], n - whole)
+        candidates = torch.cat([candidates, tail], dim=1)
+    top = torch.topk(rows.gather(1, candidates), k)  # [rows, k] among the candidates
+    shape = (*values.shape[:-1], k)
+    return torch.return_types.topk((top.values.view(shape), candidates.gather(1, top.indices).view(shape)))
 
 
 def numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
@@ -219,19 +253,31 @@ def float_copy(tensor: torch.Tensor) -> np.ndarray:
 _NOT_RETURNED = object()
 
 
-@dataclass(slots=True)  # thousands per run: slots make each one quicker to make and smaller
 class OpenEvent:
-    name: str
-    module: str
-    inputs: dict[str, Value] = field(default_factory=dict)
-    outputs: dict[str, Value] = field(default_factory=dict)
-    tensors: dict[str, np.ndarray] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    # A decode step's call, described when its step ends (EventLog.describe_calls): (args, kwargs)
-    # and what it returned. None / _NOT_RETURNED once described, or for a call described at once.
-    call: tuple[tuple, dict] | None = None
-    returned: Any = _NOT_RETURNED
+    """An event while its call runs and until its step ends; `freeze()` makes its Event."""
+
+    # Thousands per run: a plain slotted class, whose constructor costs half a dataclass's.
+    __slots__ = ("call", "error", "inputs", "module", "name", "notes", "outputs", "returned", "tensors")
+
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        inputs: dict[str, Value] | None = None,
+        outputs: dict[str, Value] | None = None,
+        call: tuple[tuple, dict] | None = None,
+    ):
+        self.name = name
+        self.module = module
+        self.inputs = {} if inputs is None else inputs
+        self.outputs = {} if outputs is None else outputs
+        self.tensors: dict[str, np.ndarray] = {}
+        self.notes: list[str] = []
+        self.error: str | None = None
+        # A decode step's call, described when its step ends (EventLog.describe_calls): (args, kwargs)
+        # and what it returned. None / _NOT_RETURNED once described, or for a call described at once.
+        self.call = call
+        self.returned: Any = _NOT_RETURNED
 
     def freeze(self) -> Event:
         return Event(
@@ -422,7 +468,7 @@ class EventLog:
         chosen = torch.tensor([step.chosen_ids for step in steps], device=scores.device)  # [steps, batch]
         exp = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # softmax's numerator, as torch's
         total = exp.sum(dim=-1, keepdim=True)  # [steps, batch, 1]
-        top = torch.topk(exp, k=min(TOP_K, exp.shape[-1]))  # [steps, batch, k]
+        top = top_k(exp, TOP_K)  # [steps, batch, k]
         top_probs = (top.values / total).tolist()
         probs = (exp.gather(-1, chosen.unsqueeze(-1)) / total).squeeze(-1).tolist()  # [steps][batch]
         for step, step_probs, values, ids in zip(steps, probs, top_probs, top.indices.tolist(), strict=True):
@@ -607,6 +653,10 @@ class EventLog:
         """The records of a call's arguments: positional ones as arg{i} (the first, if [batch, seq,
         hidden], as hidden_states), then the keyword ones."""
         inputs: dict[str, Value] = {}
+        if len(args) == 1 and isinstance(args[0], torch.Tensor):  # the common call: hidden states
+            record = tensor_info(args[0])
+            inputs["hidden_states" if len(record.shape) == 3 else "arg0"] = record
+            args = ()
         for i, arg in enumerate(args):
             record = summarize(arg)
             is_hidden = i == 0 and type(record) is TensorInfo and len(record.shape) == 3
@@ -645,9 +695,15 @@ class EventLog:
             step.prepare_inputs = event.outputs = self.records_of(returned)
         for event in self._undescribed:
             args, kwargs = event.call
-            event.inputs = self.call_inputs(args, kwargs) | event.inputs
+            inputs = self.call_inputs(args, kwargs)
+            if event.inputs:  # read at the call: a layer's cache length
+                inputs.update(event.inputs)
+            event.inputs = inputs
             if event.returned is not _NOT_RETURNED:
-                event.outputs = outputs_of(event.returned) | event.outputs
+                outputs = outputs_of(event.returned)
+                if event.outputs:  # added at the call by the hook point (attention weights)
+                    outputs.update(event.outputs)
+                event.outputs = outputs
             event.call, event.returned = None, _NOT_RETURNED
         self._undescribed.clear()
         pending, self._pending_captures = self._pending_captures, []
@@ -666,14 +722,16 @@ class EventLog:
         calls: list[OpenEvent] = []  # calls in progress: a module may call itself (it never does today)
         keep_output = name in self.full_outputs
         cache_kind = "cross" if names.attention_kind(name) == "cross" else "self"
+        # Bound once: these run on every call of every hook point, where each lookup counts.
+        shared, undescribed = self._shared, self._undescribed
 
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
             cache = kwargs.get("past_key_values") if kwargs else None
             if self.defer:  # described when the step ends; only what changes meanwhile is read now
                 event = OpenEvent(name, path, {}, call=(args, kwargs))
-                self._undescribed.append(event)
-                if cache is not None:
-                    self.remember(cache)
+                undescribed.append(event)
+                if cache is not None and id(cache) not in shared:  # `remember`, inline
+                    shared[id(cache)] = (cache, summarize(cache))
             else:
                 event = OpenEvent(name, path, self.call_inputs(args, kwargs))
             if cache is not None and layer_idx is not None:

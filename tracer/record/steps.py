@@ -25,7 +25,7 @@ from torch import nn
 from transformers import StoppingCriteria
 
 from tracer import names
-from tracer.record.events import TOP_K, OpenEvent, cache_parts, summarize_all
+from tracer.record.events import TOP_K, OpenEvent, cache_parts, summarize_all, top_k
 from tracer.trace import BeamChoice, BeamResult, RowChoice, TopToken
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ class BeamSteps(GenerateSteps):
             cand_parents.append(parents_b), cand_tokens.append(tokens_b), cand_scores.append(scores_b)
         self._previous = self._running
         self._candidates.append(ranked)
-        top = torch.topk(probs, k=min(TOP_K, probs.shape[-1]))
+        top = top_k(probs, TOP_K)
         text = self.rec.token_text
         self._beam_topk.append(
             [
