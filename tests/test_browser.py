@@ -16,6 +16,7 @@ import re
 
 import pytest
 
+from models import EXAMPLES
 from tests.conftest import ROOT, SHOTS
 
 pytestmark = pytest.mark.browser
@@ -118,7 +119,11 @@ def test_a_bart_trace_shows_cross_attention_in_the_browser(page):
     model.click()
     page.get_by_role("option", name="tiny-bart", exact=True).click()
     expect(model).to_have_value("tiny-bart")
-    _idle(page)  # the model change reruns the script; a click during that rerun would be lost
+    # The model change reruns the script and puts BART's example in the prompt box; a click before
+    # the box shows it would be lost, or send the tiny Llama's prompt back (<unk> to BART).
+    prompt = sidebar.get_by_role("textbox", name="Prompt", exact=True)
+    expect(prompt).to_have_value(EXAMPLES["tiny-bart"][0][0])
+    _idle(page)
     sidebar.get_by_role("button", name="Run trace", exact=True).click()
     expect(sidebar.get_by_text(re.compile(r"^Traced \d+ steps\.$"))).to_be_visible()
     # Still on the KV cache page: it explains the cross-attention cache once the BART trace is in.

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from models import EXAMPLES
 from tests.conftest import SHOTS
 from tests.test_browser_layout import (  # noqa: F401
     PHONE,
@@ -128,6 +129,10 @@ def test_a_bart_batch_shows_its_source_mask_in_the_encoder_and_cross_attention(o
         page.get_by_test_id("stExpandSidebarButton").click()
     sidebar.get_by_role("combobox", name=re.compile("Model")).click()
     page.get_by_role("option", name="tiny-bart", exact=True).click()
+    # The model change puts BART's example in the prompt box. Toggling the batch before the box shows
+    # it would send the box's old text back (the tiny Llama's prompt, <unk> to BART).
+    prompt = sidebar.get_by_role("textbox", name="Prompt", exact=True)
+    expect(prompt).to_have_value(EXAMPLES["tiny-bart"][0][0])
     _idle(page)
     sidebar.get_by_text("Batch: several prompts", exact=True).click()
     expect(sidebar.get_by_role("textbox", name="Prompts, one per line")).to_have_value(re.compile(r".+\n.+"))
