@@ -653,10 +653,6 @@ class EventLog:
         """The records of a call's arguments: positional ones as arg{i} (the first, if [batch, seq,
         hidden], as hidden_states), then the keyword ones."""
         inputs: dict[str, Value] = {}
-        if len(args) == 1 and isinstance(args[0], torch.Tensor):  # the common call: hidden states
-            record = tensor_info(args[0])
-            inputs["hidden_states" if len(record.shape) == 3 else "arg0"] = record
-            args = ()
         for i, arg in enumerate(args):
             record = summarize(arg)
             is_hidden = i == 0 and type(record) is TensorInfo and len(record.shape) == 3
@@ -722,16 +718,15 @@ class EventLog:
         calls: list[OpenEvent] = []  # calls in progress: a module may call itself (it never does today)
         keep_output = name in self.full_outputs
         cache_kind = "cross" if names.attention_kind(name) == "cross" else "self"
-        # Bound once: these run on every call of every hook point, where each lookup counts.
-        shared, undescribed = self._shared, self._undescribed
+        undescribed = self._undescribed  # bound once: it is read on every call of every hook point
 
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
             cache = kwargs.get("past_key_values") if kwargs else None
             if self.defer:  # described when the step ends; only what changes meanwhile is read now
                 event = OpenEvent(name, path, {}, call=(args, kwargs))
                 undescribed.append(event)
-                if cache is not None and id(cache) not in shared:  # `remember`, inline
-                    shared[id(cache)] = (cache, summarize(cache))
+                if cache is not None:
+                    self.remember(cache)
             else:
                 event = OpenEvent(name, path, self.call_inputs(args, kwargs))
             if cache is not None and layer_idx is not None:

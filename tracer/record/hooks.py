@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -118,21 +118,13 @@ PreHook = Callable[[nn.Module, tuple, dict], None]
 PostHook = Callable[[nn.Module, tuple, dict, Any], None]  # output is None when the call raised
 
 
-@dataclass
-class _Watchers:
-    """What one module's wrapped forward calls: its own forward, with functions before and after."""
-
-    original: Callable
-    pres: list[PreHook] = field(default_factory=list)
-    posts: list[PostHook] = field(default_factory=list)
-
-
 class Hooks:
     """What one traced run installs on a model; `remove()` takes all of it back."""
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self._watchers: dict[int, _Watchers] = {}  # id(module) -> what its wrapped forward calls
+        # id(module) -> (its pre functions, its post functions), called by its wrapped forward
+        self._watchers: dict[int, tuple[list[PreHook], list[PostHook]]] = {}
         # (object, method name, the instance's own override or _NOTHING), in the order wrapped
         self._wrapped: list[tuple[Any, str, Any]] = []
         self._original_attn: str | None = None
@@ -155,12 +147,9 @@ class Hooks:
         """Replace `owner.<name>` (the model's, by default) by `make_wrapper(the bound original)` on the
         instance, until remove()."""
         owner = self.model if owner is None else owner
-        self._restore_later(owner, name)
-        setattr(owner, name, make_wrapper(getattr(owner, name)))
-
-    def _restore_later(self, owner: Any, name: str) -> None:
         # An instance may carry its own override (a user's patch): put that exact object back later.
         self._wrapped.append((owner, name, vars(owner).get(name, _NOTHING)))
+        setattr(owner, name, make_wrapper(getattr(owner, name)))
 
     def on_call(self, module: nn.Module, pre: PreHook | None, post: PostHook | None) -> None:
         """`pre` before each call of `module`, `post` after it, even when it raised (output None).
@@ -172,14 +161,12 @@ class Hooks:
         """
         watchers = self._watchers.get(id(module))
         if watchers is None:
-            self._restore_later(module, "forward")
-            watchers = self._watchers[id(module)] = _Watchers(module.forward)
+            watchers = self._watchers[id(module)] = ([], [])
+            self.wrap_method("forward", _calling(module, *watchers), owner=module)
         if pre is not None:
-            watchers.pres.append(pre)
+            watchers[0].append(pre)
         if post is not None:
-            watchers.posts.append(post)
-        # Made again for each watcher added (all of them before the run starts): it calls a fixed set.
-        module.forward = _calling(module, watchers.original, tuple(watchers.pres), tuple(watchers.posts))
+            watchers[1].append(post)
 
     def remove(self) -> None:
         self._watchers.clear()
@@ -195,37 +182,25 @@ class Hooks:
         self._original_attn = None
 
 
-def _calling(module: nn.Module, original: Callable, pres: tuple[PreHook, ...], posts: tuple[PostHook, ...]):
-    """`module.forward` that calls `pres` before and `posts` after each call of `original`."""
-    if len(pres) == 1 and len(posts) == 1:  # a hook point: one of each, called without a loop
-        (pre,), (post,) = pres, posts
+def _calling(module: nn.Module, pres: list[PreHook], posts: list[PostHook]):
+    """A wrapper maker for `module.forward` that calls `pres` before and `posts` after each call."""
 
+    def make(original: Callable) -> Callable:
+        # functools.wraps keeps the signature: generate() reads the model's to pick its kwargs.
         @functools.wraps(original)
         def forward(*args, **kwargs):
-            pre(module, args, kwargs)
+            for pre in pres:
+                pre(module, args, kwargs)
             try:
                 output = original(*args, **kwargs)
             except BaseException:
-                post(module, args, kwargs, None)
+                for post in posts:
+                    post(module, args, kwargs, None)
                 raise
-            post(module, args, kwargs, output)
+            for post in posts:
+                post(module, args, kwargs, output)
             return output
 
         return forward
 
-    # functools.wraps keeps the signature: generate() reads the model's to pick its kwargs.
-    @functools.wraps(original)
-    def forward(*args, **kwargs):
-        for pre in pres:
-            pre(module, args, kwargs)
-        try:
-            output = original(*args, **kwargs)
-        except BaseException:
-            for post in posts:
-                post(module, args, kwargs, None)
-            raise
-        for post in posts:
-            post(module, args, kwargs, output)
-        return output
-
-    return forward
+    return make
